@@ -1,0 +1,81 @@
+//! Writing to the host's log.
+//!
+//! Each line is tagged by the host with the plugin and the aggregate. The host cuts
+//! long messages (4 KiB by default) and may drop lines when a reducer logs too much;
+//! logging never fails. Outside WebAssembly (native unit tests) lines go to stderr.
+//!
+//! ```
+//! streamfold_guest::log::warn(&format!("unknown schema version {}", 3));
+//! ```
+
+use std::fmt;
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Very detailed tracing.
+    Trace,
+    /// Details useful while debugging a reducer.
+    Debug,
+    /// Normal, noteworthy events.
+    Info,
+    /// Something looks wrong but the replay goes on.
+    Warn,
+    /// Something is wrong.
+    Error,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        })
+    }
+}
+
+/// Writes one line at `level` to the host's log.
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use crate::__rt::host::{self, Level as L};
+        let level = match level {
+            Level::Trace => L::Trace,
+            Level::Debug => L::Debug,
+            Level::Info => L::Info,
+            Level::Warn => L::Warn,
+            Level::Error => L::Error,
+        };
+        host::log(level, message);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level}] {message}");
+}
+
+/// Writes one line at [`Level::Trace`].
+pub fn trace(message: &str) {
+    log(Level::Trace, message);
+}
+
+/// Writes one line at [`Level::Debug`].
+pub fn debug(message: &str) {
+    log(Level::Debug, message);
+}
+
+/// Writes one line at [`Level::Info`].
+pub fn info(message: &str) {
+    log(Level::Info, message);
+}
+
+/// Writes one line at [`Level::Warn`].
+pub fn warn(message: &str) {
+    log(Level::Warn, message);
+}
+
+/// Writes one line at [`Level::Error`].
+pub fn error(message: &str) {
+    log(Level::Error, message);
+}

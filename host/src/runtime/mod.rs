@@ -1,0 +1,349 @@
+//! Loading reducer components and replaying aggregates through them.
+//!
+//! A [`Runtime`] owns one Wasmtime engine for the process, the linker reducers are
+//! instantiated against, the compiled-code cache and the reducers loaded so far.
+//! Every replay gets a fresh instance (microseconds, from an `InstancePre` and the
+//! pooling allocator), so a reducer that traps or runs out of budget poisons
+//! nothing but its own replay.
+
+mod bindings;
+mod failure;
+mod plugin;
+mod registry;
+mod replay;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use failure::{FailedEvent, FailureCause, ReducerFailure, RejectionKind};
+pub use plugin::{CONTRACT, Plugin, PluginInfo, digest, short_digest};
+pub use registry::{Activation, RegisteredPlugin};
+pub use replay::{ReplayOptions, Replayed};
+pub use sandbox::Limits;
+
+use crate::error::{Error, Result};
+use crate::store::EventStore;
+
+/// Severity of a reducer's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal information.
+    Info,
+    /// Something unexpected but handled.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// One line a reducer logged through the host import.
+#[derive(Debug)]
+pub struct LogRecord<'a> {
+    /// Its severity.
+    pub level: LogLevel,
+    /// The plugin that logged it (`name@version (sha256:…)`).
+    pub plugin: &'a str,
+    /// The aggregate being replayed (`type/id`).
+    pub aggregate: &'a str,
+    /// The message, already cut to the configured length.
+    pub message: &'a str,
+}
+
+/// Where reducers' log lines go.
+pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
+
+/// Writes warnings and errors to stderr; drops the rest.
+pub fn default_log_sink() -> LogSink {
+    Arc::new(|r: &LogRecord<'_>| {
+        if r.level >= LogLevel::Warn {
+            eprintln!(
+                "[{} {}] {:?}: {}",
+                r.plugin, r.aggregate, r.level, r.message
+            );
+        }
+    })
+}
+
+/// How a [`Runtime`] is set up. Every field has a sensible default.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// What a reducer may use.
+    pub limits: Limits,
+    /// Folder for compiled code (`None`: compile every time). Default:
+    /// `$STREAMFOLD_CACHE_DIR`, else `$XDG_CACHE_HOME/streamfold`, else
+    /// `~/.cache/streamfold`.
+    pub cache_dir: Option<PathBuf>,
+    /// Save a snapshot automatically when a replay of the current state applied at
+    /// least this many events past the last snapshot. `None` turns it off.
+    /// Default: 1,000.
+    pub snapshot_every: Option<u64>,
+    /// Use the pooling instance allocator (fast instantiation). Default: true.
+    pub pooling: bool,
+    /// Where reducers' log lines go. Default: [`default_log_sink`].
+    pub log_sink: LogSink,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("limits", &self.limits)
+            .field("cache_dir", &self.cache_dir)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("pooling", &self.pooling)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            limits: Limits::default(),
+            cache_dir: default_cache_dir(),
+            snapshot_every: Some(1000),
+            pooling: true,
+            log_sink: default_log_sink(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Sets the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Sets (or, with `None`, turns off) the compiled-code cache folder.
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+    /// Sets (or, with `None`, turns off) automatic snapshots.
+    pub fn snapshot_every(mut self, n: Option<u64>) -> Self {
+        self.snapshot_every = n.filter(|n| *n > 0);
+        self
+    }
+    /// Turns the pooling allocator on or off.
+    pub fn pooling(mut self, on: bool) -> Self {
+        self.pooling = on;
+        self
+    }
+    /// Sends reducers' log lines to `sink`.
+    pub fn log_sink(mut self, sink: LogSink) -> Self {
+        self.log_sink = sink;
+        self
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("STREAMFOLD_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("streamfold")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("streamfold")))
+}
+
+/// How a plugin was made ready: from the compiled-code cache or by compiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    /// Already loaded in this process.
+    Memory,
+    /// Deserialized from the on-disk compiled-code cache.
+    DiskCache,
+    /// Compiled from the component's bytes.
+    Compiled,
+}
+
+/// The reducer host: loads plugins, keeps the registry, replays aggregates.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    engine: wasmtime::Engine,
+    linker: wasmtime::component::Linker<sandbox::HostState>,
+    cache: plugin::CodeCache,
+    config: RuntimeConfig,
+    store: EventStore,
+    registry: registry::Registry,
+    loaded: Mutex<HashMap<String, Arc<Plugin>>>,
+}
+
+impl Runtime {
+    /// A runtime over `store`, whose Redis also holds the plugin registry.
+    pub fn new(store: EventStore, config: RuntimeConfig) -> Result<Self> {
+        let engine = sandbox::engine(&config.limits, config.pooling).map_err(Error::Engine)?;
+        sandbox::start_epoch_ticker(&engine);
+        let linker = sandbox::linker(&engine).map_err(Error::Engine)?;
+        let cache = plugin::CodeCache::new(config.cache_dir.clone(), &engine);
+        let registry = registry::Registry::new(store.connection(), store.key_prefix());
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache,
+                config,
+                store,
+                registry,
+                loaded: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The event store this runtime replays from.
+    pub fn store(&self) -> &EventStore {
+        &self.inner.store
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Validates and compiles a component (or takes it from the caches) without
+    /// registering it. Blocking: compiling a large component takes seconds, so call
+    /// it from a blocking context, or use [`Runtime::load_async`].
+    pub fn load(&self, bytes: &[u8]) -> Result<(Arc<Plugin>, LoadSource)> {
+        let digest = plugin::digest(bytes);
+        if let Some(p) = self.inner.loaded.lock().expect("plugin map").get(&digest) {
+            return Ok((p.clone(), LoadSource::Memory));
+        }
+        let i = &self.inner;
+        let (p, hit) = plugin::load(&i.engine, &i.linker, &i.cache, &i.config.limits, bytes)?;
+        let mut loaded = i.loaded.lock().expect("plugin map");
+        let p = loaded.entry(digest).or_insert(p).clone();
+        Ok((
+            p,
+            if hit {
+                LoadSource::DiskCache
+            } else {
+                LoadSource::Compiled
+            },
+        ))
+    }
+
+    /// [`Runtime::load`] on tokio's blocking pool.
+    pub async fn load_async(&self, bytes: Arc<[u8]>) -> Result<(Arc<Plugin>, LoadSource)> {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || rt.load(&bytes))
+            .await
+            .map_err(|e| Error::Engine(anyhow::anyhow!("plugin loading task failed: {e}")))?
+    }
+
+    /// Validates `bytes`, stores them in the registry and, if `activate`, makes
+    /// the plugin the active reducer of its aggregate type.
+    pub async fn register(&self, bytes: Vec<u8>, activate: bool) -> Result<RegisteredPlugin> {
+        let bytes: Arc<[u8]> = bytes.into();
+        let (plugin, _) = self.load_async(bytes.clone()).await?;
+        let mut reg = self.inner.registry.put(plugin.info(), &bytes).await?;
+        if activate {
+            self.inner.registry.activate(&reg).await?;
+            reg.active = true;
+        } else {
+            reg.active = self
+                .inner
+                .registry
+                .active_digest(&reg.info.aggregate_type)
+                .await?
+                .as_deref()
+                == Some(reg.info.digest.as_str());
+        }
+        Ok(reg)
+    }
+
+    /// Makes a registered version (by digest, digest prefix or semantic version)
+    /// the active reducer of `aggregate_type`.
+    pub async fn activate(
+        &self,
+        aggregate_type: &str,
+        digest_or_version: &str,
+    ) -> Result<RegisteredPlugin> {
+        let mut reg = self
+            .inner
+            .registry
+            .resolve(aggregate_type, digest_or_version)
+            .await?;
+        if reg.info.aggregate_type != aggregate_type {
+            return Err(Error::invalid(format!(
+                "{} folds {:?} aggregates, not {aggregate_type:?}",
+                reg.info.label(),
+                reg.info.aggregate_type
+            )));
+        }
+        self.inner.registry.activate(&reg).await?;
+        reg.active = true;
+        Ok(reg)
+    }
+
+    /// Every registered version (of one type, or of all), with the active ones marked.
+    pub async fn plugins(&self, aggregate_type: Option<&str>) -> Result<Vec<RegisteredPlugin>> {
+        self.inner.registry.list(aggregate_type).await
+    }
+
+    /// The plugin registered under `digest`, loaded and ready.
+    pub async fn plugin(&self, digest: &str) -> Result<Arc<Plugin>> {
+        if let Some(p) = self.inner.loaded.lock().expect("plugin map").get(digest) {
+            return Ok(p.clone());
+        }
+        let bytes: Arc<[u8]> = self.inner.registry.bytes(digest).await?.into();
+        let (p, _) = self.load_async(bytes).await?;
+        if p.info().digest != digest {
+            return Err(Error::Corrupt {
+                key: format!("plugin blob {digest}"),
+                reason: format!("its bytes hash to {}", p.info().digest),
+            });
+        }
+        Ok(p)
+    }
+
+    /// The active reducer of `aggregate_type`, loaded and ready.
+    pub async fn active_plugin(&self, aggregate_type: &str) -> Result<Arc<Plugin>> {
+        let digest = self.inner.registry.active_digest(aggregate_type).await?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "an active reducer for aggregate type {aggregate_type:?} (register one with `streamfold plugin add FILE.wasm`)"
+            ))
+        })?;
+        self.plugin(&digest).await
+    }
+
+    /// Replays an aggregate and returns its state.
+    pub async fn state(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        options: ReplayOptions,
+    ) -> Result<Replayed> {
+        replay::replay(self, aggregate_type, aggregate_id, options).await
+    }
+
+    /// Replays the aggregate's current state and saves it as a snapshot for the
+    /// active reducer.
+    pub async fn snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Replayed> {
+        let replayed = self
+            .state(aggregate_type, aggregate_id, ReplayOptions::default())
+            .await?;
+        replay::save_snapshot(self, aggregate_type, aggregate_id, &replayed).await?;
+        Ok(replayed)
+    }
+
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+}

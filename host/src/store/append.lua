@@ -1,0 +1,144 @@
+-- Streamfold: append a batch of events to an aggregate, atomically.
+--
+-- KEYS[1]  aggregate stream (never trimmed: the source of truth)
+-- KEYS[2]  revision counter hash: rev, and the last batch (last_first, last_rev, last_n, last_pos)
+-- KEYS[3]  category stream (trimmed with MAXLEN ~)
+-- ARGV[1]  expected kind: any | exists | exact   (no-stream is exact 0)
+-- ARGV[2]  expected revision (exact only)
+-- ARGV[3]  category max length, 0 = never trim
+-- ARGV[4]  aggregate_type     ARGV[5] aggregate_id
+-- ARGV[6]  how far back (entries) a retry of an exact append is looked for
+-- ARGV[7]  n, the number of events; then 5 arguments per event:
+--          event_id, event_type, data, timestamp, version
+--
+-- Replies: {'ok', first_rev, last_rev, {positions}}
+--          {'dup', first_rev, last_rev, {positions}}   the same batch was appended before
+--          {'conflict', actual_rev}
+--          {'corrupt', key, reason}
+-- Nothing is written unless the reply is 'ok'.
+
+local agg, revkey, cat = KEYS[1], KEYS[2], KEYS[3]
+local kind = ARGV[1]
+local expected = tonumber(ARGV[2])
+local maxlen = ARGV[3]
+local atype, aid = ARGV[4], ARGV[5]
+local cap = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+local BASE, PER = 7, 5
+
+-- Check key types first, so that no XADD can fail half way through the batch.
+local function type_of(key)
+  local t = redis.call('TYPE', key)
+  if type(t) == 'table' then t = t['ok'] end
+  return t
+end
+local ta, tr, tc = type_of(agg), type_of(revkey), type_of(cat)
+if ta ~= 'none' and ta ~= 'stream' then return {'corrupt', agg, 'holds a ' .. ta .. ', not a stream'} end
+if tc ~= 'none' and tc ~= 'stream' then return {'corrupt', cat, 'holds a ' .. tc .. ', not a stream'} end
+if tr ~= 'none' and tr ~= 'hash' then return {'corrupt', revkey, 'holds a ' .. tr .. ', not a hash'} end
+
+-- The current revision: the counter, or (a stream adopted from the seed, which has no
+-- counter yet) the length of the aggregate stream, which is never trimmed.
+local cur
+local stored = redis.call('HGET', revkey, 'rev')
+if stored then
+  cur = tonumber(stored)
+  if not cur then return {'corrupt', revkey, 'rev is not a number'} end
+else
+  cur = redis.call('XLEN', agg)
+end
+
+local function event_id_of(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'event_id' then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- entries: the candidate entries in stream order; true if they are exactly this batch.
+local function same_batch(entries)
+  if #entries ~= n then return false end
+  for i = 1, n do
+    if event_id_of(entries[i]) ~= ARGV[BASE + (i - 1) * PER + 1] then return false end
+  end
+  return true
+end
+
+local function dup_reply(first_rev, entries)
+  local positions = {}
+  for i = 1, n do positions[i] = entries[i][1] end
+  return {'dup', first_rev, first_rev + n - 1, positions}
+end
+
+-- Was this batch the last one appended (at first revision want_rev, if given)? O(n).
+local function by_memory(want_rev)
+  local m = redis.call('HMGET', revkey, 'last_first', 'last_rev', 'last_n', 'last_pos')
+  if m[1] ~= ARGV[BASE + 1] or tonumber(m[3]) ~= n or not m[4] then return nil end
+  local first_rev = tonumber(m[2])
+  if not first_rev or (want_rev and first_rev ~= want_rev) then return nil end
+  local entries = redis.call('XRANGE', agg, m[4], '+', 'COUNT', n)
+  if same_batch(entries) then return dup_reply(first_rev, entries) end
+  return nil
+end
+
+-- Are revisions expected+1 .. expected+n this batch? Looks back at most `cap` entries.
+local function by_scan()
+  local back = cur - expected
+  if back > cap then return nil end
+  local newest_first = redis.call('XREVRANGE', agg, '+', '-', 'COUNT', back)
+  if #newest_first ~= back then return nil end
+  local entries = {}
+  for i = 1, n do entries[i] = newest_first[back - i + 1] end
+  if same_batch(entries) then return dup_reply(expected + 1, entries) end
+  return nil
+end
+
+if kind == 'exact' then
+  if cur ~= expected then
+    if cur >= expected + n then
+      local dup = by_memory(expected + 1) or by_scan()
+      if dup then return dup end
+    end
+    return {'conflict', cur}
+  end
+elseif kind == 'exists' then
+  if cur == 0 then return {'conflict', 0} end
+  local dup = by_memory(nil)
+  if dup then return dup end
+elseif kind == 'any' then
+  local dup = by_memory(nil)
+  if dup then return dup end
+else
+  return redis.error_reply('streamfold append: unknown expected-revision kind ' .. tostring(kind))
+end
+
+local positions = {}
+local rev = cur
+for i = 1, n do
+  local o = BASE + (i - 1) * PER
+  rev = rev + 1
+  local rs = string.format('%d', rev)
+  -- The seed's fields, in the seed's order, plus our revision.
+  local id = redis.call('XADD', agg, '*',
+    'event_id', ARGV[o + 1], 'aggregate_type', atype, 'aggregate_id', aid,
+    'event_type', ARGV[o + 2], 'data', ARGV[o + 3], 'timestamp', ARGV[o + 4],
+    'version', ARGV[o + 5], 'revision', rs)
+  if maxlen == '0' then
+    redis.call('XADD', cat, '*',
+      'event_id', ARGV[o + 1], 'aggregate_type', atype, 'aggregate_id', aid,
+      'event_type', ARGV[o + 2], 'data', ARGV[o + 3], 'timestamp', ARGV[o + 4],
+      'version', ARGV[o + 5], 'revision', rs)
+  else
+    redis.call('XADD', cat, 'MAXLEN', '~', maxlen, '*',
+      'event_id', ARGV[o + 1], 'aggregate_type', atype, 'aggregate_id', aid,
+      'event_type', ARGV[o + 2], 'data', ARGV[o + 3], 'timestamp', ARGV[o + 4],
+      'version', ARGV[o + 5], 'revision', rs)
+  end
+  positions[i] = id
+end
+
+redis.call('HSET', revkey, 'rev', string.format('%d', rev),
+  'last_first', ARGV[BASE + 1], 'last_rev', string.format('%d', cur + 1),
+  'last_n', string.format('%d', n), 'last_pos', positions[1])
+return {'ok', cur + 1, rev, positions}

@@ -1,0 +1,47 @@
+//! Reducer components built from source by `tests/build.rs` (never committed):
+//! paths to give the host, and their bytes.
+//!
+//! | constant | what it is |
+//! | --- | --- |
+//! | [`USER`] | `plugins/user`: the seed's `user` aggregate |
+//! | [`CART`] | `plugins/cart`: a shopping cart with rules |
+//! | [`SPIN`] | `apply` loops forever (aggregate `user`, handles `UserCreated`) |
+//! | [`BOMB`] | `apply` allocates without bound (same) |
+//! | [`TRAP`] | `apply` logs one `error` line, then panics, i.e. traps (same) |
+//! | [`USER_CORE`] | the `user` core module: WebAssembly, but not a component |
+//! | [`OTHER_WORLD`] | a valid component of another world (`test:other/other`, exports `run: func()`) |
+
+use std::path::{Path, PathBuf};
+
+/// `plugins/user`: the seed's `user` aggregate.
+pub const USER: &str = concat!(env!("OUT_DIR"), "/user.wasm");
+/// `plugins/cart`: a shopping cart with rules.
+pub const CART: &str = concat!(env!("OUT_DIR"), "/cart.wasm");
+/// `tests/plugins/spin`: `apply` loops forever.
+pub const SPIN: &str = concat!(env!("OUT_DIR"), "/spin.wasm");
+/// `tests/plugins/bomb`: `apply` allocates without bound, 1 MiB at a time.
+pub const BOMB: &str = concat!(env!("OUT_DIR"), "/bomb.wasm");
+/// `tests/plugins/trap`: `apply` logs one line at `error` level, then panics.
+pub const TRAP: &str = concat!(env!("OUT_DIR"), "/trap.wasm");
+/// The `user` plugin's core module, before it was made a component.
+pub const USER_CORE: &str = concat!(env!("OUT_DIR"), "/user-core.wasm");
+/// `tests/plugins/other`: a component of the world `test:other/other`.
+pub const OTHER_WORLD: &str = concat!(env!("OUT_DIR"), "/other-world.wasm");
+
+/// The path of the built plugin `name`: `user`, `cart`, `spin`, `bomb`, `trap`,
+/// `user-core` or `other-world`.
+pub fn path(name: &str) -> PathBuf {
+    let path = Path::new(env!("OUT_DIR")).join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "no built plugin named {name:?} ({} is missing)",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of the built plugin at `path` (one of the constants).
+pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
+    let path = path.as_ref();
+    std::fs::read(path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+}

@@ -1,0 +1,5 @@
+//! All integration tests, in one binary (one link, one place to look).
+//! Each module starts its own `redis-server` on a free loopback port.
+
+mod runtime;
+mod store;
