@@ -91,15 +91,21 @@ pub(crate) async fn run(g: &Global) -> Result<()> {
     );
     println!("{}", pretty(&state.state));
 
-    let first_time = chrono::DateTime::parse_from_rfc3339(&history[0].timestamp)
-        .map(|t| t.to_utc())
-        .unwrap_or_else(|_| chrono::Utc::now());
+    // "As of" is judged by when Redis stored each event (its stream id), which can be
+    // a millisecond after the timestamp the client put in the envelope.
+    let stored_ms = history[0]
+        .stored_at_ms()
+        .context("stream id of the first event")?;
+    let first_time =
+        chrono::DateTime::from_timestamp_millis(stored_ms as i64).context("a valid stream time")?;
     let then = rt
         .state("user", "1", ReplayOptions::default().as_of(first_time))
         .await?;
     println!(
-        "\n5. Time travel: state as of {} (revision {}, position {}):",
-        history[0].timestamp, then.revision, first.positions[0]
+        "\n5. Time travel: state as of {} (the first event, revision {}, position {}):",
+        first_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        then.revision,
+        first.positions[0]
     );
     println!("{}", pretty(&then.state));
 

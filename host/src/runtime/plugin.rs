@@ -127,18 +127,18 @@ impl CodeCache {
         digest: &str,
         bytes: &[u8],
     ) -> Result<(Component, bool)> {
-        if let Some(path) = self.path(digest) {
-            if path.exists() {
-                // SAFETY: files in our cache folder were written by `Component::serialize`
-                // of this very engine configuration (the folder name is its hash), named by
-                // the digest of their source. A truncated or corrupt file fails to
-                // deserialize and is recompiled below.
-                #[allow(unsafe_code)]
-                match unsafe { Component::deserialize_file(engine, &path) } {
-                    Ok(c) => return Ok((c, true)),
-                    Err(_) => {
-                        let _ = std::fs::remove_file(&path);
-                    }
+        if let Some(path) = self.path(digest).filter(|p| p.exists()) {
+            // SAFETY: files in our cache folder were written by `Component::serialize`
+            // of this very engine configuration (the folder name is its hash), named by
+            // the digest of their source. A truncated or corrupt file fails to
+            // deserialize and is recompiled below. The file is mapped into memory, so
+            // it must never be truncated while in use: we only ever rename new files
+            // into place (`write_atomically`).
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(_) => {
+                    let _ = std::fs::remove_file(&path);
                 }
             }
         }

@@ -182,13 +182,11 @@ pub(super) async fn replay(
             },
         ));
     }
-    if let Some(r) = options.at_revision {
-        if folded.revision < r {
-            return Err(Error::NotFound(format!(
-                "revision {r} of {aggregate_type}/{aggregate_id} (its last revision is {})",
-                folded.revision
-            )));
-        }
+    if let Some(r) = options.at_revision.filter(|r| folded.revision < *r) {
+        return Err(Error::NotFound(format!(
+            "revision {r} of {aggregate_type}/{aggregate_id} (its last revision is {})",
+            folded.revision
+        )));
     }
 
     let mut replayed = Replayed {

@@ -258,6 +258,9 @@ impl bindings::Host for HostState {
     }
 }
 
+// The `types` interface holds only types; its (empty) host trait still needs an impl.
+impl bindings::TypesHost for HostState {}
+
 /// Cuts `s` to at most `max` bytes on a character boundary.
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -321,6 +324,3 @@ mod tests {
         assert_eq!(truncate("abc", 10), "abc");
     }
 }
-
-// The `types` interface holds only types; its (empty) host trait still needs an impl.
-impl bindings::TypesHost for HostState {}

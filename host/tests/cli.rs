@@ -1,0 +1,364 @@
+//! The `streamfold` binary, run for real against a private redis-server: output
+//! shapes, exit statuses, import, plugins and the demo.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use streamfold::local_redis::LocalRedis;
+
+struct Cli {
+    redis: LocalRedis,
+    cache: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        Cli {
+            redis: LocalRedis::start().expect("redis-server starts"),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_streamfold"));
+        c.args(args)
+            .env("STREAMFOLD_REDIS_URL", self.redis.url())
+            .env("STREAMFOLD_CACHE_DIR", self.cache.path())
+            .env_remove("STREAMFOLD_PREFIX");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("the binary runs")
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn register_user(&self) -> String {
+        let file = self.cache.path().join("user.wasm");
+        std::fs::write(&file, streamfold::bundled::USER_REDUCER).unwrap();
+        self.ok(&["plugin", "add", file.to_str().unwrap(), "--json"])
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+#[test]
+fn append_history_and_state_with_json_output() {
+    let cli = Cli::new();
+    let reg: Value = serde_json::from_str(&cli.register_user()).unwrap();
+    assert_eq!(reg["name"], "user");
+    assert_eq!(reg["active"], true);
+
+    let out = cli.ok(&[
+        "append",
+        "user",
+        "7",
+        "UserCreated",
+        r#"{"id":7,"name":"Bo","email":"bo@example.com","timestamp":"t1"}"#,
+        "--expect",
+        "no-stream",
+        "--json",
+    ]);
+    let appended: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(appended["revision"], 1);
+    assert!(appended["position"].as_str().unwrap().contains('-'));
+    let id = appended["event_id"].as_str().unwrap().to_string();
+    cli.ok(&[
+        "append",
+        "user",
+        "7",
+        "EmailChanged",
+        r#"{"email":"bo@example.org","timestamp":"t2"}"#,
+        "--expect",
+        "1",
+    ]);
+
+    let history: Value =
+        serde_json::from_str(&cli.ok(&["history", "user", "7", "--json"])).unwrap();
+    let events = history.as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["event_id"], id);
+    assert_eq!(
+        events[0]["data"]["name"], "Bo",
+        "data is embedded JSON, as the seed returns it"
+    );
+    for field in [
+        "event_id",
+        "aggregate_type",
+        "aggregate_id",
+        "event_type",
+        "data",
+        "timestamp",
+        "version",
+        "revision",
+        "position",
+    ] {
+        assert!(events[1].get(field).is_some(), "missing {field}");
+    }
+
+    // stdout holds only the state document.
+    let state: Value = serde_json::from_str(&cli.ok(&["state", "user", "7"])).unwrap();
+    assert_eq!(state["email"], "bo@example.org");
+    let at1: Value =
+        serde_json::from_str(&cli.ok(&["state", "user", "7", "--at-revision", "1"])).unwrap();
+    assert_eq!(at1["email"], "bo@example.com");
+    let full: Value = serde_json::from_str(&cli.ok(&["state", "user", "7", "--json"])).unwrap();
+    assert_eq!(full["revision"], 2);
+    assert_eq!(full["reducer"]["name"], "user");
+    assert_eq!(full["state"]["email"], "bo@example.org");
+
+    // Retrying with the same event id writes nothing twice.
+    let again: Value = serde_json::from_str(&cli.ok(&[
+        "append",
+        "user",
+        "7",
+        "UserCreated",
+        r#"{"id":7,"name":"Bo","email":"bo@example.com","timestamp":"t1"}"#,
+        "--expect",
+        "no-stream",
+        "--event-id",
+        &id,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(again["already_appended"], true);
+    assert_eq!(
+        serde_json::from_str::<Value>(&cli.ok(&["history", "user", "7", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn exit_statuses() {
+    let cli = Cli::new();
+    cli.register_user();
+    cli.ok(&[
+        "append",
+        "user",
+        "1",
+        "UserCreated",
+        r#"{"id":1,"name":"A","email":"a","timestamp":"t"}"#,
+    ]);
+
+    let conflict = cli.run(&[
+        "append",
+        "user",
+        "1",
+        "NameChanged",
+        r#"{"name":"B"}"#,
+        "--expect",
+        "5",
+    ]);
+    assert_eq!(code(&conflict), 3, "{}", text(&conflict.stderr));
+    let msg = text(&conflict.stderr);
+    assert!(
+        msg.contains("expected 5") && msg.contains("actual 1"),
+        "{msg}"
+    );
+
+    let missing = cli.run(&["state", "user", "nobody"]);
+    assert_eq!(code(&missing), 4, "{}", text(&missing.stderr));
+    assert_eq!(code(&cli.run(&["history", "user", "nobody"])), 4);
+    assert_eq!(code(&cli.run(&["plugin", "activate", "user", "0.9.9"])), 4);
+
+    let bad_json = cli.run(&["append", "user", "1", "NameChanged", "{not json"]);
+    assert_eq!(code(&bad_json), 2, "{}", text(&bad_json.stderr));
+    assert_eq!(code(&cli.run(&["no-such-command"])), 2);
+    assert_eq!(code(&cli.run(&["append", "user"])), 2);
+
+    let not_wasm = cli.cache.path().join("not.wasm");
+    std::fs::write(&not_wasm, b"hello").unwrap();
+    let refused = cli.run(&["plugin", "add", not_wasm.to_str().unwrap()]);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        text(&refused.stderr).contains("not a WebAssembly file"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // Unreachable Redis: status 1, one clear line naming the URL without its password.
+    let down = cli
+        .command(&["history", "user", "1"])
+        .env("STREAMFOLD_REDIS_URL", "redis://:sekrit@127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(code(&down), 1);
+    let msg = text(&down.stderr);
+    assert!(
+        msg.contains("cannot reach Redis") && !msg.contains("sekrit"),
+        "{msg}"
+    );
+    for out in [&conflict, &missing, &bad_json, &refused, &down] {
+        assert!(
+            !text(&out.stderr).contains("panicked"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn import_reports_the_bad_line_and_writes_nothing_after_it() {
+    let cli = Cli::new();
+    let good = [
+        r#"{"aggregate_type":"user","aggregate_id":1,"event_type":"UserCreated","data":{"id":1,"name":"A","email":"a","timestamp":"t"}}"#,
+        r#"{"aggregate_type":"user","aggregate_id":"1","event_type":"NameChanged","data":{"name":"B"}}"#,
+        r#"{"aggregate_type":"user","aggregate_id":"2","event_type":"UserCreated","data":{"id":2,"name":"C","email":"c","timestamp":"t"}}"#,
+    ];
+    let input = format!(
+        "{}\n{}\n\n{}\n{{broken\n{}\n",
+        good[0], good[1], good[2], good[0]
+    );
+    let out = cli.run_with_stdin(&["import", "-"], &input);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let msg = text(&out.stderr);
+    assert!(msg.contains("line 5"), "{msg}");
+    assert!(msg.contains("3 events before line 5"), "{msg}");
+    let h1: Value = serde_json::from_str(&cli.ok(&["history", "user", "1", "--json"])).unwrap();
+    assert_eq!(
+        h1.as_array().unwrap().len(),
+        2,
+        "the line after the bad one was not written"
+    );
+    let h2: Value = serde_json::from_str(&cli.ok(&["history", "user", "2", "--json"])).unwrap();
+    assert_eq!(h2.as_array().unwrap().len(), 1);
+
+    let file = cli.cache.path().join("events.ndjson");
+    std::fs::write(&file, good.join("\n")).unwrap();
+    let summary: Value =
+        serde_json::from_str(&cli.ok(&["import", file.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(summary["events"], 3);
+    assert_eq!(summary["aggregates"], 2);
+}
+
+#[test]
+fn plugin_list_and_activate() {
+    let cli = Cli::new();
+    let user: Value = serde_json::from_str(&cli.register_user()).unwrap();
+    let cart_file = cli.cache.path().join("cart.wasm");
+    std::fs::write(&cart_file, streamfold::bundled::CART_REDUCER).unwrap();
+    cli.ok(&[
+        "plugin",
+        "add",
+        cart_file.to_str().unwrap(),
+        "--no-activate",
+    ]);
+    let list: Value = serde_json::from_str(&cli.ok(&["plugin", "list", "--json"])).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let cart = list.iter().find(|p| p["aggregate_type"] == "cart").unwrap();
+    assert_eq!(cart["active"], false);
+    let digest = cart["digest"].as_str().unwrap();
+    cli.ok(&["plugin", "activate", "cart", &digest[..10]]);
+    let human = cli.ok(&["plugin", "list"]);
+    assert!(human.contains("cart") && human.contains("user"), "{human}");
+    let list: Value = serde_json::from_str(&cli.ok(&["plugin", "list", "cart", "--json"])).unwrap();
+    assert_eq!(list[0]["active"], true);
+    // A reducer cannot be activated for a type it does not fold.
+    let wrong = cli.run(&[
+        "plugin",
+        "activate",
+        "cart",
+        user["digest"].as_str().unwrap(),
+    ]);
+    assert_ne!(code(&wrong), 0);
+}
+
+#[test]
+fn demo_runs_the_seed_story() {
+    let cli = Cli::new();
+    for _ in 0..2 {
+        // Twice: the demo resets its own prefix, so it is repeatable on a shared Redis.
+        let out = cli.ok(&["demo"]);
+        assert!(
+            out.contains("UserCreated") && out.contains("EmailChanged"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""email": "alice.smith@example.com""#),
+            "{out}"
+        );
+        let time_travel = out
+            .split("Time travel")
+            .nth(1)
+            .expect("a time-travel section");
+        assert!(
+            time_travel.contains(r#""email": "alice@example.com""#),
+            "{out}"
+        );
+        assert!(!time_travel.contains("email_updated_at"), "{out}");
+    }
+    let history: Value = serde_json::from_str(&cli.ok(&[
+        "--prefix",
+        "streamfold-demo",
+        "history",
+        "user",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn demo_starts_a_private_redis_when_none_answers() {
+    let cli = Cli::new();
+    let free_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = cli
+        .command(&["demo", "--redis", &format!("redis://127.0.0.1:{free_port}")])
+        .env_remove("STREAMFOLD_REDIS_URL")
+        .output()
+        .unwrap();
+    // An explicit --redis that does not answer is an error, not a silent private server.
+    assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+    let out = cli
+        .command(&["demo"])
+        .env_remove("STREAMFOLD_REDIS_URL")
+        .output()
+        .unwrap();
+    // With nothing at the default address it starts its own; with something there,
+    // it uses it under its own prefix. Either way it succeeds.
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Time travel"));
+}
