@@ -16,6 +16,7 @@ fn main() {
         "fixture-bomb",
         "fixture-trap",
         "fixture-other-world",
+        "fixture-user-v2",
     ]);
     for plugin in &plugins {
         if let Some(short) = plugin.name.strip_prefix("fixture-") {

@@ -28,6 +28,10 @@ pub const USER_CORE: &str = concat!(env!("OUT_DIR"), "/user-core.wasm");
 /// `tests/plugins/other`: a component of the world `test:other/other`.
 pub const OTHER_WORLD: &str = concat!(env!("OUT_DIR"), "/other-world.wasm");
 
+/// `tests/plugins/user-v2`: version 0.2.0 of a `user` reducer that upper-cases
+/// names and counts its events in `v2_events` (for the live-update tests).
+pub const USER_V2: &str = concat!(env!("OUT_DIR"), "/user-v2.wasm");
+
 /// The path of the built plugin `name`: `user`, `cart`, `spin`, `bomb`, `trap`,
 /// `user-core` or `other-world`.
 pub fn path(name: &str) -> PathBuf {

@@ -1,11 +1,16 @@
 //! One function per command.
 
 use anyhow::{Context, Result};
-use streamfold::runtime::{ReplayOptions, Runtime, RuntimeConfig};
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use streamfold::runtime::{
+    Plugin, ReplayOptions, Runtime, RuntimeConfig, VerifyOptions, VerifyReport, short_digest,
+};
 use streamfold::store::{EventStore, NewEvent, ReadOptions, StoreConfig};
 
 use super::output;
-use super::{Cli, Command, Global, PluginCommand};
+use super::{Cli, Command, Explained, Global, PluginCommand, Sample, status};
 
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
@@ -121,6 +126,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Plugin(cmd) => plugin(g, cmd).await,
+        Command::Watch {
+            plugins,
+            interval_ms,
+        } => {
+            let rt = runtime(g).await?;
+            super::watch::run(&rt, &plugins, std::time::Duration::from_millis(interval_ms)).await
+        }
     }
 }
 
@@ -130,12 +142,39 @@ async fn plugin(g: &Global, cmd: PluginCommand) -> Result<()> {
         PluginCommand::Add {
             file,
             no_activate,
+            verify,
+            force,
+            sample,
             json,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut activate = !no_activate;
+            if verify {
+                let (candidate, _) = rt
+                    .load_async(bytes.clone().into())
+                    .await
+                    .with_context(|| format!("{} was not registered", file.display()))?;
+                let report = run_verify(&rt, candidate, &sample, json).await?;
+                if !report.passed() {
+                    if !force {
+                        return Err(Explained {
+                            status: status::VERIFY_FAILED,
+                            message: format!(
+                                "{} was not registered: verification found {} differing and {} failing aggregates (use --force to activate anyway)",
+                                file.display(),
+                                report.differed.len(),
+                                report.failed.len()
+                            ),
+                        }
+                        .into());
+                    }
+                    eprintln!("warning: activating despite the differences (--force)");
+                }
+                activate = true;
+            }
             let reg = rt
-                .register(bytes, !no_activate)
+                .register(bytes, activate)
                 .await
                 .with_context(|| format!("{} was not registered", file.display()))?;
             if json {
@@ -177,8 +216,100 @@ async fn plugin(g: &Global, cmd: PluginCommand) -> Result<()> {
                 );
             }
         }
+        PluginCommand::Verify {
+            file,
+            aggregate_type,
+            sample,
+            json,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (candidate, _) = rt.load_async(bytes.into()).await?;
+            if let Some(t) = aggregate_type.filter(|t| *t != candidate.info().aggregate_type) {
+                return Err(streamfold::Error::InvalidInput(format!(
+                    "{} folds {:?} aggregates, not {t:?}",
+                    candidate.info().label(),
+                    candidate.info().aggregate_type
+                ))
+                .into());
+            }
+            let report = run_verify(&rt, candidate, &sample, json).await?;
+            if !report.passed() {
+                return Err(Explained {
+                    status: status::VERIFY_FAILED,
+                    message: format!(
+                        "verification failed: {} of {} aggregates differ, {} fail in the candidate",
+                        report.differed.len(),
+                        report.checked,
+                        report.failed.len()
+                    ),
+                }
+                .into());
+            }
+        }
+        PluginCommand::History {
+            aggregate_type,
+            json,
+        } => {
+            let history = rt.activation_history(&aggregate_type).await?;
+            if json {
+                output::json(&history);
+            } else if history.is_empty() {
+                println!("nothing was ever activated for {aggregate_type:?}");
+            } else {
+                for a in &history {
+                    println!(
+                        "{}  {}@{}  {}",
+                        a.activated_at,
+                        a.name,
+                        a.version,
+                        short_digest(&a.digest)
+                    );
+                }
+            }
+        }
+        PluginCommand::Remove {
+            aggregate_type,
+            digest_or_version,
+        } => {
+            let reg = rt.remove(&aggregate_type, &digest_or_version).await?;
+            println!("removed {} from the registry", reg.info.label());
+        }
     }
     Ok(())
+}
+
+/// Runs a replay-diff with a progress bar on a terminal, prints the report.
+async fn run_verify(
+    rt: &Runtime,
+    candidate: Arc<Plugin>,
+    sample: &Sample,
+    json: bool,
+) -> Result<VerifyReport> {
+    let options = if sample.all {
+        VerifyOptions::default().all()
+    } else {
+        VerifyOptions::default().sample(sample.sample)
+    };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "verifying {bar:40} {pos}/{len} aggregates ({per_sec}, {eta})",
+        )
+        .expect("valid template"),
+    );
+    let report = rt
+        .verify(candidate, options, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })
+        .await?;
+    bar.finish_and_clear();
+    if json {
+        output::json(&report);
+    } else {
+        output::verify(&report);
+    }
+    Ok(report)
 }
 
 pub(crate) fn store_config(g: &Global) -> StoreConfig {

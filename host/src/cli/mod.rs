@@ -4,6 +4,7 @@ mod commands;
 mod demo;
 mod import;
 mod output;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,23 @@ pub(crate) mod status {
     pub const USAGE: u8 = 2;
     pub const CONFLICT: u8 = 3;
     pub const NOT_FOUND: u8 = 4;
+    pub const VERIFY_FAILED: u8 = 5;
 }
+
+/// An error that has already been explained on the terminal, and exits with `status`.
+#[derive(Debug)]
+pub(crate) struct Explained {
+    pub status: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Explained {}
 
 /// Event sourcing on Redis Streams, with state replayed through WebAssembly reducers.
 #[derive(Debug, Parser)]
@@ -132,6 +149,27 @@ pub(crate) enum Command {
     Plugin(PluginCommand),
     /// Run the seed document's story end to end (starts a private Redis if none is reachable).
     Demo,
+    /// Register and activate every component in a folder, and again whenever one
+    /// changes: rebuild a reducer and the next replay uses it. Stops on Ctrl-C.
+    Watch {
+        /// The folder of `.wasm` components.
+        #[arg(long)]
+        plugins: PathBuf,
+        /// How often to look for changes, in milliseconds.
+        #[arg(long, default_value_t = 300)]
+        interval_ms: u64,
+    },
+}
+
+/// Which aggregates `verify` compares.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Sample {
+    /// Compare at most N aggregates of the type.
+    #[arg(long, default_value_t = 100, conflicts_with = "all")]
+    pub sample: usize,
+    /// Compare every aggregate of the type.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,8 +180,40 @@ pub(crate) enum PluginCommand {
         /// Register without activating.
         #[arg(long)]
         no_activate: bool,
+        /// Replay-diff against the active version first; activate only if nothing differs or fails.
+        #[arg(long)]
+        verify: bool,
+        /// With --verify: activate even if the verification finds differences.
+        #[arg(long, requires = "verify")]
+        force: bool,
+        #[command(flatten)]
+        sample: Sample,
         #[arg(long)]
         json: bool,
+    },
+    /// Replay existing aggregates through the active reducer and through a candidate,
+    /// side by side, without activating anything. Exit 0 only if none differ or fail.
+    Verify {
+        file: PathBuf,
+        /// The aggregate type (default: the one the candidate declares; must match it).
+        #[arg(long = "type")]
+        aggregate_type: Option<String>,
+        #[command(flatten)]
+        sample: Sample,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What was active for a type, and when (newest first).
+    History {
+        aggregate_type: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a registered version that is not active.
+    Remove {
+        aggregate_type: String,
+        /// A digest, a digest prefix (6+ hex digits) or a semantic version.
+        digest_or_version: String,
     },
     /// List registered reducers (all versions) and which are active.
     List {
@@ -195,6 +265,9 @@ pub(crate) fn main() -> ExitCode {
 
 /// Maps the library's error (wherever it is in the chain) to our exit statuses.
 fn exit_status(e: &anyhow::Error) -> u8 {
+    if let Some(x) = e.downcast_ref::<Explained>() {
+        return x.status;
+    }
     let Some(e) = e
         .chain()
         .find_map(|c| c.downcast_ref::<streamfold::Error>())

@@ -1,7 +1,7 @@
 //! Human and JSON output.
 
 use serde::Serialize;
-use streamfold::runtime::{RegisteredPlugin, Replayed, short_digest};
+use streamfold::runtime::{RegisteredPlugin, Replayed, VerifyReport, short_digest};
 use streamfold::store::RecordedEvent;
 
 /// Prints `value` as one line of JSON on stdout.
@@ -77,4 +77,56 @@ pub(crate) fn plugins(list: &[RegisteredPlugin]) {
             p.registered_at
         );
     }
+}
+
+/// A replay-diff report: the counts, then each difference and failure.
+pub(crate) fn verify(r: &VerifyReport) {
+    let active = r
+        .active
+        .as_ref()
+        .map(|p| p.label())
+        .unwrap_or_else(|| "(no active reducer)".into());
+    println!(
+        "verified {} against {active} on {} {} aggregates in {} ms",
+        r.candidate.label(),
+        r.checked,
+        r.aggregate_type,
+        r.elapsed_ms
+    );
+    println!(
+        "  agree: {}   differ: {}   fail in candidate: {}   fail in active: {}",
+        r.agreed,
+        r.differed.len(),
+        r.failed.len(),
+        r.active_failed.len()
+    );
+    for d in r.differed.iter().take(20) {
+        let path = if d.path.is_empty() {
+            "(the whole state)"
+        } else {
+            d.path.as_str()
+        };
+        println!(
+            "  differs  {}/{}  {path}: active {} | candidate {}",
+            r.aggregate_type, d.aggregate_id, d.active, d.candidate
+        );
+    }
+    for f in r.failed.iter().take(20) {
+        println!(
+            "  fails    {}/{}  {}",
+            r.aggregate_type, f.aggregate_id, f.error
+        );
+    }
+    let more = r.differed.len().saturating_sub(20) + r.failed.len().saturating_sub(20);
+    if more > 0 {
+        println!("  ... and {more} more (--json lists them all)");
+    }
+    println!(
+        "{}",
+        if r.passed() {
+            "PASS: safe to activate"
+        } else {
+            "FAIL: do not activate"
+        }
+    );
 }

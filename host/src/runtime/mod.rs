@@ -8,20 +8,24 @@
 
 mod bindings;
 mod failure;
+mod follow;
 mod plugin;
 mod registry;
 mod replay;
 mod sandbox;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 pub use failure::{FailedEvent, FailureCause, ReducerFailure, RejectionKind};
 pub use plugin::{CONTRACT, Plugin, PluginInfo, digest, short_digest};
 pub use registry::{Activation, RegisteredPlugin};
 pub use replay::{ReplayOptions, Replayed};
 pub use sandbox::Limits;
+pub use verify::{CandidateFailure, Difference, VerifyOptions, VerifyReport};
 
 use crate::error::{Error, Result};
 use crate::store::EventStore;
@@ -87,6 +91,9 @@ pub struct RuntimeConfig {
     pub pooling: bool,
     /// Where reducers' log lines go. Default: [`default_log_sink`].
     pub log_sink: LogSink,
+    /// When following activations ([`Runtime::follow_activations`]), how often to
+    /// re-read every active digest in case a notice was missed. Default: 2 s.
+    pub activation_check_every: Duration,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -96,6 +103,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("cache_dir", &self.cache_dir)
             .field("snapshot_every", &self.snapshot_every)
             .field("pooling", &self.pooling)
+            .field("activation_check_every", &self.activation_check_every)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +116,7 @@ impl Default for RuntimeConfig {
             snapshot_every: Some(1000),
             pooling: true,
             log_sink: default_log_sink(),
+            activation_check_every: Duration::from_secs(2),
         }
     }
 }
@@ -131,6 +140,11 @@ impl RuntimeConfig {
     /// Turns the pooling allocator on or off.
     pub fn pooling(mut self, on: bool) -> Self {
         self.pooling = on;
+        self
+    }
+    /// Sets how often a following runtime re-reads the active digests.
+    pub fn activation_check_every(mut self, every: Duration) -> Self {
+        self.activation_check_every = every;
         self
     }
     /// Sends reducers' log lines to `sink`.
@@ -184,6 +198,11 @@ struct Inner {
     store: EventStore,
     registry: registry::Registry,
     loaded: Mutex<HashMap<String, Arc<Plugin>>>,
+    /// Loads from the registry in progress, by digest.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Plugin>>>>>,
+    /// Active digest per type, kept by the activation follower; `None` when not
+    /// following (then each replay asks Redis).
+    active: RwLock<Option<HashMap<String, String>>>,
 }
 
 impl Runtime {
@@ -203,6 +222,8 @@ impl Runtime {
                 store,
                 registry,
                 loaded: Mutex::new(HashMap::new()),
+                loading: Mutex::new(HashMap::new()),
+                active: RwLock::new(None),
             }),
         })
     }
@@ -255,6 +276,7 @@ impl Runtime {
         let mut reg = self.inner.registry.put(plugin.info(), &bytes).await?;
         if activate {
             self.inner.registry.activate(&reg).await?;
+            self.note_activation(&reg.info.aggregate_type, &reg.info.digest);
             reg.active = true;
         } else {
             reg.active = self
@@ -288,7 +310,34 @@ impl Runtime {
             )));
         }
         self.inner.registry.activate(&reg).await?;
+        self.note_activation(aggregate_type, &reg.info.digest);
         reg.active = true;
+        Ok(reg)
+    }
+
+    /// What was active for `aggregate_type` when, newest first.
+    pub async fn activation_history(&self, aggregate_type: &str) -> Result<Vec<Activation>> {
+        self.inner.registry.history(aggregate_type).await
+    }
+
+    /// Deletes a registered version (by digest, digest prefix or version). The
+    /// active version cannot be removed: activate another one first.
+    pub async fn remove(
+        &self,
+        aggregate_type: &str,
+        digest_or_version: &str,
+    ) -> Result<RegisteredPlugin> {
+        let reg = self
+            .inner
+            .registry
+            .resolve(aggregate_type, digest_or_version)
+            .await?;
+        self.inner.registry.remove(&reg).await?;
+        self.inner
+            .loaded
+            .lock()
+            .expect("plugin map")
+            .remove(&reg.info.digest);
         Ok(reg)
     }
 
@@ -302,20 +351,41 @@ impl Runtime {
         if let Some(p) = self.inner.loaded.lock().expect("plugin map").get(digest) {
             return Ok(p.clone());
         }
-        let bytes: Arc<[u8]> = self.inner.registry.bytes(digest).await?.into();
-        let (p, _) = self.load_async(bytes).await?;
-        if p.info().digest != digest {
-            return Err(Error::Corrupt {
-                key: format!("plugin blob {digest}"),
-                reason: format!("its bytes hash to {}", p.info().digest),
-            });
-        }
+        // One load per digest at a time: replays and the activation follower asking
+        // for the same new plugin at once share one fetch and one compilation.
+        let cell = self
+            .inner
+            .loading
+            .lock()
+            .expect("loading map")
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        let p = cell
+            .get_or_try_init(|| async {
+                let bytes: Arc<[u8]> = self.inner.registry.bytes(digest).await?.into();
+                let (p, _) = self.load_async(bytes).await?;
+                if p.info().digest != digest {
+                    return Err(Error::Corrupt {
+                        key: format!("plugin blob {digest}"),
+                        reason: format!("its bytes hash to {}", p.info().digest),
+                    });
+                }
+                Ok(p)
+            })
+            .await?
+            .clone();
+        self.inner
+            .loading
+            .lock()
+            .expect("loading map")
+            .remove(digest);
         Ok(p)
     }
 
     /// The active reducer of `aggregate_type`, loaded and ready.
     pub async fn active_plugin(&self, aggregate_type: &str) -> Result<Arc<Plugin>> {
-        let digest = self.inner.registry.active_digest(aggregate_type).await?.ok_or_else(|| {
+        let digest = self.active_digest(aggregate_type).await?.ok_or_else(|| {
             Error::NotFound(format!(
                 "an active reducer for aggregate type {aggregate_type:?} (register one with `streamfold plugin add FILE.wasm`)"
             ))

@@ -8,6 +8,10 @@
 //! - `P:plugins:versions:TYPE` sorted set of digests by registration time
 //! - `P:plugins:active`        hash: aggregate type → active digest
 //! - `P:plugins:history:TYPE`  list of activations, newest first
+//!
+//! Every registration and activation is also published on the channel
+//! `P:plugins:activations` (as `registered TYPE DIGEST` or `activated TYPE DIGEST`),
+//! so running hosts compile new plugins ahead of time and switch without polling.
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -90,6 +94,12 @@ impl Registry {
             .ignore()
             .query_async(&mut conn)
             .await?;
+        let _: () = conn
+            .publish(
+                self.channel(),
+                format!("registered {} {}", info.aggregate_type, info.digest),
+            )
+            .await?;
         Ok(reg)
     }
 
@@ -117,7 +127,62 @@ impl Registry {
         Ok(conn.hget(self.key("active"), aggregate_type).await?)
     }
 
-    /// Makes `digest` the active reducer of its aggregate type.
+    /// The pub/sub channel activations are announced on.
+    pub(crate) fn channel(&self) -> String {
+        self.key("activations")
+    }
+
+    /// Every type's active digest.
+    pub(crate) async fn active_digests(&self) -> Result<std::collections::HashMap<String, String>> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hgetall(self.key("active")).await?)
+    }
+
+    /// What was active when, newest first.
+    pub(crate) async fn history(&self, aggregate_type: &str) -> Result<Vec<Activation>> {
+        let mut conn = self.conn.clone();
+        let key = self.key(&format!("history:{aggregate_type}"));
+        let entries: Vec<String> = conn.lrange(&key, 0, -1).await?;
+        entries
+            .iter()
+            .map(|e| {
+                serde_json::from_str(e).map_err(|err| Error::Corrupt {
+                    key: key.clone(),
+                    reason: err.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a registered version that is not active.
+    pub(crate) async fn remove(&self, plugin: &RegisteredPlugin) -> Result<()> {
+        let info = &plugin.info;
+        if self.active_digest(&info.aggregate_type).await?.as_deref() == Some(info.digest.as_str())
+        {
+            return Err(Error::invalid(format!(
+                "{} is the active reducer for {:?}: activate another version first, then remove this one",
+                info.label(),
+                info.aggregate_type
+            )));
+        }
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .zrem(
+                self.key(&format!("versions:{}", info.aggregate_type)),
+                &info.digest,
+            )
+            .ignore()
+            .del(self.key(&format!("meta:{}", info.digest)))
+            .ignore()
+            .del(self.key(&format!("blob:{}", info.digest)))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes `digest` the active reducer of its aggregate type, and tells every
+    /// running host.
     pub(crate) async fn activate(&self, plugin: &RegisteredPlugin) -> Result<()> {
         let entry = Activation {
             digest: plugin.info.digest.clone(),
@@ -137,6 +202,15 @@ impl Registry {
             .lpush(
                 self.key(&format!("history:{}", plugin.info.aggregate_type)),
                 serde_json::to_string(&entry).expect("activation serializes"),
+            )
+            .await?;
+        let _: () = conn
+            .publish(
+                self.channel(),
+                format!(
+                    "activated {} {}",
+                    plugin.info.aggregate_type, plugin.info.digest
+                ),
             )
             .await?;
         Ok(())

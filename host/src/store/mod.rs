@@ -80,6 +80,8 @@ pub struct EventStore {
 
 struct Inner {
     config: StoreConfig,
+    /// For connections of other kinds (pub/sub). Never printed: it holds the password.
+    client: redis::Client,
     /// The URL with any password removed: the only form we keep.
     url: String,
 }
@@ -147,16 +149,22 @@ impl EventStore {
             .set_number_of_retries(config.reconnect_retries)
             .set_min_delay(Duration::from_millis(100))
             .set_max_delay(Duration::from_secs(1));
-        let con = ConnectionManager::new_with_config(client, manager_config)
+        let con = ConnectionManager::new_with_config(client.clone(), manager_config)
             .await
             .map_err(unreachable)?;
         Ok(EventStore {
             inner: Arc::new(Inner {
                 config,
+                client,
                 url: redacted,
             }),
             con,
         })
+    }
+
+    /// A pub/sub connection to the same Redis (for plugin activation notices).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        Ok(self.inner.client.get_async_pubsub().await?)
     }
 
     /// The settings the store was made with.
