@@ -362,3 +362,143 @@ fn demo_starts_a_private_redis_when_none_answers() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Time travel"));
 }
+
+fn add_users(cli: &Cli, n: usize) {
+    for i in 0..n {
+        cli.ok(&[
+            "append",
+            "user",
+            &i.to_string(),
+            "UserCreated",
+            &format!(r#"{{"id":{i},"name":"u{i}","email":"u{i}@x","timestamp":"t"}}"#),
+        ]);
+    }
+}
+
+#[test]
+fn plugin_verify_gates_activation() {
+    let cli = Cli::new();
+    cli.register_user();
+    add_users(&cli, 12);
+    let same = cli.cache.path().join("user.wasm");
+    let out = cli.ok(&["plugin", "verify", same.to_str().unwrap()]);
+    assert!(out.contains("agree: 12") && out.contains("PASS"), "{out}");
+
+    // A version that changes states: exit status 5, with the first differing field.
+    let v2 = streamfold_tests::plugins::USER_V2;
+    let out = cli.run(&["plugin", "verify", v2, "--sample", "5", "--json"]);
+    assert_eq!(code(&out), 5, "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(report["checked"], 5);
+    assert_eq!(report["differed"].as_array().unwrap().len(), 5);
+    assert_eq!(report["differed"][0]["path"], "/id");
+
+    // `plugin add --verify` refuses it, `--force` activates it anyway.
+    let refused = cli.run(&["plugin", "add", v2, "--verify"]);
+    assert_eq!(code(&refused), 5);
+    let list: Value = serde_json::from_str(&cli.ok(&["plugin", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "nothing registered");
+    let forced = cli.run(&["plugin", "add", v2, "--verify", "--force", "--all"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    let state: Value = serde_json::from_str(&cli.ok(&["state", "user", "3"])).unwrap();
+    assert_eq!(state["name"], "U3");
+
+    // A candidate for another type.
+    let cart = cli.cache.path().join("cart.wasm");
+    std::fs::write(&cart, streamfold::bundled::CART_REDUCER).unwrap();
+    assert_eq!(
+        code(&cli.run(&["plugin", "verify", cart.to_str().unwrap(), "--type", "user"])),
+        2
+    );
+}
+
+#[test]
+fn plugin_history_rollback_and_remove() {
+    let cli = Cli::new();
+    let v1: Value = serde_json::from_str(&cli.register_user()).unwrap();
+    let v2: Value = serde_json::from_str(&cli.ok(&[
+        "plugin",
+        "add",
+        streamfold_tests::plugins::USER_V2,
+        "--json",
+    ]))
+    .unwrap();
+    add_users(&cli, 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&cli.ok(&["state", "user", "0"])).unwrap()["name"],
+        "U0"
+    );
+    cli.ok(&["plugin", "activate", "user", "0.1.0"]); // rollback by version
+    assert_eq!(
+        serde_json::from_str::<Value>(&cli.ok(&["state", "user", "0"])).unwrap()["name"],
+        "u0"
+    );
+
+    let history: Value =
+        serde_json::from_str(&cli.ok(&["plugin", "history", "user", "--json"])).unwrap();
+    let digests: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["digest"].as_str().unwrap())
+        .collect();
+    let (d1, d2) = (
+        v1["digest"].as_str().unwrap(),
+        v2["digest"].as_str().unwrap(),
+    );
+    assert_eq!(digests, [d1, d2, d1]);
+
+    let refused = cli.run(&["plugin", "remove", "user", d1]);
+    assert_eq!(code(&refused), 2);
+    assert!(
+        text(&refused.stderr).contains("active reducer"),
+        "{}",
+        text(&refused.stderr)
+    );
+    cli.ok(&["plugin", "remove", "user", &d2[..12]]);
+    let list: Value = serde_json::from_str(&cli.ok(&["plugin", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn watch_registers_and_reloads_a_folder() {
+    let cli = Cli::new();
+    add_users(&cli, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut watch = cli
+        .command(&[
+            "watch",
+            "--plugins",
+            dir.path().to_str().unwrap(),
+            "--interval-ms",
+            "50",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let name_of_user_0 = |cli: &Cli| -> Option<String> {
+        let out = cli.run(&["state", "user", "0"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_str::<Value>(&text(&out.stdout)).unwrap()["name"].to_string())
+    };
+    let wait_for = |want: &str| {
+        let t = std::time::Instant::now();
+        while name_of_user_0(&cli).as_deref() != Some(want) {
+            assert!(
+                t.elapsed().as_secs() < 20,
+                "watch never activated the reducer giving {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let file = dir.path().join("user.wasm");
+    std::fs::write(&file, streamfold::bundled::USER_REDUCER).unwrap();
+    wait_for("\"u0\"");
+    // "Rebuild": the same file now holds another version.
+    std::fs::copy(streamfold_tests::plugins::USER_V2, &file).unwrap();
+    wait_for("\"U0\"");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}
