@@ -6,7 +6,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub(crate) use streamfold::reducer::host::{Host, Level};
-pub(crate) use streamfold::reducer::types::{
+pub(crate) use self::streamfold::reducer::host::{Host, Level};
+pub(crate) use self::streamfold::reducer::types::{
     ErrorKind, Event, Host as TypesHost, Info, ReducerError,
 };
