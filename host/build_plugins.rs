@@ -44,7 +44,10 @@ pub fn build(crates: &[&str]) -> Vec<Plugin> {
         "Cargo.lock",
         "wit",
         "guest-sdk",
-        "plugins",
+        // The Rust plugins only: the JavaScript and Python folders (node_modules,
+        // build outputs) must not rebuild the host.
+        "plugins/user",
+        "plugins/cart",
         "tests/plugins",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());

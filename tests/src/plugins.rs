@@ -5,6 +5,9 @@
 //! | --- | --- |
 //! | [`USER`] | `plugins/user`: the seed's `user` aggregate |
 //! | [`CART`] | `plugins/cart`: a shopping cart with rules |
+//! | [`USER_JS`] | `plugins/user-js`: the `user` reducer in JavaScript (componentize-js) |
+//! | [`USER_PY`] | `plugins/user-py`: the `user` reducer in Python (componentize-py) |
+//! | [`CART_PY`] | `plugins/cart-py`: the `cart` reducer in Python (componentize-py) |
 //! | [`SPIN`] | `apply` loops forever (aggregate `user`, handles `UserCreated`) |
 //! | [`BOMB`] | `apply` allocates without bound (same) |
 //! | [`TRAP`] | `apply` logs one `error` line, then panics, i.e. traps (same) |
@@ -17,6 +20,12 @@ use std::path::{Path, PathBuf};
 pub const USER: &str = concat!(env!("OUT_DIR"), "/user.wasm");
 /// `plugins/cart`: a shopping cart with rules.
 pub const CART: &str = concat!(env!("OUT_DIR"), "/cart.wasm");
+/// `plugins/user-js`: the `user` reducer in JavaScript (componentize-js).
+pub const USER_JS: &str = concat!(env!("OUT_DIR"), "/user-js.wasm");
+/// `plugins/user-py`: the `user` reducer in Python (componentize-py).
+pub const USER_PY: &str = concat!(env!("OUT_DIR"), "/user-py.wasm");
+/// `plugins/cart-py`: the `cart` reducer in Python (componentize-py).
+pub const CART_PY: &str = concat!(env!("OUT_DIR"), "/cart-py.wasm");
 /// `tests/plugins/spin`: `apply` loops forever.
 pub const SPIN: &str = concat!(env!("OUT_DIR"), "/spin.wasm");
 /// `tests/plugins/bomb`: `apply` allocates without bound, 1 MiB at a time.
@@ -32,8 +41,8 @@ pub const OTHER_WORLD: &str = concat!(env!("OUT_DIR"), "/other-world.wasm");
 /// names and counts its events in `v2_events` (for the live-update tests).
 pub const USER_V2: &str = concat!(env!("OUT_DIR"), "/user-v2.wasm");
 
-/// The path of the built plugin `name`: `user`, `cart`, `spin`, `bomb`, `trap`,
-/// `user-core` or `other-world`.
+/// The path of the built plugin `name`: `user`, `cart`, `user-js`, `user-py`,
+/// `cart-py`, `spin`, `bomb`, `trap`, `user-core`, `other-world` or `user-v2`.
 pub fn path(name: &str) -> PathBuf {
     let path = Path::new(env!("OUT_DIR")).join(format!("{name}.wasm"));
     assert!(
@@ -48,4 +57,15 @@ pub fn path(name: &str) -> PathBuf {
 pub fn read(path: impl AsRef<Path>) -> Vec<u8> {
     let path = path.as_ref();
     std::fs::read(path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+}
+
+/// The compiled-code cache every test that loads the large JavaScript and Python
+/// components shares: `target/test-code-cache`. They take seconds to compile,
+/// milliseconds to load from here.
+pub fn code_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .join("target")
+        .join("test-code-cache")
 }

@@ -59,16 +59,11 @@ fn scan(dir: &Path) -> Result<Vec<(PathBuf, (SystemTime, u64))>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wasm") {
-            if let Ok(meta) = std::fs::metadata(&path) {
-                out.push((
-                    path,
-                    (
-                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        meta.len(),
-                    ),
-                ));
-            }
+        if path.extension().is_some_and(|e| e == "wasm")
+            && let Ok(meta) = std::fs::metadata(&path)
+        {
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push((path, (modified, meta.len())));
         }
     }
     out.sort();
