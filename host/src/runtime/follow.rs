@@ -20,8 +20,10 @@ use super::{Inner, Runtime};
 use crate::error::Result;
 
 impl Runtime {
-    /// Starts following activations (see the [module docs](self)). Returns once
-    /// the subscription is in place and the active digests are loaded; the
+    /// Starts following activations made by any client: activation notices over
+    /// Redis pub/sub, a periodic re-read of every active digest (in case a notice is
+    /// missed), and ahead-of-time compilation of newly registered plugins. Returns
+    /// once the subscription is in place and the active digests are loaded; the
     /// follower then runs until the runtime is dropped. Calling it again is a no-op.
     pub async fn follow_activations(&self) -> Result<()> {
         if self.inner.active.read().expect("active map").is_some() {
