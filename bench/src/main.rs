@@ -21,7 +21,6 @@ mod machine;
 mod memory;
 mod replay;
 mod report;
-mod resp;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -64,8 +63,8 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Instead of benchmarking: run one replay variant back to back (for `perf
-    /// record` or `valgrind --tool=callgrind`): floor, floor-lean, history,
-    /// history-lean, native, wasm-rust, wasm-js or wasm-py.
+    /// record` or `valgrind --tool=callgrind`): floor, floor-value, history,
+    /// native, wasm-rust, wasm-js or wasm-py.
     #[arg(long, value_name = "VARIANT")]
     profile: Option<String>,
     /// With --profile: events in the aggregate.

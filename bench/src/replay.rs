@@ -1,10 +1,10 @@
 //! Replay of one aggregate (1,000 / 10,000 / 100,000 events), every way it can be
 //! done, alternating in the same rounds:
 //!
-//! - the floor: the same `XRANGE` pages fetched into `redis::Value`s, not decoded;
-//!   and fetched by a lean RESP reader (for the reply-parsing question);
-//! - `history()`: pages decoded into envelopes, no reducer (and the same decoding
-//!   done by the lean reader);
+//! - the floor: the same `XRANGE` pages fetched on the store's read connection, not
+//!   decoded; and the same pages parsed into `redis::Value`s by the `redis` crate (how
+//!   the store read before it had its own reply reader);
+//! - `history()`: pages decoded into envelopes, no reducer;
 //! - native: the `user` logic compiled into this process (the guest SDK's
 //!   `Aggregate`, the very code the component runs), fed the same `history()` pages
 //!   with the same fetch/fold overlap as the runtime: the WASM overhead ratio;
@@ -21,7 +21,7 @@ use redis::Value;
 use redis::aio::ConnectionManager;
 use serde_json::{Map, Value as Json};
 use streamfold::runtime::Plugin;
-use streamfold::store::{ExpectedRevision, ReadOptions, RecordedEvent, Snapshot};
+use streamfold::store::{ExpectedRevision, Page, ReadOptions, Snapshot};
 use streamfold::{EventStore, ReplayOptions};
 use streamfold_guest::{Aggregate, Event, Reducer, Rejection};
 use tokio::sync::mpsc;
@@ -29,7 +29,6 @@ use tokio::sync::mpsc;
 use crate::data::{self, TYPE};
 use crate::external::Parser;
 use crate::report::Row;
-use crate::resp::LeanConn;
 use crate::stats::alternate;
 use crate::{Ctx, Lang, faster, fmt_count, row, times};
 
@@ -73,10 +72,9 @@ impl Reducer for NativeUser {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum V {
+    Floor,
     FloorValue,
-    FloorLean,
     Decode,
-    DecodeLean,
     Native,
     Wasm(Lang),
     Seed(Parser),
@@ -85,10 +83,9 @@ enum V {
 impl V {
     fn label(self) -> &'static str {
         match self {
-            V::FloorValue => "floor",
-            V::FloorLean => "floor-lean",
+            V::Floor => "floor",
+            V::FloorValue => "floor-value",
             V::Decode => "history",
-            V::DecodeLean => "history-lean",
             V::Native => "native",
             V::Wasm(Lang::Rust) => "wasm-rust",
             V::Wasm(Lang::JavaScript) => "wasm-js",
@@ -99,12 +96,11 @@ impl V {
     }
 
     /// The variants `--profile` can loop on.
-    pub fn profilable() -> [V; 8] {
+    pub fn profilable() -> [V; 7] {
         [
+            V::Floor,
             V::FloorValue,
-            V::FloorLean,
             V::Decode,
-            V::DecodeLean,
             V::Native,
             V::Wasm(Lang::Rust),
             V::Wasm(Lang::JavaScript),
@@ -123,29 +119,20 @@ pub struct Target {
 }
 
 /// One run of a variant: milliseconds, and the state when it makes one.
-async fn run_variant(
-    ctx: &Ctx,
-    v: V,
-    target: &Target,
-    lean: &tokio::sync::Mutex<LeanConn>,
-) -> Result<(f64, Option<String>)> {
+async fn run_variant(ctx: &Ctx, v: V, target: &Target) -> Result<(f64, Option<String>)> {
     let Target { n, id, key, page } = target;
     let (n, page) = (*n, *page);
     let store = &ctx.store;
     let t = Instant::now();
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     match v {
-        V::FloorValue => {
-            let got = floor_value(&mut store.connection(), key, "-", page).await?;
+        V::Floor => {
+            let got = floor(store, key, "-", page).await?;
             ensure!(got == n as usize, "floor read {got} entries");
         }
-        V::FloorLean => {
-            let mut lean = lean.lock().await;
-            let t = Instant::now();
-            let got = floor_lean(&mut lean, key, "-", page).await?;
-            let ms = ms(t);
-            ensure!(got == n as usize, "lean floor read {got} entries");
-            return Ok((ms, None));
+        V::FloorValue => {
+            let got = floor_value(&mut store.connection(), key, "-", page).await?;
+            ensure!(got == n as usize, "redis::Value floor read {got} entries");
         }
         V::Decode => {
             let mut h = store.history(TYPE, id, ReadOptions::default());
@@ -154,14 +141,6 @@ async fn run_variant(
                 got += page.len();
             }
             ensure!(got == n as usize, "history() read {got} events");
-        }
-        V::DecodeLean => {
-            let mut lean = lean.lock().await;
-            let t = Instant::now();
-            let got = decode_lean(&mut lean, key, id, page).await?;
-            let ms = ms(t);
-            ensure!(got == n as usize, "lean decode read {got} events");
-            return Ok((ms, None));
         }
         V::Native => {
             let state = native_replay(store, id).await?;
@@ -213,11 +192,10 @@ pub async fn profile(ctx: &Ctx, name: &str, n: u64, seconds: f64) -> Result<()> 
         id,
         page: ctx.store.config().page_size,
     };
-    let lean = tokio::sync::Mutex::new(LeanConn::connect(ctx.port).await?);
     let t = Instant::now();
     let mut runs = Vec::new();
     while t.elapsed().as_secs_f64() < seconds || runs.is_empty() {
-        let (ms, _) = run_variant(ctx, v, &target, &lean).await?;
+        let (ms, _) = run_variant(ctx, v, &target).await?;
         eprintln!("{name}: {ms:.2} ms");
         runs.push(ms);
     }
@@ -296,13 +274,7 @@ async fn size(ctx: &Ctx, n: u64) -> Result<Vec<Row>> {
         Ok(())
     };
 
-    let mut variants = vec![
-        V::FloorValue,
-        V::FloorLean,
-        V::Decode,
-        V::DecodeLean,
-        V::Native,
-    ];
+    let mut variants = vec![V::Floor, V::FloorValue, V::Decode, V::Native];
     for lang in ctx.reducers.langs() {
         variants.push(V::Wasm(lang));
     }
@@ -313,7 +285,6 @@ async fn size(ctx: &Ctx, n: u64) -> Result<Vec<Row>> {
             variants.push(V::Seed(Parser::Python));
         }
     }
-    let lean = &tokio::sync::Mutex::new(LeanConn::connect(ctx.port).await?);
     let target = &Target {
         n,
         id: id.clone(),
@@ -325,7 +296,7 @@ async fn size(ctx: &Ctx, n: u64) -> Result<Vec<Row>> {
         ctx.plan.warmup,
         ctx.plan.rounds,
         |v, _| async move {
-            let (ms, state) = run_variant(ctx, v, target, lean).await?;
+            let (ms, state) = run_variant(ctx, v, target).await?;
             if let Some(state) = state {
                 check(v.label(), &state)?;
             }
@@ -338,7 +309,7 @@ async fn size(ctx: &Ctx, n: u64) -> Result<Vec<Row>> {
     let k = |name: &str| format!("replay.{n}.{name}");
     let at = |v: V| variants.iter().position(|x| *x == v);
     let series = |v: V| at(v).map(|i| s[i].as_slice());
-    let floor = series(V::FloorValue).context("floor")?;
+    let floor = series(V::Floor).context("floor")?;
     let seed_default = series(V::Seed(Parser::Default));
     let seed_pure = series(V::Seed(Parser::Python));
     let native = series(V::Native).context("native")?;
@@ -352,18 +323,18 @@ async fn size(ctx: &Ctx, n: u64) -> Result<Vec<Row>> {
     for (i, v) in variants.iter().enumerate() {
         let samples = &s[i];
         let mut r = match v {
-            V::FloorValue => row(
+            V::Floor => row(
                 &k("floor"),
                 &section,
-                "floor: XRANGE pages of 1,000 into redis::Value, no decoding, no reducer",
+                "floor: the same XRANGE pages of 1,000 on the store's read connection, not decoded, no reducer",
                 "ms",
                 samples,
             ),
-            V::FloorLean => {
+            V::FloorValue => {
                 let mut r = row(
-                    &k("floor-lean"),
+                    &k("floor-value"),
                     &section,
-                    "floor with a lean RESP reader (bench/src/resp.rs), no decoding",
+                    "the same pages parsed into redis::Value by the redis crate (how history() read before the lean reader)",
                     "ms",
                     samples,
                 );
@@ -381,22 +352,6 @@ async fn size(ctx: &Ctx, n: u64) -> Result<Vec<Row>> {
                 );
                 r.ratios
                     .push(times(samples, floor, &k("floor"), "the floor's time"));
-                r
-            }
-            V::DecodeLean => {
-                let mut r = row(
-                    &k("history-lean"),
-                    &section,
-                    "the same decoding with the lean RESP reader",
-                    "ms",
-                    samples,
-                );
-                r.ratios.push(times(
-                    samples,
-                    series(V::Decode).context("decode")?,
-                    &k("history"),
-                    "history()'s time",
-                ));
                 r
             }
             V::Native => {
@@ -537,8 +492,8 @@ async fn snapshots(ctx: &Ctx, n: u64, id: &str, key: &str, seed: bool) -> Result
                             .query_async(&mut con)
                             .await?;
                         ensure!(!matches!(snap, Value::Nil), "no snapshot");
-                        let got = floor_value(
-                            &mut con,
+                        let got = floor(
+                            store,
                             key,
                             &format!("({position}"),
                             store.config().page_size,
@@ -589,7 +544,7 @@ async fn snapshots(ctx: &Ctx, n: u64, id: &str, key: &str, seed: bool) -> Result
             S::Floor => row(
                 &k("floor"),
                 &section,
-                "floor: HGET snapshot + XRANGE of the last 100 into redis::Value",
+                "floor: HGET snapshot + XRANGE of the last 100 on the read connection, not decoded",
                 "ms",
                 samples,
             ),
@@ -670,32 +625,15 @@ pub async fn floor_value(
     Ok(total)
 }
 
-async fn floor_lean(lean: &mut LeanConn, key: &str, start: &str, page: usize) -> Result<usize> {
+/// The floor: every page fetched on the store's read connection, not decoded.
+async fn floor(store: &EventStore, key: &str, start: &str, page: usize) -> Result<usize> {
     let mut start = start.to_owned();
     let mut total = 0;
     loop {
-        let (n, last) = lean.page_raw(key, &start, page).await?;
+        let (n, last) = store.fetch_page_undecoded(key, &start, page).await?;
         total += n;
         match last {
             Some(id) if n == page => start = format!("({id}"),
-            _ => break,
-        }
-    }
-    Ok(total)
-}
-
-async fn decode_lean(lean: &mut LeanConn, key: &str, id: &str, page: usize) -> Result<usize> {
-    let mut start = "-".to_owned();
-    let mut total = 0;
-    let mut events = Vec::with_capacity(page);
-    loop {
-        events.clear();
-        let (n, last) = lean
-            .page_events(key, &start, page, (TYPE, id), &mut events)
-            .await?;
-        total += n;
-        match last {
-            Some(p) if n == page => start = format!("({p}"),
             _ => break,
         }
     }
@@ -707,7 +645,7 @@ async fn decode_lean(lean: &mut LeanConn, key: &str, id: &str, page: usize) -> R
 /// two pages between them), the same event conversion, state serialized at the end.
 async fn native_replay(store: &EventStore, id: &str) -> Result<String> {
     let mut history = store.history(TYPE, id, ReadOptions::default());
-    let (tx, mut rx) = mpsc::channel::<streamfold::Result<Vec<RecordedEvent>>>(2);
+    let (tx, mut rx) = mpsc::channel::<streamfold::Result<Page>>(2);
     let fetch = tokio::spawn(async move {
         loop {
             let page = history.next_page().await;
@@ -728,10 +666,11 @@ async fn native_replay(store: &EventStore, id: &str) -> Result<String> {
         let mut batch = Vec::new();
         while let Some(page) = rx.blocking_recv() {
             batch.clear();
-            for e in page? {
-                if NativeUser::HANDLES.contains(&e.event_type.as_str()) {
+            // The guest lifts each string into its own `String`: so does this.
+            for e in &page? {
+                if NativeUser::HANDLES.contains(&e.event_type) {
                     batch.push(
-                        Event::new(e.revision, e.event_type, e.data)
+                        Event::new(e.revision, e.event_type.to_owned(), e.data.to_owned())
                             .with_timestamp(e.timestamp)
                             .with_schema_version(e.version.parse().unwrap_or(1)),
                     );

@@ -80,6 +80,16 @@ impl Event {
     /// ``items[0].quantity: invalid type: string "two", expected u32 at line 1 column 42``,
     /// so `?` is all a reducer needs.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T, Rejection> {
+        // The fast path: path tracking costs an allocation per object key, so it is
+        // only paid again, to name the field, when the payload is bad.
+        serde_json::from_str(&self.data).map_err(|first| match self.data_with_path::<T>() {
+            Err(rejection) => rejection,
+            Ok(_) => Rejection::invalid_data(first.to_string()),
+        })
+    }
+
+    /// [`data`](Self::data) with the failing field's path in the error.
+    fn data_with_path<T: DeserializeOwned>(&self) -> Result<T, Rejection> {
         let mut de = serde_json::Deserializer::from_str(&self.data);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
             let path = err.path().to_string();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::bindings::{self, PluginPre};
 use super::sandbox::{self, HostState, Limits, LogContext};
@@ -69,6 +69,8 @@ pub struct Plugin {
     info: PluginInfo,
     handles: HashSet<String>,
     pre: PluginPre<HostState>,
+    /// `[method]aggregate.apply`, called with borrowed events (see `EventArg`).
+    apply: ComponentExportIndex,
 }
 
 impl fmt::Debug for Plugin {
@@ -92,6 +94,10 @@ impl Plugin {
 
     pub(crate) fn pre(&self) -> &PluginPre<HostState> {
         &self.pre
+    }
+
+    pub(crate) fn apply_export(&self) -> &ComponentExportIndex {
+        &self.apply
     }
 }
 
@@ -252,7 +258,19 @@ pub(crate) fn load(
         .map_err(|e| Error::plugin(None, format!("failed while answering `info`: {e:#}")))?;
     let info = check_info(info, digest, bytes.len() as u64)?;
     let handles = info.handles.iter().cloned().collect();
-    Ok((Arc::new(Plugin { info, handles, pre }), cache_hit))
+    let apply = component
+        .get_export_index(None, EXPORT_NAME)
+        .and_then(|reducer| component.get_export_index(Some(&reducer), "[method]aggregate.apply"))
+        .ok_or_else(|| Error::plugin(None, format!("{EXPORT_NAME} has no aggregate.apply")))?;
+    Ok((
+        Arc::new(Plugin {
+            info,
+            handles,
+            pre,
+            apply,
+        }),
+        cache_hit,
+    ))
 }
 
 fn check_info(info: bindings::Info, digest: String, size: u64) -> Result<PluginInfo> {

@@ -12,14 +12,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use wasmtime::Store;
+use wasmtime::component::ResourceAny;
 
 use super::Runtime;
-use super::bindings::{ErrorKind, Event, ReducerError};
+use super::bindings::{ErrorKind, EventArg, ReducerError};
 use super::failure::{FailedEvent, FailureCause, ReducerFailure, RejectionKind};
 use super::plugin::{Plugin, PluginInfo};
 use super::sandbox::{self, HostState, LogContext};
 use crate::error::{Error, Result};
-use crate::store::{ReadOptions, RecordedEvent, Snapshot};
+use crate::store::{Page, ReadOptions, Snapshot};
 
 /// What to replay, and how.
 #[derive(Debug, Clone)]
@@ -134,7 +135,7 @@ pub(super) async fn replay(
         read = read.as_of(t);
     }
     let mut history = store.history(aggregate_type, aggregate_id, read);
-    let (tx, rx) = mpsc::channel::<Result<Vec<RecordedEvent>>>(2);
+    let (tx, rx) = mpsc::channel::<Result<Page>>(2);
     let fetch = tokio::spawn(async move {
         loop {
             let page = history.next_page().await;
@@ -259,7 +260,7 @@ struct Folded {
 
 impl Fold {
     /// Runs on a blocking thread: instantiate, restore, apply every page, serialize.
-    fn run(self, mut pages: mpsc::Receiver<Result<Vec<RecordedEvent>>>) -> Result<Folded> {
+    fn run(self, mut pages: mpsc::Receiver<Result<Page>>) -> Result<Folded> {
         let aggregate = self.log.aggregate.clone();
         let mut store = sandbox::store(&self.engine, &self.limits, self.log);
         let fail = |event: Option<FailedEvent>, cause: FailureCause| {
@@ -275,11 +276,15 @@ impl Fold {
             fail(event, cause)
         };
 
-        let instance = match self.plugin.pre().instantiate(&mut store) {
+        let pre = self.plugin.pre();
+        let (instance, exports) = match pre.instance_pre().instantiate(&mut store).and_then(|i| {
+            let exports = super::bindings::Plugin::new(&mut store, &i)?;
+            Ok((i, exports))
+        }) {
             Ok(i) => i,
             Err(e) => return Err(trap(&store, None, e)),
         };
-        let guest = instance.streamfold_reducer_reducer().aggregate();
+        let guest = exports.streamfold_reducer_reducer().aggregate();
         sandbox::arm_deadline(&mut store, &self.limits);
         let handle = guest
             .call_constructor(&mut store, &self.aggregate_id)
@@ -298,27 +303,40 @@ impl Fold {
             }
         }
 
+        let apply = instance
+            .get_func(&mut store, self.plugin.apply_export())
+            .ok_or_else(|| {
+                fail(
+                    None,
+                    FailureCause::BadOutput {
+                        message: "its instance has no aggregate.apply".to_owned(),
+                    },
+                )
+            })?;
         let mut events_read = 0u64;
         let mut events_applied = 0u64;
-        let mut batch: Vec<Event> = Vec::new();
-        let mut ids: Vec<String> = Vec::new();
+        // Page index of each event in the batch (the batch skips unhandled types).
+        let mut in_page: Vec<usize> = Vec::new();
         while let Some(page) = pages.blocking_recv() {
             let page = page?;
-            batch.clear();
-            ids.clear();
-            for e in page {
-                events_read += 1;
-                revision = e.revision;
-                position = e.position;
-                if self.plugin.handles(&e.event_type) {
-                    batch.push(Event {
+            events_read += page.len() as u64;
+            if let Some(last) = page.last() {
+                revision = last.revision;
+                position.clear();
+                position.push_str(last.position);
+            }
+            in_page.clear();
+            let mut batch = Vec::with_capacity(page.len());
+            for (i, e) in page.iter().enumerate() {
+                if self.plugin.handles(e.event_type) {
+                    batch.push(EventArg {
                         revision: e.revision,
-                        schema_version: e.version.parse().unwrap_or(1),
                         event_type: e.event_type,
                         data: e.data,
                         timestamp: e.timestamp,
+                        schema_version: e.version.parse().unwrap_or(1),
                     });
-                    ids.push(e.event_id);
+                    in_page.push(i);
                 }
             }
             if batch.is_empty() {
@@ -330,14 +348,23 @@ impl Fold {
                 first_revision: batch[0].revision,
                 last_revision: batch[batch.len() - 1].revision,
             };
-            match guest.call_apply(&mut store, handle, &batch) {
+            let call = apply
+                .typed::<(ResourceAny, &[EventArg<'_>]), (std::result::Result<(), ReducerError>,)>(
+                    &store,
+                )
+                .and_then(|f| f.call(&mut store, (handle, &batch)))
+                .map(|(r,)| r);
+            match call {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     let event = match e.event_index.map(|i| i as usize) {
                         Some(i) if i < batch.len() => Some(FailedEvent::Event {
                             revision: batch[i].revision,
-                            event_id: ids[i].clone(),
-                            event_type: batch[i].event_type.clone(),
+                            event_id: page
+                                .get(in_page[i])
+                                .map(|e| e.event_id.to_owned())
+                                .unwrap_or_default(),
+                            event_type: batch[i].event_type.to_owned(),
                         }),
                         Some(i) => {
                             return Err(fail(

