@@ -16,10 +16,14 @@
 // It accepts exactly what serde_json accepts: RFC 8259 JSON, no lone surrogate
 // escapes, numbers within the f64 range, at most 127 levels of nesting.
 //
-// Speed: the engine's native `JSON.parse` does the work when the text cannot hit
-// any of those differences (no fraction, exponent or long number, no integer-like
-// key, no surrogate escape, no deep nesting: the usual event); a parser written
-// here, which keeps the number text, does the rest.
+// Speed: the engine's native `JSON.parse` does the work, and its result is kept
+// when it cannot differ from serde_json's: no integer-like key, no surrogate
+// escape, no deep nesting, and either no number at all (the usual event: strings)
+// or no number text JSON.parse would change (a fraction, an exponent, 16 digits or
+// more, -0). The checks look at the parsed value first, which is cheap; only a
+// value holding numbers has its text searched, since regular expressions run in
+// the engine's interpreter here and cost more than the parse itself. Anything else
+// goes to a parser written here, which keeps the number text.
 //
 // `stringify` prints such values compactly, as serde_json does (same escapes,
 // non-ASCII kept as is, floats in its form). It also prints plain JavaScript
@@ -51,26 +55,35 @@ const CONTROL = /[\u0000-\u001f]/;
 const MAX_DEPTH = 128; // serde_json's recursion limit: 127 levels pass
 
 // Strings, to blank them out before looking at the rest of the text.
-const STRINGS = /"(?:[^"\\]|\\.)*"/g;
+const STRINGS = /"[^"\\]*(?:\\.[^"\\]*)*"/g;
 // A number JSON.parse would not keep as serde_json does: a fraction, an exponent,
 // 16 digits or more, or -0 (in the text with its strings blanked out).
 const INEXACT_NUMBER = /\d[.eE]|\d{16}|-0/;
-const INTEGER_KEY = /"\d+"\s*:/;
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
-const OPENINGS = /[^[{]/g;
 
 /**
  * Parses one JSON document (surrounding whitespace allowed).
  * @param {string} text
  */
 export function parse(text) {
-  if (nativeIsExact(text)) {
-    try {
-      return toMaps(JSON.parse(text));
-    } catch {
-      // Not JSON: the parser below says where and why.
-    }
+  let native;
+  try {
+    native = JSON.parse(text);
+  } catch {
+    return parseExactly(text); // not JSON: it says where and why
   }
+  seen = 0;
+  const value = toMaps(native, MAX_DEPTH);
+  if (seen & (INTEGER_KEY_SEEN | TOO_DEEP)) return parseExactly(text);
+  if (text.includes("\\u") && SURROGATE_ESCAPE.test(text)) return parseExactly(text);
+  if (seen & NUMBER_SEEN && INEXACT_NUMBER.test(text.replace(STRINGS, '""'))) {
+    return parseExactly(text);
+  }
+  return value;
+}
+
+/** The parser written here: exact, and slower. */
+function parseExactly(text) {
   const p = new Parser(text);
   p.ws();
   const value = p.value(MAX_DEPTH);
@@ -79,27 +92,38 @@ export function parse(text) {
   return value;
 }
 
-/** Whether `toMaps(JSON.parse(text))` gives what `Parser` would. */
-function nativeIsExact(text) {
-  const blanked = text.replace(STRINGS, '""');
-  if (INEXACT_NUMBER.test(blanked) || INTEGER_KEY.test(text)) return false;
-  if (text.includes("\\u") && SURROGATE_ESCAPE.test(text)) return false;
-  if (blanked.length >= 2 * MAX_DEPTH && blanked.replace(OPENINGS, "").length >= MAX_DEPTH) return false;
-  return true;
-}
+// What `toMaps` saw, for `parse` to decide whether JSON.parse's value stands.
+const NUMBER_SEEN = 1;
+const INTEGER_KEY_SEEN = 2; // its place in for...in order is not its place in the text
+const TOO_DEEP = 4;
+let seen = 0;
+const DIGITS = /^\d+$/;
 
 /**
  * What JSON.parse gave, with its objects made Maps (in their key order: for...in
- * is insertion order when no key looks like an integer).
+ * is insertion order when no key looks like an integer), noting in `seen` what
+ * could make it differ from serde_json's reading.
  */
-function toMaps(value) {
+function toMaps(value, depth) {
+  if (typeof value === "number") {
+    seen |= NUMBER_SEEN;
+    return value;
+  }
   if (value === null || typeof value !== "object") return value;
+  if (--depth === 0) {
+    seen |= TOO_DEEP;
+    return value;
+  }
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = toMaps(value[i]);
+    for (let i = 0; i < value.length; i++) value[i] = toMaps(value[i], depth);
     return value;
   }
   const map = new Map();
-  for (const key in value) map.set(key, toMaps(value[key]));
+  for (const key in value) {
+    const c = key.charCodeAt(0);
+    if (c >= 48 && c <= 57 && DIGITS.test(key)) seen |= INTEGER_KEY_SEEN;
+    map.set(key, toMaps(value[key], depth));
+  }
   return map;
 }
 
