@@ -30,6 +30,8 @@ const LANG_PLUGINS: &[(&str, Lang)] = &[
 
 /// What fixes a missing toolchain.
 const SETUP: &str = "run './dev setup'";
+/// The folder in plugins/ of Python modules the Python reducers share.
+const PY_COMMON: &str = "py-common";
 
 fn main() {
     let plugins = build_plugins::build(&[
@@ -127,7 +129,11 @@ fn build_lang_plugin(
 ) -> Result<(), BuildError> {
     let dir = root.join("plugins").join(name);
     let wit = root.join("wit").join("reducer.wit");
-    let sources = sources(&dir, lang);
+    let mut sources = sources(&dir, lang);
+    if lang == Lang::Python {
+        // Modules the Python reducers share (exact_json.py), on their path with `-p`.
+        sources.extend(self::sources(&root.join("plugins").join(PY_COMMON), lang));
+    }
     for path in sources.iter().chain([&wit]) {
         println!("cargo:rerun-if-changed={}", path.display());
     }
@@ -170,8 +176,9 @@ fn build_lang_plugin(
             }
             Lang::Python => {
                 // componentize-py writes __pycache__ next to the sources it reads:
-                // build from a copy, so the source tree stays clean (and unchanged,
-                // which would make cargo run this script again).
+                // build from a copy (of the plugin and the shared modules, side by
+                // side as in plugins/), so the source tree stays clean (and
+                // unchanged, which would make cargo run this script again).
                 let copy = out_dir.join(format!("{name}-src"));
                 let _ = fs::remove_dir_all(&copy);
                 fs::create_dir_all(&copy).map_err(|e| {
@@ -179,8 +186,8 @@ fn build_lang_plugin(
                 })?;
                 for path in &sources {
                     let to = copy.join(
-                        path.strip_prefix(&dir)
-                            .expect("sources are in the plugin folder"),
+                        path.strip_prefix(root.join("plugins"))
+                            .expect("sources are in plugins/"),
                     );
                     fs::create_dir_all(to.parent().expect("a file has a folder"))
                         .and_then(|()| fs::copy(path, &to))
@@ -190,13 +197,17 @@ fn build_lang_plugin(
                 }
                 // The same command as the plugin README's, with the WIT in place.
                 let mut cmd = Command::new(&tool.program);
-                cmd.current_dir(&copy)
+                cmd.current_dir(copy.join(name))
                     .arg("--wit-path")
                     .arg(&wit)
                     .args([
                         "--world",
                         "plugin",
                         "componentize",
+                        "-p",
+                        ".",
+                        "-p",
+                        &format!("../{PY_COMMON}"),
                         "--stub-wasi",
                         "reducer",
                     ])

@@ -19,56 +19,19 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use redis::Value;
 use redis::aio::ConnectionManager;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use streamfold::runtime::Plugin;
 use streamfold::store::{ExpectedRevision, Page, ReadOptions, Snapshot};
 use streamfold::{EventStore, ReplayOptions};
-use streamfold_guest::{Aggregate, Event, Reducer, Rejection};
+use streamfold_guest::{Aggregate, Event, Reducer};
 use tokio::sync::mpsc;
+use user::User;
 
 use crate::data::{self, TYPE};
 use crate::external::Parser;
 use crate::report::Row;
 use crate::stats::alternate;
 use crate::{Ctx, Lang, faster, fmt_count, row, times};
-
-/// `plugins/user/src/lib.rs`'s reducer, verbatim but for its name: the same logic,
-/// compiled natively and driven by the guest SDK's own [`Aggregate`].
-struct NativeUser;
-
-impl Reducer for NativeUser {
-    const AGGREGATE_TYPE: &'static str = "user";
-    const HANDLES: &'static [&'static str] = &["UserCreated", "EmailChanged", "NameChanged"];
-    /// A JSON object whose keys keep their insertion order, like a Python dict.
-    type State = Map<String, Json>;
-
-    fn apply(state: &mut Self::State, event: &Event) -> Result<(), Rejection> {
-        let mut data = event.data::<Map<String, Json>>()?;
-        // Take every field first: a missing one refuses the event before any change.
-        let mut take = |field: &str| {
-            data.remove(field)
-                .ok_or_else(|| Rejection::invalid_data(format!("field \"{field}\" is missing")))
-        };
-        let changes = match event.event_type() {
-            "UserCreated" => vec![
-                ("id", take("id")?),
-                ("name", take("name")?),
-                ("email", take("email")?),
-                ("created_at", take("timestamp")?),
-            ],
-            "EmailChanged" => vec![
-                ("email", take("email")?),
-                ("email_updated_at", take("timestamp")?),
-            ],
-            "NameChanged" => vec![("name", take("name")?)],
-            _ => vec![],
-        };
-        for (key, value) in changes {
-            state.insert(key.to_owned(), value);
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum V {
@@ -640,7 +603,7 @@ async fn floor(store: &EventStore, key: &str, start: &str, page: usize) -> Resul
     Ok(total)
 }
 
-/// The runtime's replay with the component swapped for [`NativeUser`]: the same
+/// The runtime's replay with the component swapped for [`User`]: the same
 /// `history()` pages, fetched by a task while a blocking thread folds (a channel of
 /// two pages between them), the same event conversion, state serialized at the end.
 async fn native_replay(store: &EventStore, id: &str) -> Result<String> {
@@ -662,13 +625,13 @@ async fn native_replay(store: &EventStore, id: &str) -> Result<String> {
     });
     let id = id.to_owned();
     let folded = tokio::task::spawn_blocking(move || -> Result<String> {
-        let mut agg = Aggregate::<NativeUser>::new(&id);
+        let mut agg = Aggregate::<User>::new(&id);
         let mut batch = Vec::new();
         while let Some(page) = rx.blocking_recv() {
             batch.clear();
             // The guest lifts each string into its own `String`: so does this.
             for e in &page? {
-                if NativeUser::HANDLES.contains(&e.event_type) {
+                if User::HANDLES.contains(&e.event_type) {
                     batch.push(
                         Event::new(e.revision, e.event_type.to_owned(), e.data.to_owned())
                             .with_timestamp(e.timestamp)

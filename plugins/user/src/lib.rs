@@ -4,8 +4,10 @@
 use serde_json::{Map, Value};
 use streamfold_guest::{Event, Reducer, Rejection};
 
-/// The `user` reducer.
-struct User;
+/// The `user` reducer. Public so the benchmarks can run this very code natively
+/// (`bench`: the WebAssembly overhead is the difference).
+#[derive(Debug)]
+pub struct User;
 
 impl Reducer for User {
     const AGGREGATE_TYPE: &'static str = "user";

@@ -454,18 +454,3 @@ async fn user_reducers_conform() {
 async fn cart_reducers_conform() {
     conform("cart").await;
 }
-
-/// The Python reducers share their JSON module by copy (each plugin folder stands
-/// alone, to be copied as a starting point): the copies must not drift apart.
-#[test]
-fn python_reducers_share_one_json_module() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins");
-    let read = |plugin: &str| {
-        let path = format!("{root}/{plugin}/exact_json.py");
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    };
-    assert!(
-        read("user-py") == read("cart-py"),
-        "plugins/user-py/exact_json.py and plugins/cart-py/exact_json.py differ: copy one over the other"
-    );
-}

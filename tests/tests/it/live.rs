@@ -65,20 +65,7 @@ async fn a_running_host_uses_a_new_activation_without_restart() {
 
     client.activate("user", &v2.info.version).await.unwrap();
     let activated = Instant::now();
-    let after = loop {
-        let r = host
-            .state("user", "1", ReplayOptions::default())
-            .await
-            .unwrap();
-        if r.plugin.digest == v2.info.digest {
-            break r;
-        }
-        assert!(
-            activated.elapsed() < Duration::from_secs(3),
-            "the host never switched"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let after = replay_until(&host, &v2.info.digest, Duration::from_secs(3)).await;
     let latency = activated.elapsed();
     eprintln!("activate -> first replay on the new version: {latency:?}");
     assert!(latency < Duration::from_secs(1), "{latency:?}");
@@ -87,20 +74,7 @@ async fn a_running_host_uses_a_new_activation_without_restart() {
 
     // Rollback is an activation too.
     client.activate("user", &v1.info.digest).await.unwrap();
-    let back = loop {
-        let r = host
-            .state("user", "1", ReplayOptions::default())
-            .await
-            .unwrap();
-        if r.plugin.digest == v1.info.digest {
-            break r;
-        }
-        assert!(
-            activated.elapsed() < Duration::from_secs(5),
-            "the host never rolled back"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let back = replay_until(&host, &v1.info.digest, Duration::from_secs(3)).await;
     assert_eq!(back.state, before.state);
 }
 
@@ -133,20 +107,27 @@ async fn a_missed_notice_is_caught_by_the_periodic_check() {
         .hset("sf:plugins:active", "user", &v2.info.digest)
         .await
         .unwrap();
+    replay_until(&host, &v2.info.digest, Duration::from_secs(3)).await;
+}
+
+/// Replays `user/1` on `host` back to back until a replay is made by the reducer
+/// `digest`; fails the test if none is within `limit`.
+async fn replay_until(host: &Runtime, digest: &str, limit: Duration) -> streamfold::Replayed {
     let t = Instant::now();
     loop {
         let r = host
             .state("user", "1", ReplayOptions::default())
             .await
             .unwrap();
-        if r.plugin.digest == v2.info.digest {
-            break;
+        if r.plugin.digest == digest {
+            return r;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "the periodic check never caught it"
+            t.elapsed() < limit,
+            "after {limit:?}, the host still replays with {} instead of {digest}",
+            r.plugin.digest
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
