@@ -110,19 +110,36 @@ function toMaps(value, depth) {
     return value;
   }
   if (value === null || typeof value !== "object") return value;
+  return container(value, depth);
+}
+
+/** `toMaps` of an object or array; the usual values are handled inline (a call
+ * costs more than the test in the engine's interpreter). */
+function container(value, depth) {
   if (--depth === 0) {
     seen |= TOO_DEEP;
     return value;
   }
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) value[i] = toMaps(value[i], depth);
+    for (let i = 0; i < value.length; i++) {
+      const v = value[i];
+      if (typeof v === "object") {
+        if (v !== null) value[i] = container(v, depth);
+      } else if (typeof v === "number") seen |= NUMBER_SEEN;
+    }
     return value;
   }
   const map = new Map();
   for (const key in value) {
     const c = key.charCodeAt(0);
-    if (c >= 48 && c <= 57 && DIGITS.test(key)) seen |= INTEGER_KEY_SEEN;
-    map.set(key, toMaps(value[key], depth));
+    if (c <= 57 && c >= 48 && DIGITS.test(key)) seen |= INTEGER_KEY_SEEN;
+    const v = value[key];
+    if (typeof v === "object") {
+      map.set(key, v === null ? v : container(v, depth));
+    } else {
+      if (typeof v === "number") seen |= NUMBER_SEEN;
+      map.set(key, v);
+    }
   }
   return map;
 }

@@ -14,11 +14,12 @@ const INFO = {
   handles: ["UserCreated", "EmailChanged", "NameChanged"],
 };
 
-/** Per event type: the [state key, data field] pairs it sets, in order. */
+/** Per event type: the state keys it sets and the data fields they come from, in
+ * order, as one flat list: [state key, data field, state key, data field, ...]. */
 const CHANGES = new Map([
-  ["UserCreated", [["id", "id"], ["name", "name"], ["email", "email"], ["created_at", "timestamp"]]],
-  ["EmailChanged", [["email", "email"], ["email_updated_at", "timestamp"]]],
-  ["NameChanged", [["name", "name"]]],
+  ["UserCreated", ["id", "id", "name", "name", "email", "email", "created_at", "timestamp"]],
+  ["EmailChanged", ["email", "email", "email_updated_at", "timestamp"]],
+  ["NameChanged", ["name", "name"]],
 ]);
 
 /**
@@ -52,6 +53,7 @@ class Aggregate {
   }
 
   apply(events) {
+    const fields = this.fields;
     for (let index = 0; index < events.length; index++) {
       const event = events[index];
       const changes = CHANGES.get(event.eventType);
@@ -66,15 +68,13 @@ class Aggregate {
         throw rejection("invalid-data", index, "expected a JSON object");
       }
       // Check every field first: a missing one refuses the event before any change.
-      for (let i = 0; i < changes.length; i++) {
-        const field = changes[i][1];
-        if (!data.has(field)) {
-          throw rejection("invalid-data", index, `field "${field}" is missing`);
+      const n = changes.length;
+      for (let i = 1; i < n; i += 2) {
+        if (!data.has(changes[i])) {
+          throw rejection("invalid-data", index, `field "${changes[i]}" is missing`);
         }
       }
-      for (let i = 0; i < changes.length; i++) {
-        this.fields.set(changes[i][0], data.get(changes[i][1]));
-      }
+      for (let i = 0; i < n; i += 2) fields.set(changes[i], data.get(changes[i + 1]));
     }
   }
 

@@ -1188,3 +1188,63 @@ async fn reads_log_in_select_the_database_and_time_out() {
         .unwrap_err();
     assert!(err.to_string().contains("WRONGPASS"), "{err}");
 }
+
+/// Keys of ours that hold something else are reported with the key's name, and an
+/// append that meets one writes nothing, even when it fails after its first
+/// aggregate entry (the category stream is written second).
+#[tokio::test]
+async fn keys_of_the_wrong_type_never_leave_half_a_batch() {
+    let env = Env::start().await;
+    let s = &env.store;
+    let mut raw = env.raw().await;
+    let corrupt_key = |err: Error| match err {
+        Error::Corrupt { key, .. } => key,
+        other => panic!("not reported as corrupt data: {other}"),
+    };
+
+    s.append("acct", "1", batch(1, 2), ExpectedRevision::NoStream)
+        .await
+        .unwrap();
+    let one = s.keys("acct", "1").unwrap();
+    let before = raw_stream(&env, &one.stream).await;
+
+    // The category stream is replaced: the append fails after its first aggregate
+    // entry, which is taken back.
+    let _: () = raw.del(&one.category).await.unwrap();
+    let _: () = raw.set(&one.category, "not a stream").await.unwrap();
+    for expected in [ExpectedRevision::Exact(2), ExpectedRevision::Any] {
+        let err = s.append("acct", "1", batch(3, 3), expected).await.unwrap_err();
+        assert_eq!(corrupt_key(err), one.category);
+        assert_eq!(raw_stream(&env, &one.stream).await, before);
+        assert_eq!(s.revision("acct", "1").await.unwrap(), 2);
+    }
+    // A new aggregate: its stream is not left behind, empty.
+    let err = s
+        .append("acct", "2", batch(1, 2), ExpectedRevision::NoStream)
+        .await
+        .unwrap_err();
+    assert_eq!(corrupt_key(err), one.category);
+    let two = s.keys("acct", "2").unwrap();
+    let exists: bool = raw.exists(&two.stream).await.unwrap();
+    assert!(!exists, "an empty stream was left behind");
+    assert_eq!(s.aggregate_ids("acct", None).await.unwrap(), ["1"]);
+    let _: () = raw.del(&one.category).await.unwrap();
+
+    // The revision counter and the aggregate stream.
+    let three = s.keys("acct", "3").unwrap();
+    let _: () = raw.set(&three.revision, "7").await.unwrap();
+    let err = s
+        .append("acct", "3", batch(1, 1), ExpectedRevision::Any)
+        .await
+        .unwrap_err();
+    assert_eq!(corrupt_key(err), three.revision);
+    let four = s.keys("acct", "4").unwrap();
+    let _: () = raw.rpush(&four.stream, "x").await.unwrap();
+    let err = s
+        .append("acct", "4", batch(1, 1), ExpectedRevision::Any)
+        .await
+        .unwrap_err();
+    assert_eq!(corrupt_key(err), four.stream);
+    let cat_len: u64 = raw.xlen(&one.category).await.unwrap();
+    assert_eq!(cat_len, 0, "nothing reached the category stream");
+}
