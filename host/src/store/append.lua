@@ -118,42 +118,45 @@ else
   return redis.error_reply('streamfold append: unknown expected-revision kind ' .. tostring(kind))
 end
 
-local function add(key, o, rs, trim)
+-- Appends event o to stream `key` with `call` (redis.pcall for the first event, whose
+-- failure must be caught; redis.call after it, which costs less).
+local function add(call, key, o, rs, trim)
   if trim then
-    return redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*',
+    return call('XADD', key, 'MAXLEN', '~', maxlen, '*',
       'event_id', ARGV[o + 1], 'aggregate_type', atype, 'aggregate_id', aid,
       'event_type', ARGV[o + 2], 'data', ARGV[o + 3], 'timestamp', ARGV[o + 4],
       'version', ARGV[o + 5], 'revision', rs)
   end
   -- The seed's fields, in the seed's order, plus our revision.
-  return redis.pcall('XADD', key, '*',
+  return call('XADD', key, '*',
     'event_id', ARGV[o + 1], 'aggregate_type', atype, 'aggregate_id', aid,
     'event_type', ARGV[o + 2], 'data', ARGV[o + 3], 'timestamp', ARGV[o + 4],
     'version', ARGV[o + 5], 'revision', rs)
 end
 
-local positions = {}
 local trim_category = maxlen ~= '0'
-local rev = cur
-for i = 1, n do
-  local o = BASE + (i - 1) * PER
-  rev = rev + 1
-  local rs = string.format('%d', rev)
-  local id = add(agg, o, rs, false)
-  if failed(id) then return wrong_type(agg, 'stream', id) end -- the first: nothing written
-  local added = add(cat, o, rs, trim_category)
-  if failed(added) then
-    -- Only the first can fail (the key is a stream after it): take back the one
-    -- aggregate entry, and the aggregate stream itself if this append made it.
-    if cur == 0 and redis.call('XLEN', agg) == 1 then
-      redis.call('DEL', agg)
-    else
-      redis.call('XDEL', agg, id)
-    end
-    return wrong_type(cat, 'stream', added)
+local rs = string.format('%d', cur + 1)
+local first = add(redis.pcall, agg, BASE, rs, false)
+if failed(first) then return wrong_type(agg, 'stream', first) end -- nothing written
+local added = add(redis.pcall, cat, BASE, rs, trim_category)
+if failed(added) then
+  -- Take back the one aggregate entry, and the stream itself if this append made it.
+  if cur == 0 and redis.call('XLEN', agg) == 1 then
+    redis.call('DEL', agg)
+  else
+    redis.call('XDEL', agg, first)
   end
-  positions[i] = id
+  return wrong_type(cat, 'stream', added)
 end
+-- Both keys are streams now: the rest cannot fail on their type.
+local positions = {first}
+for i = 2, n do
+  local o = BASE + (i - 1) * PER
+  rs = string.format('%d', cur + i)
+  positions[i] = add(redis.call, agg, o, rs, false)
+  add(redis.call, cat, o, rs, trim_category)
+end
+local rev = cur + n
 
 redis.call('HSET', revkey, 'rev', string.format('%d', rev),
   'last_first', ARGV[BASE + 1], 'last_rev', string.format('%d', cur + 1),
