@@ -49,7 +49,8 @@ fn prepare(events: Vec<NewEvent>) -> Result<Vec<PreparedEvent>> {
             events.len()
         )));
     }
-    let now = Utc::now();
+    // Events without their own time get the batch's, formatted once.
+    let now = format_timestamp(Utc::now());
     let mut seen = HashSet::with_capacity(events.len());
     let mut out = Vec::with_capacity(events.len());
     for (i, e) in events.into_iter().enumerate() {
@@ -87,7 +88,7 @@ fn prepare(events: Vec<NewEvent>) -> Result<Vec<PreparedEvent>> {
             id,
             event_type: e.event_type,
             data: e.data,
-            timestamp: format_timestamp(e.timestamp.unwrap_or(now)),
+            timestamp: e.timestamp.map_or_else(|| now.clone(), format_timestamp),
             version,
         });
     }
@@ -131,8 +132,9 @@ impl EventStore {
             .arg(aggregate_id)
             .arg(RETRY_SCAN_LIMIT)
             .arg(batch.len());
+        let mut id = Uuid::encode_buffer();
         for e in &batch {
-            inv.arg(e.id.to_string())
+            inv.arg(e.id.hyphenated().encode_lower(&mut id).as_bytes())
                 .arg(&e.event_type)
                 .arg(&e.data)
                 .arg(&e.timestamp)

@@ -76,7 +76,8 @@ pub use page::{EventView, Iter as PageIter, Page};
 pub use read::{CategoryReadOptions, History, MAX_CATEGORY_COUNT, ReadOptions};
 
 /// A connection to the event store. Cheap to clone: clones share one multiplexed,
-/// self-reconnecting connection.
+/// self-reconnecting connection for writes and small commands, and a pool of lean
+/// connections for reading histories (see [`History`]).
 #[derive(Clone)]
 pub struct EventStore {
     inner: Arc<Inner>,

@@ -1213,7 +1213,10 @@ async fn keys_of_the_wrong_type_never_leave_half_a_batch() {
     let _: () = raw.del(&one.category).await.unwrap();
     let _: () = raw.set(&one.category, "not a stream").await.unwrap();
     for expected in [ExpectedRevision::Exact(2), ExpectedRevision::Any] {
-        let err = s.append("acct", "1", batch(3, 3), expected).await.unwrap_err();
+        let err = s
+            .append("acct", "1", batch(3, 3), expected)
+            .await
+            .unwrap_err();
         assert_eq!(corrupt_key(err), one.category);
         assert_eq!(raw_stream(&env, &one.stream).await, before);
         assert_eq!(s.revision("acct", "1").await.unwrap(), 2);
