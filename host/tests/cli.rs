@@ -502,3 +502,24 @@ fn watch_registers_and_reloads_a_folder() {
     watch.kill().unwrap();
     watch.wait().unwrap();
 }
+
+#[test]
+fn reducer_limits_come_from_the_command_line() {
+    let cli = Cli::new();
+    add_users(&cli, 1);
+    cli.ok(&["plugin", "add", streamfold_tests::plugins::SPIN]);
+    let out = cli.run(&["--call-timeout", "300ms", "state", "user", "0"]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("CPU budget of 300ms"), "{err}");
+
+    cli.ok(&["plugin", "add", streamfold_tests::plugins::BOMB]);
+    let out = cli.run(&["--memory-limit", "8MiB", "state", "user", "0"]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("limit {} bytes", 8 << 20)), "{err}");
+
+    let out = cli.run(&["--memory-limit", "lots", "state", "user", "0"]);
+    assert_eq!(code(&out), 2);
+    assert!(text(&out.stderr).contains("not a size like 64MiB"));
+}

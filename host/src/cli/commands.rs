@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use streamfold::runtime::{
-    Plugin, ReplayOptions, Runtime, RuntimeConfig, VerifyOptions, VerifyReport, short_digest,
+    Limits, Plugin, ReplayOptions, Runtime, RuntimeConfig, VerifyOptions, VerifyReport,
+    short_digest,
 };
 use streamfold::store::{EventStore, NewEvent, ReadOptions, StoreConfig};
 
@@ -323,7 +324,10 @@ pub(crate) async fn connect(g: &Global) -> Result<EventStore> {
 }
 
 pub(crate) fn runtime_config(g: &Global) -> RuntimeConfig {
-    let config = RuntimeConfig::default();
+    let limits = Limits::default()
+        .call_timeout(g.call_timeout)
+        .memory_bytes(g.memory_limit);
+    let config = RuntimeConfig::default().limits(limits);
     match &g.cache_dir {
         Some(dir) => config.cache_dir(Some(dir.clone())),
         None => config,

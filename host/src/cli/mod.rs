@@ -8,6 +8,7 @@ mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use streamfold::store::{ExpectedRevision, Layout};
@@ -66,6 +67,60 @@ pub(crate) struct Global {
     /// Folder for compiled reducer code [default: ~/.cache/streamfold].
     #[arg(long, global = true, env = "STREAMFOLD_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Time one call into a reducer may take (a batch of events, or `state`), e.g.
+    /// `5s`, `500ms`; a reducer over it is stopped and the replay fails.
+    #[arg(long, global = true, env = "STREAMFOLD_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+    /// Memory one reducer instance may use, e.g. `256MiB`, `1GiB`; a reducer that
+    /// asks for more is stopped and the replay fails.
+    #[arg(long, global = true, env = "STREAMFOLD_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_bytes)]
+    pub memory_limit: usize,
+}
+
+/// `500ms`, `5s`, `2m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{s:?} is not a duration like 500ms, 5s or 2m")),
+    };
+    if d.is_zero() {
+        return Err("the duration must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// `65536`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, binary all the same).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let bad = || format!("{s:?} is not a size like 64MiB or 1GiB");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n
+        .checked_shl(shift)
+        .filter(|b| b >> shift == n)
+        .ok_or_else(bad)?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "{s:?} is less than the 1 MiB a reducer needs at least"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn parse_layout(s: &str) -> Result<Layout, String> {
@@ -282,5 +337,35 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         status::USAGE
     } else {
         status::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "5", "s", "0s", "1.5s", "-1s", "5 hours"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2M"), Ok(2 << 20));
+        assert_eq!(parse_bytes("4096K"), Ok(4 << 20));
+        assert_eq!(parse_bytes("2097152"), Ok(2 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "1KiB",
+            "12TiB",
+            "1.5GiB",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 }

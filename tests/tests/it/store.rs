@@ -1251,3 +1251,37 @@ async fn keys_of_the_wrong_type_never_leave_half_a_batch() {
     let cat_len: u64 = raw.xlen(&one.category).await.unwrap();
     assert_eq!(cat_len, 0, "nothing reached the category stream");
 }
+
+/// Replies much larger than the read connection's buffer (a page of three 2 MB
+/// payloads, then a small one on the same pooled connection) come back byte for byte.
+#[tokio::test]
+async fn large_payloads_read_back_exactly() {
+    let env = Env::start().await;
+    let s = &env.store;
+    let big = |n: u64| {
+        let text: String = (0..2 << 20)
+            .map(|i| char::from(b'a' + ((i + n) % 26) as u8))
+            .collect();
+        NewEvent::new("Big", &json!({ "n": n, "text": text }))
+    };
+    let events: Vec<NewEvent> = (1..=3).map(big).collect();
+    let sent: Vec<String> = events.iter().map(|e| e.data.clone()).collect();
+    s.append("blob", "1", events, ExpectedRevision::NoStream)
+        .await
+        .unwrap();
+    s.append("blob", "2", batch(1, 2), ExpectedRevision::NoStream)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let got = s
+            .read_all("blob", "1", ReadOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), sent);
+        let small = s
+            .read_all("blob", "2", ReadOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(revisions(&small), [1, 2]);
+    }
+}
