@@ -143,12 +143,11 @@ async fn instantiate(ctx: &Ctx) -> Result<Vec<Row>> {
                 _ => iters,
             }
             .max(1);
-            let mut con = store.connection();
             let t = Instant::now();
             for _ in 0..iters {
                 match v {
                     I::Fetch => {
-                        crate::replay::floor_value(&mut con, key, "-", 1000).await?;
+                        crate::replay::floor(store, key, "-", 1000).await?;
                     }
                     I::Replay(lang) => {
                         let opts = ReplayOptions::default()
@@ -166,7 +165,7 @@ async fn instantiate(ctx: &Ctx) -> Result<Vec<Row>> {
     let mut rows = vec![row(
         "lifecycle.instance.fetch",
         section,
-        "fetch the one event (XRANGE into redis::Value)",
+        "fetch the one event (XRANGE on the store's read connection, not decoded)",
         "µs",
         &s[0],
     )];

@@ -589,7 +589,7 @@ pub async fn floor_value(
 }
 
 /// The floor: every page fetched on the store's read connection, not decoded.
-async fn floor(store: &EventStore, key: &str, start: &str, page: usize) -> Result<usize> {
+pub async fn floor(store: &EventStore, key: &str, start: &str, page: usize) -> Result<usize> {
     let mut start = start.to_owned();
     let mut total = 0;
     loop {
