@@ -69,6 +69,8 @@ pub struct Plugin {
     info: PluginInfo,
     handles: HashSet<String>,
     pre: PluginPre<HostState>,
+    /// Where the world's exports are, looked up once (not per instance).
+    indices: bindings::PluginIndices,
     /// `[method]aggregate.apply`, called with borrowed events (see `EventArg`).
     apply: ComponentExportIndex,
 }
@@ -98,6 +100,10 @@ impl Plugin {
 
     pub(crate) fn apply_export(&self) -> &ComponentExportIndex {
         &self.apply
+    }
+
+    pub(crate) fn indices(&self) -> &bindings::PluginIndices {
+        &self.indices
     }
 }
 
@@ -262,11 +268,14 @@ pub(crate) fn load(
         .get_export_index(None, EXPORT_NAME)
         .and_then(|reducer| component.get_export_index(Some(&reducer), "[method]aggregate.apply"))
         .ok_or_else(|| Error::plugin(None, format!("{EXPORT_NAME} has no aggregate.apply")))?;
+    let indices = bindings::PluginIndices::new(pre.instance_pre())
+        .map_err(|e| Error::plugin(None, format!("{e:#}")))?;
     Ok((
         Arc::new(Plugin {
             info,
             handles,
             pre,
+            indices,
             apply,
         }),
         cache_hit,

@@ -278,7 +278,7 @@ impl Fold {
 
         let pre = self.plugin.pre();
         let (instance, exports) = match pre.instance_pre().instantiate(&mut store).and_then(|i| {
-            let exports = super::bindings::Plugin::new(&mut store, &i)?;
+            let exports = self.plugin.indices().load(&mut store, &i)?;
             Ok((i, exports))
         }) {
             Ok(i) => i,
