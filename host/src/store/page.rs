@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 
 use super::model::RecordedEvent;
-use super::wire::Frame;
+use super::wire::{Frame, decimal};
 
 /// Where each kept field of an entry lies in the page's text.
 const EVENT_ID: usize = 0;
@@ -253,7 +253,7 @@ pub(crate) fn decode_page(
                 _ => return Err(corrupt(format!("entry {}: a nil field", entry()))),
             };
             if name == b"revision" {
-                revision = Some(parse_revision(value).ok_or_else(|| {
+                revision = Some(decimal(value).ok_or_else(|| {
                     corrupt(format!(
                         "entry {}: revision {:?} is not a number",
                         entry(),
@@ -316,21 +316,6 @@ pub(crate) fn decode_page(
         ))
     })?;
     Ok(Page { text, events })
-}
-
-/// A revision as stored: decimal digits.
-fn parse_revision(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 20 {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &d in b {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    Some(n)
 }
 
 #[cfg(test)]

@@ -393,21 +393,26 @@ fn find_crlf(buf: &[u8], from: usize) -> std::io::Result<Option<usize>> {
 
 /// A RESP integer (`-1`, `42`); `None` if it is not one.
 fn int(b: &[u8]) -> Option<i64> {
-    let (negative, digits) = match b.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, b),
-    };
-    if digits.is_empty() || digits.len() > 18 {
+    match b.split_first() {
+        Some((b'-', digits)) => decimal(digits)
+            .and_then(|n| i64::try_from(n).ok())
+            .map(|n| -n),
+        _ => decimal(b).and_then(|n| i64::try_from(n).ok()),
+    }
+}
+
+/// Unsigned decimal digits, nothing else; `None` if empty, not digits, or over `u64`.
+pub(crate) fn decimal(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
         return None;
     }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
+    b.iter().try_fold(0u64, |n, &d| {
+        if d.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        } else {
+            None
         }
-        n = n * 10 + i64::from(d - b'0');
-    }
-    Some(if negative { -n } else { n })
+    })
 }
 
 /// A complete reply, walked element by element. Methods fail with a description
@@ -557,9 +562,11 @@ pub(crate) mod tests {
     fn integers_parse_strictly() {
         assert_eq!(int(b"-1"), Some(-1));
         assert_eq!(int(b"1000"), Some(1000));
-        for bad in [&b""[..], b"-", b"1a", b" 1", b"9999999999999999999"] {
+        for bad in [&b""[..], b"-", b"1a", b" 1", b"+1", b"9999999999999999999"] {
             assert_eq!(int(bad), None, "{bad:?}");
         }
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(decimal(b"18446744073709551616"), None);
     }
 
     #[test]
