@@ -4,8 +4,7 @@
 use serde_json::{Map, Value};
 use streamfold_guest::{Event, Reducer, Rejection};
 
-/// The `user` reducer. Public so the benchmarks can run this very code natively
-/// (`bench`: the WebAssembly overhead is the difference).
+/// The `user` reducer.
 #[derive(Debug)]
 pub struct User;
 
