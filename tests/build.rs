@@ -41,6 +41,7 @@ fn main() {
         "fixture-bomb",
         "fixture-trap",
         "fixture-other-world",
+        "fixture-next-contract",
         "fixture-user-v2",
     ]);
     for plugin in &plugins {

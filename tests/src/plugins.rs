@@ -13,6 +13,7 @@
 //! | [`TRAP`] | `apply` logs one `error` line, then panics, i.e. traps (same) |
 //! | [`USER_CORE`] | the `user` core module: WebAssembly, but not a component |
 //! | [`OTHER_WORLD`] | a valid component of another world (`test:other/other`, exports `run: func()`) |
+//! | [`NEXT_CONTRACT`] | a reducer built against `streamfold:reducer@0.2.0`, a contract version the host does not speak |
 
 use std::path::{Path, PathBuf};
 
@@ -36,13 +37,16 @@ pub const TRAP: &str = concat!(env!("OUT_DIR"), "/trap.wasm");
 pub const USER_CORE: &str = concat!(env!("OUT_DIR"), "/user-core.wasm");
 /// `tests/plugins/other`: a component of the world `test:other/other`.
 pub const OTHER_WORLD: &str = concat!(env!("OUT_DIR"), "/other-world.wasm");
+/// `tests/plugins/next-contract`: a reducer built against `streamfold:reducer@0.2.0`.
+pub const NEXT_CONTRACT: &str = concat!(env!("OUT_DIR"), "/next-contract.wasm");
 
 /// `tests/plugins/user-v2`: version 0.2.0 of a `user` reducer that upper-cases
 /// names and counts its events in `v2_events` (for the live-update tests).
 pub const USER_V2: &str = concat!(env!("OUT_DIR"), "/user-v2.wasm");
 
 /// The path of the built plugin `name`: `user`, `cart`, `user-js`, `user-py`,
-/// `cart-py`, `spin`, `bomb`, `trap`, `user-core`, `other-world` or `user-v2`.
+/// `cart-py`, `spin`, `bomb`, `trap`, `user-core`, `other-world`, `next-contract` or
+/// `user-v2`.
 pub fn path(name: &str) -> PathBuf {
     let path = Path::new(env!("OUT_DIR")).join(format!("{name}.wasm"));
     assert!(

@@ -217,6 +217,7 @@ pub(crate) fn load(
     }
     let digest = digest(bytes);
     let (component, cache_hit) = cache.load_or_compile(engine, &digest, bytes)?;
+    check_contract_version(&component, engine)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         Error::plugin(
             None,
@@ -280,6 +281,49 @@ pub(crate) fn load(
         }),
         cache_hit,
     ))
+}
+
+/// Refuses a component that imports or exports the contract's interfaces at a version
+/// this host cannot serve, naming the version it was built for: otherwise the error
+/// would only say that the reducer world is missing.
+fn check_contract_version(component: &Component, engine: &Engine) -> Result<()> {
+    let (package, ours) = CONTRACT.split_once('@').expect("CONTRACT has a version");
+    let prefix = format!("{package}/");
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .chain(ty.exports(engine).map(|(name, _)| name.to_string()));
+    for name in names {
+        let Some(interface) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let theirs = interface.split_once('@').map(|(_, v)| v);
+        if theirs.is_none_or(|v| !semver_compatible(v, ours)) {
+            return Err(Error::plugin(
+                None,
+                format!(
+                    "was built against the contract {package}@{} (it uses {name}); this host speaks {CONTRACT}: build it with a matching SDK and WIT",
+                    theirs.unwrap_or("(no version)")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether interface version `a` can be served by `b` (semver: same major, or same
+/// minor while the major is 0).
+fn semver_compatible(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split(['-', '+']).next()?.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parts(a), parts(b)) {
+        (Some((0, a_minor)), Some((0, b_minor))) => a_minor == b_minor,
+        (Some((a_major, _)), Some((b_major, _))) => a_major == b_major,
+        _ => false,
+    }
 }
 
 fn check_info(info: bindings::Info, digest: String, size: u64) -> Result<PluginInfo> {
@@ -346,5 +390,15 @@ mod tests {
         assert!(!is_semver("01.2.3"));
         assert!(!is_semver("v1.2.3"));
         assert!(!is_semver(""));
+    }
+
+    #[test]
+    fn contract_versions_match_by_semver() {
+        assert!(semver_compatible("0.1.0", "0.1.0"));
+        assert!(semver_compatible("0.1.3", "0.1.0"));
+        assert!(!semver_compatible("0.2.0", "0.1.0"));
+        assert!(semver_compatible("1.4.0", "1.0.0"));
+        assert!(!semver_compatible("2.0.0", "1.0.0"));
+        assert!(!semver_compatible("x", "0.1.0"));
     }
 }

@@ -123,7 +123,7 @@ async fn components_describe_themselves() {
 async fn bad_components_are_refused_at_registration() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
-    let cases: [(&str, Vec<u8>, &str); 4] = [
+    let cases: [(&str, Vec<u8>, &str); 5] = [
         (
             "garbage",
             b"definitely not wasm".to_vec(),
@@ -138,6 +138,11 @@ async fn bad_components_are_refused_at_registration() {
             "other world",
             plugins::read(plugins::OTHER_WORLD),
             "does not export",
+        ),
+        (
+            "a later contract version",
+            plugins::read(plugins::NEXT_CONTRACT),
+            "built against the contract streamfold:reducer@0.2.0",
         ),
         (
             "truncated",
