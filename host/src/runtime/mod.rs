@@ -89,6 +89,13 @@ pub struct RuntimeConfig {
     pub snapshot_every: Option<u64>,
     /// Use the pooling instance allocator (fast instantiation). Default: true.
     pub pooling: bool,
+    /// With pooling: how much of a finished instance's linear memory stays mapped
+    /// (reset in place rather than handed back to the kernel), so that the next
+    /// instance of the same reducer does not fault it in again. Up to 16 idle instance
+    /// slots keep it. Default 16 MiB: fresh instances of the JavaScript and Python
+    /// components (12-18 MB images) measured 30-40% faster, for up to ~270 MB more
+    /// resident memory when all 16 idle slots hold that much; 0 turns it off.
+    pub keep_resident_bytes: usize,
     /// Where reducers' log lines go. Default: [`default_log_sink`].
     pub log_sink: LogSink,
     /// When following activations ([`Runtime::follow_activations`]), how often to
@@ -103,6 +110,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("cache_dir", &self.cache_dir)
             .field("snapshot_every", &self.snapshot_every)
             .field("pooling", &self.pooling)
+            .field("keep_resident_bytes", &self.keep_resident_bytes)
             .field("activation_check_every", &self.activation_check_every)
             .finish_non_exhaustive()
     }
@@ -115,6 +123,7 @@ impl Default for RuntimeConfig {
             cache_dir: default_cache_dir(),
             snapshot_every: Some(1000),
             pooling: true,
+            keep_resident_bytes: 16 << 20,
             log_sink: default_log_sink(),
             activation_check_every: Duration::from_secs(2),
         }
@@ -140,6 +149,11 @@ impl RuntimeConfig {
     /// Turns the pooling allocator on or off.
     pub fn pooling(mut self, on: bool) -> Self {
         self.pooling = on;
+        self
+    }
+    /// Sets [`RuntimeConfig::keep_resident_bytes`] (0: off).
+    pub fn keep_resident_bytes(mut self, bytes: usize) -> Self {
+        self.keep_resident_bytes = bytes;
         self
     }
     /// Sets how often a following runtime re-reads the active digests.
@@ -208,7 +222,8 @@ struct Inner {
 impl Runtime {
     /// A runtime over `store`, whose Redis also holds the plugin registry.
     pub fn new(store: EventStore, config: RuntimeConfig) -> Result<Self> {
-        let engine = sandbox::engine(&config.limits, config.pooling).map_err(Error::Engine)?;
+        let engine = sandbox::engine(&config.limits, config.pooling, config.keep_resident_bytes)
+            .map_err(Error::Engine)?;
         sandbox::start_epoch_ticker(&engine);
         let linker = sandbox::linker(&engine).map_err(Error::Engine)?;
         let cache = plugin::CodeCache::new(config.cache_dir.clone(), &engine);

@@ -71,7 +71,11 @@ impl Limits {
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Builds the process-wide engine: tuned for many short-lived instances.
-pub(crate) fn engine(limits: &Limits, pooling: bool) -> anyhow::Result<Engine> {
+pub(crate) fn engine(
+    limits: &Limits,
+    pooling: bool,
+    keep_resident: usize,
+) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
@@ -94,7 +98,11 @@ pub(crate) fn engine(limits: &Limits, pooling: bool) -> anyhow::Result<Engine> {
             .max_component_instance_size(4 << 20)
             .table_elements(200_000)
             .max_memory_size(limits.memory_bytes)
-            .max_unused_warm_slots(64);
+            // Idle slots remember their last reducer; each keeps up to
+            // `keep_resident` bytes of memory mapped (RuntimeConfig::keep_resident_bytes).
+            .max_unused_warm_slots(16)
+            .linear_memory_keep_resident(keep_resident)
+            .table_keep_resident(keep_resident.min(1 << 20));
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Ok(Engine::new(&config)?)
