@@ -8,9 +8,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{Component, ComponentExportIndex, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
-use super::bindings::{self, PluginPre};
+use super::bindings;
 use super::sandbox::{self, HostState, Limits, LogContext};
 use crate::error::{Error, Result};
 
@@ -68,7 +68,7 @@ pub fn digest(bytes: &[u8]) -> String {
 pub struct Plugin {
     info: PluginInfo,
     handles: HashSet<String>,
-    pre: PluginPre<HostState>,
+    pre: InstancePre<HostState>,
     /// Where the world's exports are, looked up once (not per instance).
     indices: bindings::PluginIndices,
     /// `[method]aggregate.apply`, called with borrowed events (see `EventArg`).
@@ -94,7 +94,7 @@ impl Plugin {
         self.handles.is_empty() || self.handles.contains(event_type)
     }
 
-    pub(crate) fn pre(&self) -> &PluginPre<HostState> {
+    pub(crate) fn pre(&self) -> &InstancePre<HostState> {
         &self.pre
     }
 
@@ -224,7 +224,7 @@ pub(crate) fn load(
             format!("imports something a reducer may not use (only {CONTRACT}'s `host` interface, and WASI with no capabilities, are provided): {e:#}"),
         )
     })?;
-    let pre = PluginPre::new(pre).map_err(|e| {
+    let indices = bindings::PluginIndices::new(&pre).map_err(|e| {
         let exports: Vec<String> = component
             .component_type()
             .exports(engine)
@@ -258,6 +258,7 @@ pub(crate) fn load(
     );
     let info = pre
         .instantiate(&mut store)
+        .and_then(|i| indices.load(&mut store, &i))
         .and_then(|p| {
             sandbox::arm_deadline(&mut store, limits);
             p.streamfold_reducer_reducer().call_info(&mut store)
@@ -269,8 +270,6 @@ pub(crate) fn load(
         .get_export_index(None, EXPORT_NAME)
         .and_then(|reducer| component.get_export_index(Some(&reducer), "[method]aggregate.apply"))
         .ok_or_else(|| Error::plugin(None, format!("{EXPORT_NAME} has no aggregate.apply")))?;
-    let indices = bindings::PluginIndices::new(pre.instance_pre())
-        .map_err(|e| Error::plugin(None, format!("{e:#}")))?;
     Ok((
         Arc::new(Plugin {
             info,

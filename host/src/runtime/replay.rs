@@ -276,8 +276,7 @@ impl Fold {
             fail(event, cause)
         };
 
-        let pre = self.plugin.pre();
-        let (instance, exports) = match pre.instance_pre().instantiate(&mut store).and_then(|i| {
+        let (instance, exports) = match self.plugin.pre().instantiate(&mut store).and_then(|i| {
             let exports = self.plugin.indices().load(&mut store, &i)?;
             Ok((i, exports))
         }) {
@@ -315,8 +314,6 @@ impl Fold {
             })?;
         let mut events_read = 0u64;
         let mut events_applied = 0u64;
-        // Page index of each event in the batch (the batch skips unhandled types).
-        let mut in_page: Vec<usize> = Vec::new();
         while let Some(page) = pages.blocking_recv() {
             let page = page?;
             events_read += page.len() as u64;
@@ -325,9 +322,8 @@ impl Fold {
                 position.clear();
                 position.push_str(last.position);
             }
-            in_page.clear();
             let mut batch = Vec::with_capacity(page.len());
-            for (i, e) in page.iter().enumerate() {
+            for e in page.iter() {
                 if self.plugin.handles(e.event_type) {
                     batch.push(EventArg {
                         revision: e.revision,
@@ -336,7 +332,6 @@ impl Fold {
                         timestamp: e.timestamp,
                         schema_version: e.version.parse().unwrap_or(1),
                     });
-                    in_page.push(i);
                 }
             }
             if batch.is_empty() {
@@ -360,8 +355,12 @@ impl Fold {
                     let event = match e.event_index.map(|i| i as usize) {
                         Some(i) if i < batch.len() => Some(FailedEvent::Event {
                             revision: batch[i].revision,
+                            // The batch skips unhandled types: its i-th is the
+                            // page's i-th handled event.
                             event_id: page
-                                .get(in_page[i])
+                                .iter()
+                                .filter(|e| self.plugin.handles(e.event_type))
+                                .nth(i)
                                 .map(|e| e.event_id.to_owned())
                                 .unwrap_or_default(),
                             event_type: batch[i].event_type.to_owned(),
