@@ -156,6 +156,13 @@ impl Error {
         Error::InvalidInput(msg.to_string())
     }
 
+    pub(crate) fn corrupt(key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Error::Corrupt {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+
     pub(crate) fn plugin(name: Option<&str>, reason: impl fmt::Display) -> Self {
         Error::InvalidPlugin {
             name: name.map(str::to_owned),

@@ -159,13 +159,6 @@ impl EventStore {
     }
 }
 
-fn corrupt(key: &str, reason: impl Into<String>) -> Error {
-    Error::Corrupt {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
-}
-
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -191,7 +184,7 @@ fn parse_reply(
     expected: ExpectedRevision,
     event_ids: Vec<Uuid>,
 ) -> Result<AppendResult> {
-    let unexpected = || corrupt(counter_key, "the append script gave an unexpected reply");
+    let unexpected = || Error::corrupt(counter_key, "the append script gave an unexpected reply");
     let Value::Array(items) = reply else {
         return Err(unexpected());
     };
@@ -233,7 +226,7 @@ fn parse_reply(
                 .and_then(text)
                 .unwrap_or_else(|| counter_key.to_owned());
             let reason = items.get(2).and_then(text).unwrap_or_default();
-            Err(corrupt(&key, reason))
+            Err(Error::corrupt(key, reason))
         }
         _ => Err(unexpected()),
     }

@@ -234,10 +234,9 @@ impl EventStore {
         match counter {
             // A stream adopted from the seed has no counter until our first append.
             None => Ok(len),
-            Some(c) => c.parse().map_err(|_| Error::Corrupt {
-                key: keys.revision,
-                reason: format!("rev {c:?} is not a number"),
-            }),
+            Some(c) => c
+                .parse()
+                .map_err(|_| Error::corrupt(keys.revision, format!("rev {c:?} is not a number"))),
         }
     }
 
@@ -330,10 +329,10 @@ impl EventStore {
             };
         }
         if e.code() == Some("WRONGTYPE") {
-            return Error::Corrupt {
-                key: key.to_owned(),
-                reason: "holds another kind of value than Streamfold writes there".to_owned(),
-            };
+            return Error::corrupt(
+                key,
+                "holds another kind of value than Streamfold writes there",
+            );
         }
         Error::Redis(e)
     }

@@ -203,10 +203,7 @@ pub(crate) fn decode_page(
     key: &str,
     mut aggregate: Option<((&str, &str), &mut u64)>,
 ) -> Result<Page> {
-    let corrupt = |reason: String| Error::Corrupt {
-        key: key.to_owned(),
-        reason,
-    };
+    let corrupt = |reason: String| Error::corrupt(key, reason);
     let Some(count) = reply.array().map_err(corrupt)? else {
         return Ok(Page::default());
     };
@@ -288,12 +285,10 @@ pub(crate) fn decode_page(
                 return Err(missing(NAMES[slot]));
             }
         }
-        at[EVENT_ID].get_or_insert(empty);
-        at[TIMESTAMP].get_or_insert(empty);
         at[VERSION].get_or_insert(version_one);
         events.push(Spans {
             revision,
-            at: at.map(|s| s.unwrap_or(empty)),
+            at: at.map(|s| s.unwrap_or(empty)), // no event_id or timestamp: ""
         });
     }
 

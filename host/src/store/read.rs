@@ -279,10 +279,7 @@ impl EventStore {
         count: usize,
     ) -> Result<(usize, Option<String>)> {
         self.xrange(key, start, "+", count, |mut frame| {
-            let corrupt = |reason: String| Error::Corrupt {
-                key: key.to_owned(),
-                reason,
-            };
+            let corrupt = |reason: String| Error::corrupt(key, reason);
             let n = frame.array().map_err(corrupt)?.unwrap_or(0);
             let mut last = None;
             for i in 0..n {

@@ -70,10 +70,8 @@ impl EventStore {
         let Some(json) = json else {
             return Ok(None);
         };
-        let corrupt = |reason: String| Error::Corrupt {
-            key: format!("{} field {field}", keys.snapshot),
-            reason,
-        };
+        let corrupt =
+            |reason: String| Error::corrupt(format!("{} field {field}", keys.snapshot), reason);
         let snapshot: Snapshot =
             serde_json::from_str(&json).map_err(|e| corrupt(format!("not a snapshot: {e}")))?;
         if snapshot.reducer_digest != reducer_digest {
