@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, exit};
 use std::thread;
 
-#[path = "../host/build_plugins.rs"]
+#[path = "../plugins/build_plugins.rs"]
 mod build_plugins;
 
 /// The reducers written in other languages: plugin folder and language.

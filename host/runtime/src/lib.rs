@@ -1,0 +1,427 @@
+//! Streamfold: event sourcing on Redis Streams, with state replayed through
+//! sandboxed WebAssembly reducers. This is the library applications embed.
+//!
+//! # A tour
+//! The work is done by two crates that know nothing of each other, joined here:
+//! - `streamfold-store`: the event store. Appends are atomic and optimistic (one Lua
+//!   script checks the expected revision and writes the aggregate's stream and its
+//!   type's category stream); reads come in pages; snapshots are keyed by the
+//!   reducer that made them. Its types are re-exported here: [`EventStore`],
+//!   [`NewEvent`], [`ExpectedRevision`], [`ReadOptions`], [`History`], [`Page`], ….
+//! - `streamfold-sandbox`: the WebAssembly host. Validates reducer components,
+//!   compiles them once (cached on disk), and runs [`Session`]s, each a fresh
+//!   sandboxed instance folding one aggregate under [`Limits`].
+//!
+//! This crate adds what needs both:
+//! - [`Runtime`]: the plugin registry in Redis (register, activate, roll back,
+//!   remove, history), replay ([`Runtime::state`]: snapshot + the tail of the
+//!   history in pages into a session; time travel by revision or instant),
+//!   snapshots, hot reload ([`Runtime::follow_activations`]) and replay-diff
+//!   verification ([`Runtime::verify`]).
+//! - [`Error`]: one error type with a [`kind`](Error::kind) and `is_*` checks for
+//!   what a caller can act on.
+//!
+//! The `streamfold` binary (`host/cli`) is a thin command line over this crate.
+//!
+//! ```no_run
+//! # async fn demo() -> streamfold::Result<()> {
+//! use streamfold::{EventStore, ExpectedRevision, NewEvent, RegisterOptions, ReplayOptions, Runtime, RuntimeConfig, StoreConfig};
+//!
+//! let store = EventStore::connect("redis://127.0.0.1:6379", StoreConfig::default()).await?;
+//! let runtime = Runtime::new(store.clone(), RuntimeConfig::default())?;
+//! runtime.register(std::fs::read("user.wasm").unwrap(), RegisterOptions::default()).await?;
+//! let created = serde_json::json!({"id": 1, "name": "Ada", "email": "ada@example.com"});
+//! store
+//!     .append("user", "1", vec![NewEvent::new("UserCreated", &created)], ExpectedRevision::NoStream)
+//!     .await?;
+//! let replayed = runtime.state("user", "1", ReplayOptions::default()).await?;
+//! println!("{} at revision {}", replayed.state, replayed.revision);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod follow;
+mod registry;
+mod replay;
+mod verify;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+pub use error::{Error, ErrorKind, Result};
+pub use registry::{Activation, RegisteredPlugin};
+pub use replay::{ReplayOptions, Replayed};
+pub use streamfold_sandbox::{
+    CONTRACT, FailedEvent, FailureCause, Limits, LoadSource, Plugin, PluginInfo, ReducerFailure,
+    RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest,
+};
+pub use streamfold_store::{
+    AggregateKeys, AppendResult, CategoryReadOptions, Conflict, EventStore, EventView,
+    ExpectedRevision, History, Layout, MAX_BATCH, MAX_CATEGORY_COUNT, NewEvent, Page, PageIter,
+    RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent, Snapshot, StoreConfig,
+};
+pub use verify::{CandidateFailure, Difference, VerifyOptions, VerifyReport};
+
+use streamfold_sandbox::SandboxConfig;
+
+/// How a [`Runtime`] is set up. Every field has a sensible default.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// What a reducer may use.
+    pub limits: Limits,
+    /// Folder for compiled code (`None`: compile every time). Default:
+    /// `$STREAMFOLD_CACHE_DIR`, else `$XDG_CACHE_HOME/streamfold`, else
+    /// `~/.cache/streamfold`.
+    pub cache_dir: Option<PathBuf>,
+    /// Save a snapshot automatically when a replay of the current state applied at
+    /// least this many events past the last snapshot. `None` turns it off.
+    /// Default: 1,000.
+    pub snapshot_every: Option<u64>,
+    /// Use the pooling instance allocator (fast instantiation). Default: true.
+    pub pooling: bool,
+    /// With pooling: how much of a finished instance's linear memory stays mapped
+    /// (reset in place rather than handed back to the kernel), so that the next
+    /// instance of the same reducer does not fault it in again. Up to 16 idle instance
+    /// slots keep it. Default 16 MiB: fresh instances of the JavaScript and Python
+    /// components (12-18 MB images) measured 30-40% faster, for up to ~270 MB more
+    /// resident memory when all 16 idle slots hold that much; 0 turns it off.
+    pub keep_resident_bytes: usize,
+    /// When following activations ([`Runtime::follow_activations`]), how often to
+    /// re-read every active digest in case a notice was missed. Default: 2 s.
+    pub activation_check_every: Duration,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("limits", &self.limits)
+            .field("cache_dir", &self.cache_dir)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("pooling", &self.pooling)
+            .field("keep_resident_bytes", &self.keep_resident_bytes)
+            .field("activation_check_every", &self.activation_check_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            limits: Limits::default(),
+            cache_dir: default_cache_dir(),
+            snapshot_every: Some(1000),
+            pooling: true,
+            keep_resident_bytes: 16 << 20,
+            activation_check_every: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Sets the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Sets (or, with `None`, turns off) the compiled-code cache folder.
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+    /// Sets (or, with `None`, turns off) automatic snapshots.
+    pub fn snapshot_every(mut self, n: Option<u64>) -> Self {
+        self.snapshot_every = n.filter(|n| *n > 0);
+        self
+    }
+    /// Turns the pooling allocator on or off.
+    pub fn pooling(mut self, on: bool) -> Self {
+        self.pooling = on;
+        self
+    }
+    /// Sets [`RuntimeConfig::keep_resident_bytes`] (0: off).
+    pub fn keep_resident_bytes(mut self, bytes: usize) -> Self {
+        self.keep_resident_bytes = bytes;
+        self
+    }
+    /// Sets how often a following runtime re-reads the active digests.
+    pub fn activation_check_every(mut self, every: Duration) -> Self {
+        self.activation_check_every = every;
+        self
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("STREAMFOLD_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("streamfold")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("streamfold")))
+}
+
+/// How [`Runtime::register`] treats a new plugin.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RegisterOptions {
+    /// Make it the active reducer of its aggregate type. Default: true.
+    pub activate: bool,
+}
+
+impl Default for RegisterOptions {
+    fn default() -> Self {
+        RegisterOptions { activate: true }
+    }
+}
+
+impl RegisterOptions {
+    /// Sets [`RegisterOptions::activate`].
+    pub fn activate(mut self, on: bool) -> Self {
+        self.activate = on;
+        self
+    }
+}
+
+/// The reducer host: loads plugins, keeps the registry, replays aggregates.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    sandbox: Sandbox,
+    config: RuntimeConfig,
+    store: EventStore,
+    registry: registry::Registry,
+    loaded: Mutex<HashMap<String, Arc<Plugin>>>,
+    /// Loads from the registry in progress, by digest.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Plugin>>>>>,
+    /// Active digest per type, kept by the activation follower; `None` when not
+    /// following (then each replay asks Redis).
+    active: RwLock<Option<HashMap<String, String>>>,
+}
+
+impl Runtime {
+    /// A runtime over `store`, whose Redis also holds the plugin registry.
+    pub fn new(store: EventStore, config: RuntimeConfig) -> Result<Self> {
+        let sandbox = Sandbox::new(
+            SandboxConfig::default()
+                .limits(config.limits.clone())
+                .cache_dir(config.cache_dir.clone())
+                .pooling(config.pooling)
+                .keep_resident_bytes(config.keep_resident_bytes),
+        )?;
+        let registry = registry::Registry::new(store.connection(), store.key_prefix());
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                sandbox,
+                config,
+                store,
+                registry,
+                loaded: Mutex::new(HashMap::new()),
+                loading: Mutex::new(HashMap::new()),
+                active: RwLock::new(None),
+            }),
+        })
+    }
+
+    /// The event store this runtime replays from.
+    pub fn store(&self) -> &EventStore {
+        &self.inner.store
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Validates and compiles a component (or takes it from the caches) without
+    /// registering it. Blocking: compiling a large component takes seconds, so call
+    /// it from a blocking context, or use [`Runtime::load_async`].
+    pub fn load(&self, bytes: &[u8]) -> Result<(Arc<Plugin>, LoadSource)> {
+        let digest = digest(bytes);
+        if let Some(p) = self.inner.loaded.lock().expect("plugin map").get(&digest) {
+            return Ok((p.clone(), LoadSource::Memory));
+        }
+        let (p, source) = self.inner.sandbox.load(bytes)?;
+        let mut loaded = self.inner.loaded.lock().expect("plugin map");
+        let p = loaded.entry(digest).or_insert(p).clone();
+        Ok((p, source))
+    }
+
+    /// [`Runtime::load`] on tokio's blocking pool.
+    pub async fn load_async(&self, bytes: Arc<[u8]>) -> Result<(Arc<Plugin>, LoadSource)> {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || rt.load(&bytes))
+            .await
+            .map_err(|e| Error::task("plugin loading", e))?
+    }
+
+    /// Validates `bytes`, stores them in the registry and, unless the options say
+    /// otherwise, makes the plugin the active reducer of its aggregate type.
+    pub async fn register(
+        &self,
+        bytes: Vec<u8>,
+        options: RegisterOptions,
+    ) -> Result<RegisteredPlugin> {
+        let bytes: Arc<[u8]> = bytes.into();
+        let (plugin, _) = self.load_async(bytes.clone()).await?;
+        let mut reg = self.inner.registry.put(plugin.info(), &bytes).await?;
+        if options.activate {
+            self.inner.registry.activate(&reg).await?;
+            self.note_activation(&reg.info.aggregate_type, &reg.info.digest);
+            reg.active = true;
+        } else {
+            reg.active = self
+                .inner
+                .registry
+                .active_digest(&reg.info.aggregate_type)
+                .await?
+                .as_deref()
+                == Some(reg.info.digest.as_str());
+        }
+        Ok(reg)
+    }
+
+    /// Makes a registered version (by digest, digest prefix or semantic version)
+    /// the active reducer of `aggregate_type`.
+    pub async fn activate(
+        &self,
+        aggregate_type: &str,
+        digest_or_version: &str,
+    ) -> Result<RegisteredPlugin> {
+        let mut reg = self
+            .inner
+            .registry
+            .resolve(aggregate_type, digest_or_version)
+            .await?;
+        if reg.info.aggregate_type != aggregate_type {
+            return Err(Error::invalid(format!(
+                "{} folds {:?} aggregates, not {aggregate_type:?}",
+                reg.info.label(),
+                reg.info.aggregate_type
+            )));
+        }
+        self.inner.registry.activate(&reg).await?;
+        self.note_activation(aggregate_type, &reg.info.digest);
+        reg.active = true;
+        Ok(reg)
+    }
+
+    /// What was active for `aggregate_type` when, newest first.
+    pub async fn activation_history(&self, aggregate_type: &str) -> Result<Vec<Activation>> {
+        self.inner.registry.history(aggregate_type).await
+    }
+
+    /// Deletes a registered version (by digest, digest prefix or version). The
+    /// active version cannot be removed: activate another one first.
+    pub async fn remove(
+        &self,
+        aggregate_type: &str,
+        digest_or_version: &str,
+    ) -> Result<RegisteredPlugin> {
+        let reg = self
+            .inner
+            .registry
+            .resolve(aggregate_type, digest_or_version)
+            .await?;
+        self.inner.registry.remove(&reg).await?;
+        self.inner
+            .loaded
+            .lock()
+            .expect("plugin map")
+            .remove(&reg.info.digest);
+        Ok(reg)
+    }
+
+    /// Every registered version (of one type, or of all), with the active ones marked.
+    pub async fn plugins(&self, aggregate_type: Option<&str>) -> Result<Vec<RegisteredPlugin>> {
+        self.inner.registry.list(aggregate_type).await
+    }
+
+    /// The plugin registered under `digest`, loaded and ready.
+    pub async fn plugin(&self, digest: &str) -> Result<Arc<Plugin>> {
+        if let Some(p) = self.inner.loaded.lock().expect("plugin map").get(digest) {
+            return Ok(p.clone());
+        }
+        // One load per digest at a time: replays and the activation follower asking
+        // for the same new plugin at once share one fetch and one compilation.
+        let cell = self
+            .inner
+            .loading
+            .lock()
+            .expect("loading map")
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        let p = cell
+            .get_or_try_init(|| async {
+                let bytes: Arc<[u8]> = self.inner.registry.bytes(digest).await?.into();
+                let (p, _) = self.load_async(bytes).await?;
+                if p.info().digest != digest {
+                    return Err(Error::corrupt(
+                        format!("plugin blob {digest}"),
+                        format!("its bytes hash to {}", p.info().digest),
+                    ));
+                }
+                Ok(p)
+            })
+            .await?
+            .clone();
+        self.inner
+            .loading
+            .lock()
+            .expect("loading map")
+            .remove(digest);
+        Ok(p)
+    }
+
+    /// The active reducer of `aggregate_type`, loaded and ready.
+    pub async fn active_plugin(&self, aggregate_type: &str) -> Result<Arc<Plugin>> {
+        let digest = self.active_digest(aggregate_type).await?.ok_or_else(|| {
+            Error::not_found(format!(
+                "an active reducer for aggregate type {aggregate_type:?}"
+            ))
+        })?;
+        self.plugin(&digest).await
+    }
+
+    /// Replays an aggregate and returns its state.
+    pub async fn state(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        options: ReplayOptions,
+    ) -> Result<Replayed> {
+        replay::replay(self, aggregate_type, aggregate_id, options).await
+    }
+
+    /// Replays the aggregate's current state and saves it as a snapshot for the
+    /// active reducer.
+    pub async fn snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Replayed> {
+        let replayed = self
+            .state(aggregate_type, aggregate_id, ReplayOptions::default())
+            .await?;
+        replay::save_snapshot(self, aggregate_type, aggregate_id, &replayed).await?;
+        Ok(replayed)
+    }
+
+    /// The sandbox reducers run in (for sessions of one's own: live folds,
+    /// projections).
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
+    }
+}

@@ -1,0 +1,282 @@
+//! The plugin registry, kept in Redis so every host that shares the Redis sees
+//! the same reducers.
+//!
+//! Keys (under the store's prefix; none of them is per-aggregate, so they are
+//! not hash-tagged, and each command touches one key):
+//! - `P:plugins:blob:DIGEST`  the component's bytes
+//! - `P:plugins:meta:DIGEST`  its [`PluginInfo`] as JSON, plus when it was registered
+//! - `P:plugins:versions:TYPE` sorted set of digests by registration time
+//! - `P:plugins:active`        hash: aggregate type → active digest
+//! - `P:plugins:history:TYPE`  list of activations, newest first
+//!
+//! Every registration and activation is also published on the channel
+//! `P:plugins:activations` (as `registered TYPE DIGEST` or `activated TYPE DIGEST`),
+//! so running hosts compile new plugins ahead of time and switch without polling.
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use streamfold_sandbox::PluginInfo;
+use crate::error::{Error, Result};
+
+/// A registered reducer version, as listed by the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredPlugin {
+    /// What the reducer says it is, and its digest.
+    #[serde(flatten)]
+    pub info: PluginInfo,
+    /// When it was registered (RFC 3339, UTC).
+    pub registered_at: String,
+    /// Whether it is the active reducer of its aggregate type.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// One entry of a type's activation history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The digest that became active.
+    pub digest: String,
+    /// Its name and version at the time.
+    pub name: String,
+    /// Its semantic version.
+    pub version: String,
+    /// When it was activated (RFC 3339, UTC).
+    pub activated_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Registry {
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+}
+
+impl Registry {
+    pub(crate) fn new(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Registry {
+            conn,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:plugins:{rest}", self.prefix)
+    }
+
+    /// Stores a validated plugin. Registering the same bytes again is a no-op that
+    /// keeps the first registration time.
+    pub(crate) async fn put(&self, info: &PluginInfo, bytes: &[u8]) -> Result<RegisteredPlugin> {
+        if let Some(existing) = self.get(&info.digest).await? {
+            return Ok(existing);
+        }
+        let now = chrono::Utc::now();
+        let reg = RegisteredPlugin {
+            info: info.clone(),
+            registered_at: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            active: false,
+        };
+        let meta = serde_json::to_string(&reg).expect("plugin metadata serializes");
+        let mut conn = self.conn.clone();
+        // Bytes first, then the metadata that makes the plugin visible: a crash in
+        // between leaves an orphan blob, never metadata without bytes.
+        let _: () = conn
+            .set(self.key(&format!("blob:{}", info.digest)), bytes)
+            .await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .set(self.key(&format!("meta:{}", info.digest)), meta)
+            .ignore()
+            .zadd(
+                self.key(&format!("versions:{}", info.aggregate_type)),
+                &info.digest,
+                now.timestamp_millis(),
+            )
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        let _: () = conn
+            .publish(
+                self.channel(),
+                format!("registered {} {}", info.aggregate_type, info.digest),
+            )
+            .await?;
+        Ok(reg)
+    }
+
+    pub(crate) async fn get(&self, digest: &str) -> Result<Option<RegisteredPlugin>> {
+        let mut conn = self.conn.clone();
+        let meta: Option<String> = conn.get(self.key(&format!("meta:{digest}"))).await?;
+        meta.map(|m| self.parse_meta(digest, &m)).transpose()
+    }
+
+    fn parse_meta(&self, digest: &str, meta: &str) -> Result<RegisteredPlugin> {
+        serde_json::from_str(meta)
+            .map_err(|e| Error::corrupt(self.key(&format!("meta:{digest}")), e))
+    }
+
+    pub(crate) async fn bytes(&self, digest: &str) -> Result<Vec<u8>> {
+        let mut conn = self.conn.clone();
+        let bytes: Option<Vec<u8>> = conn.get(self.key(&format!("blob:{digest}"))).await?;
+        bytes.ok_or_else(|| Error::not_found(format!("plugin {digest}")))
+    }
+
+    pub(crate) async fn active_digest(&self, aggregate_type: &str) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hget(self.key("active"), aggregate_type).await?)
+    }
+
+    /// The pub/sub channel activations are announced on.
+    pub(crate) fn channel(&self) -> String {
+        self.key("activations")
+    }
+
+    /// Every type's active digest.
+    pub(crate) async fn active_digests(&self) -> Result<std::collections::HashMap<String, String>> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hgetall(self.key("active")).await?)
+    }
+
+    /// What was active when, newest first.
+    pub(crate) async fn history(&self, aggregate_type: &str) -> Result<Vec<Activation>> {
+        let mut conn = self.conn.clone();
+        let key = self.key(&format!("history:{aggregate_type}"));
+        let entries: Vec<String> = conn.lrange(&key, 0, -1).await?;
+        entries
+            .iter()
+            .map(|e| {
+                serde_json::from_str(e).map_err(|err| Error::corrupt(key.clone(), err))
+            })
+            .collect()
+    }
+
+    /// Deletes a registered version that is not active.
+    pub(crate) async fn remove(&self, plugin: &RegisteredPlugin) -> Result<()> {
+        let info = &plugin.info;
+        if self.active_digest(&info.aggregate_type).await?.as_deref() == Some(info.digest.as_str())
+        {
+            return Err(Error::invalid(format!(
+                "{} is the active reducer for {:?}: activate another version first, then remove this one",
+                info.label(),
+                info.aggregate_type
+            )));
+        }
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .zrem(
+                self.key(&format!("versions:{}", info.aggregate_type)),
+                &info.digest,
+            )
+            .ignore()
+            .del(self.key(&format!("meta:{}", info.digest)))
+            .ignore()
+            .del(self.key(&format!("blob:{}", info.digest)))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes `digest` the active reducer of its aggregate type, and tells every
+    /// running host.
+    pub(crate) async fn activate(&self, plugin: &RegisteredPlugin) -> Result<()> {
+        let entry = Activation {
+            digest: plugin.info.digest.clone(),
+            name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            activated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        };
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .hset(
+                self.key("active"),
+                &plugin.info.aggregate_type,
+                &plugin.info.digest,
+            )
+            .await?;
+        let _: () = conn
+            .lpush(
+                self.key(&format!("history:{}", plugin.info.aggregate_type)),
+                serde_json::to_string(&entry).expect("activation serializes"),
+            )
+            .await?;
+        let _: () = conn
+            .publish(
+                self.channel(),
+                format!(
+                    "activated {} {}",
+                    plugin.info.aggregate_type, plugin.info.digest
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every registered version of every type (or of one type), oldest first.
+    pub(crate) async fn list(&self, aggregate_type: Option<&str>) -> Result<Vec<RegisteredPlugin>> {
+        let mut conn = self.conn.clone();
+        let active: std::collections::HashMap<String, String> =
+            conn.hgetall(self.key("active")).await?;
+        let types: Vec<String> = match aggregate_type {
+            Some(t) => vec![t.to_string()],
+            None => {
+                let mut types = Vec::new();
+                let mut iter: redis::AsyncIter<'_, String> =
+                    conn.scan_match(self.key("versions:*")).await?;
+                let strip = self.key("versions:");
+                while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                    let key = key?;
+                    types.push(key.trim_start_matches(&strip).to_string());
+                }
+                types.sort();
+                types
+            }
+        };
+        let mut out = Vec::new();
+        for t in types {
+            let digests: Vec<String> = conn
+                .zrange(self.key(&format!("versions:{t}")), 0, -1)
+                .await?;
+            for d in digests {
+                if let Some(mut p) = self.get(&d).await? {
+                    p.active = active.get(&t) == Some(&d);
+                    out.push(p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves `DIGEST_OR_VERSION` for a type: a full digest, a unique digest
+    /// prefix (at least 6 hex digits, `sha256:` optional) or a semantic version.
+    pub(crate) async fn resolve(
+        &self,
+        aggregate_type: &str,
+        wanted: &str,
+    ) -> Result<RegisteredPlugin> {
+        let wanted = wanted.trim_start_matches("sha256:");
+        let versions = self.list(Some(aggregate_type)).await?;
+        let by_version: Vec<_> = versions
+            .iter()
+            .filter(|p| p.info.version == wanted)
+            .collect();
+        let by_digest: Vec<_> = versions
+            .iter()
+            .filter(|p| wanted.len() >= 6 && p.info.digest.starts_with(wanted))
+            .collect();
+        let matches = if by_digest.is_empty() {
+            by_version
+        } else {
+            by_digest
+        };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::not_found(format!(
+                "a registered {aggregate_type} reducer matching {wanted:?}"
+            ))),
+            many => Err(Error::invalid(format!(
+                "{wanted:?} matches {} registered {aggregate_type} reducers; give more of the digest",
+                many.len()
+            ))),
+        }
+    }
+}

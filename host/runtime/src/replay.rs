@@ -1,0 +1,271 @@
+//! Replay: latest valid snapshot + the rest of the history, read in pages and
+//! folded page by page in a reducer session (a fresh instance).
+//!
+//! Reading and folding overlap: a task fetches page N+1 from Redis while the
+//! reducer (on tokio's blocking pool, since Wasmtime calls are synchronous)
+//! folds page N. The channel between them holds two pages, which bounds memory
+//! however long the history is.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use streamfold_sandbox::{Plugin, PluginInfo, Sandbox, SessionEvent};
+use streamfold_store::{Page, ReadOptions, Snapshot};
+use tokio::sync::mpsc;
+
+use crate::Runtime;
+use crate::error::{Error, Result};
+
+/// What to replay, and how.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    at_revision: Option<u64>,
+    as_of: Option<DateTime<Utc>>,
+    use_snapshots: bool,
+    plugin: Option<Arc<Plugin>>,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            at_revision: None,
+            as_of: None,
+            use_snapshots: true,
+            plugin: None,
+        }
+    }
+}
+
+impl ReplayOptions {
+    /// The state just after the event with this revision (time travel by revision).
+    pub fn at_revision(mut self, revision: u64) -> Self {
+        self.at_revision = Some(revision);
+        self
+    }
+    /// The state as of this instant: events appended at or before it (time travel by time).
+    pub fn as_of(mut self, t: DateTime<Utc>) -> Self {
+        self.as_of = Some(t);
+        self
+    }
+    /// Whether to start from a snapshot (default: yes). Off replays every event,
+    /// which is how to check a snapshot, or a reducer, from scratch.
+    pub fn use_snapshots(mut self, on: bool) -> Self {
+        self.use_snapshots = on;
+        self
+    }
+    /// Replays through this plugin instead of the type's active one (to compare a
+    /// candidate with the active version, say).
+    pub fn plugin(mut self, plugin: Arc<Plugin>) -> Self {
+        self.plugin = Some(plugin);
+        self
+    }
+
+    fn time_travel(&self) -> bool {
+        self.at_revision.is_some() || self.as_of.is_some()
+    }
+}
+
+/// A replayed state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replayed {
+    /// The state, exactly as the reducer serialized it (a JSON document).
+    pub state: String,
+    /// The revision of the last event the state includes.
+    pub revision: u64,
+    /// The stream position of that event.
+    pub position: String,
+    /// The reducer that made it.
+    pub plugin: PluginInfo,
+    /// The snapshot the replay started from, if any (its revision).
+    pub snapshot_revision: Option<u64>,
+    /// Events read from Redis after the snapshot.
+    pub events_read: u64,
+    /// Of those, the events the reducer handles (the others were skipped).
+    pub events_applied: u64,
+    /// Whether this replay saved a new snapshot.
+    pub snapshot_saved: bool,
+}
+
+pub(super) async fn replay(
+    rt: &Runtime,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    options: ReplayOptions,
+) -> Result<Replayed> {
+    let plugin = match &options.plugin {
+        Some(p) => p.clone(),
+        None => rt.active_plugin(aggregate_type).await?,
+    };
+    if plugin.info().aggregate_type != aggregate_type {
+        return Err(Error::invalid(format!(
+            "reducer {} folds {:?} aggregates, not {aggregate_type:?}",
+            plugin.info().label(),
+            plugin.info().aggregate_type
+        )));
+    }
+    let store = rt.store();
+    let snapshot = if options.use_snapshots {
+        store
+            .load_snapshot(aggregate_type, aggregate_id, &plugin.info().digest)
+            .await?
+            .filter(|s| options.at_revision.is_none_or(|r| s.revision <= r))
+            .filter(|s| {
+                options
+                    .as_of
+                    .is_none_or(|t| position_millis(&s.position) <= t.timestamp_millis())
+            })
+    } else {
+        None
+    };
+
+    let mut read = ReadOptions::default();
+    if let Some(s) = &snapshot {
+        read = read.after(s.position.clone(), s.revision);
+    }
+    if let Some(r) = options.at_revision {
+        read = read.to_revision(r);
+    }
+    if let Some(t) = options.as_of {
+        read = read.as_of(t);
+    }
+    let mut history = store.history(aggregate_type, aggregate_id, read);
+    let (tx, rx) = mpsc::channel::<streamfold_store::Result<Page>>(2);
+    let fetch = tokio::spawn(async move {
+        loop {
+            let page = history.next_page().await;
+            let last = !matches!(page, Ok(Some(_)));
+            let page = page.transpose();
+            match page {
+                Some(page) => {
+                    if tx.send(page).await.is_err() || last {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+    });
+
+    let sandbox = rt.sandbox().clone();
+    let (plugin_, id, snap) = (plugin.clone(), aggregate_id.to_string(), snapshot.clone());
+    let aggregate_type_ = aggregate_type.to_string();
+    let folded = tokio::task::spawn_blocking(move || {
+        fold(&sandbox, plugin_, &aggregate_type_, &id, snap.as_ref(), rx)
+    })
+    .await
+    .map_err(|e| Error::task("replay", e));
+    fetch.abort();
+    let folded = folded??;
+
+    if folded.events_read == 0 && snapshot.is_none() {
+        return Err(Error::not_found(match (options.at_revision, options.as_of) {
+            (_, Some(t)) => {
+                format!("aggregate {aggregate_type}/{aggregate_id} as of {t} (no events by then)")
+            }
+            _ => format!("aggregate {aggregate_type}/{aggregate_id} (no events)"),
+        }));
+    }
+    if let Some(r) = options.at_revision.filter(|r| folded.revision < *r) {
+        return Err(Error::not_found(format!(
+            "revision {r} of {aggregate_type}/{aggregate_id} (its last revision is {})",
+            folded.revision
+        )));
+    }
+
+    let mut replayed = Replayed {
+        state: folded.state,
+        revision: folded.revision,
+        position: folded.position,
+        plugin: plugin.info().clone(),
+        snapshot_revision: snapshot.as_ref().map(|s| s.revision),
+        events_read: folded.events_read,
+        events_applied: folded.events_applied,
+        snapshot_saved: false,
+    };
+    let since_snapshot = replayed.revision - replayed.snapshot_revision.unwrap_or(0);
+    if !options.time_travel()
+        && options.plugin.is_none()
+        && rt
+            .config()
+            .snapshot_every
+            .is_some_and(|n| since_snapshot >= n)
+    {
+        save_snapshot(rt, aggregate_type, aggregate_id, &replayed).await?;
+        replayed.snapshot_saved = true;
+    }
+    Ok(replayed)
+}
+
+pub(super) async fn save_snapshot(
+    rt: &Runtime,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    replayed: &Replayed,
+) -> Result<()> {
+    let snapshot = Snapshot {
+        state: replayed.state.clone(),
+        revision: replayed.revision,
+        position: replayed.position.clone(),
+        reducer_digest: replayed.plugin.digest.clone(),
+        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    };
+    Ok(rt
+        .store()
+        .save_snapshot(aggregate_type, aggregate_id, &snapshot)
+        .await?)
+}
+
+/// The milliseconds part of a stream id (`1700000000000-3` → 1700000000000).
+fn position_millis(position: &str) -> i64 {
+    position
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(i64::MAX)
+}
+
+struct Folded {
+    state: String,
+    revision: u64,
+    position: String,
+    events_read: u64,
+    events_applied: u64,
+}
+
+/// Runs on a blocking thread: a session, the snapshot restored, every page
+/// applied as it arrives, the state taken.
+fn fold(
+    sandbox: &Sandbox,
+    plugin: Arc<Plugin>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    snapshot: Option<&Snapshot>,
+    mut pages: mpsc::Receiver<streamfold_store::Result<Page>>,
+) -> Result<Folded> {
+    let mut session = sandbox.session(plugin, aggregate_type, aggregate_id)?;
+    if let Some(s) = snapshot {
+        session.restore(&s.state, s.revision, &s.position)?;
+    }
+    let mut events_read = 0u64;
+    while let Some(page) = pages.blocking_recv() {
+        let page = page?;
+        events_read += page.len() as u64;
+        session.apply(page.iter().map(|e| SessionEvent {
+            revision: e.revision,
+            position: e.position,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            data: e.data,
+            timestamp: e.timestamp,
+            version: e.version,
+        }))?;
+    }
+    Ok(Folded {
+        state: session.state()?,
+        revision: session.revision(),
+        position: session.position().to_owned(),
+        events_read,
+        events_applied: session.events_applied(),
+    })
+}

@@ -1,0 +1,314 @@
+//! The sandbox a reducer runs in: the engine, the per-session store, its limits,
+//! the host's `log` import and an empty, deterministic WASI context.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{self, Level};
+use crate::text;
+
+/// Limits on what one reducer may use. Every limit fails the one session that hits
+/// it, with an error naming the plugin, the aggregate and the events; the host
+/// process goes on serving.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Wall-clock time one call into a reducer may take (one batch of events, or
+    /// `state`, or instantiation): an epoch deadline, not a CPU budget, so a
+    /// reducer on a busy machine gets less work done in it. Epoch interruption
+    /// costs far less than fuel on a tight replay loop (DESIGN.md). Default 5 s.
+    pub call_timeout: Duration,
+    /// Linear memory one reducer instance may grow to. Default 256 MiB: Python
+    /// and JavaScript components start at tens of MiB.
+    pub memory_bytes: usize,
+    /// Largest `.wasm` accepted at registration. Default 64 MiB.
+    pub component_bytes: usize,
+    /// Longest log line kept from a reducer; longer lines are cut. Default 4 KiB.
+    pub log_line_bytes: usize,
+    /// Log lines kept per session; the rest are counted and dropped. Default 1,000.
+    pub log_lines_per_replay: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_secs(5),
+            memory_bytes: 256 << 20,
+            component_bytes: 64 << 20,
+            log_line_bytes: 4096,
+            log_lines_per_replay: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets [`Limits::call_timeout`].
+    pub fn call_timeout(mut self, t: Duration) -> Self {
+        self.call_timeout = t;
+        self
+    }
+    /// Sets [`Limits::memory_bytes`].
+    pub fn memory_bytes(mut self, bytes: usize) -> Self {
+        self.memory_bytes = bytes;
+        self
+    }
+    /// Sets [`Limits::component_bytes`].
+    pub fn component_bytes(mut self, bytes: usize) -> Self {
+        self.component_bytes = bytes;
+        self
+    }
+    /// Sets [`Limits::log_line_bytes`].
+    pub fn log_line_bytes(mut self, bytes: usize) -> Self {
+        self.log_line_bytes = bytes;
+        self
+    }
+}
+
+/// How often the engine's epoch advances. A call's budget is rounded up to ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Builds the process-wide engine: tuned for many short-lived instances.
+pub(crate) fn engine(
+    limits: &Limits,
+    pooling: bool,
+    keep_resident: usize,
+) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Deep recursion in a reducer should trap cleanly, not exhaust the host stack.
+    config.max_wasm_stack(2 << 20);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        // Sized for a 2-core host replaying tens of aggregates at once, with room
+        // for JavaScript and Python components (several core instances, large
+        // tables). Slots are virtual memory, touched only when used.
+        pool.total_component_instances(256)
+            .total_core_instances(1024)
+            .total_memories(512)
+            .total_tables(1024)
+            .total_stacks(256)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(64)
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(4 << 20)
+            .table_elements(200_000)
+            .max_memory_size(limits.memory_bytes)
+            // Idle slots remember their last reducer; each keeps up to
+            // `keep_resident` bytes of memory mapped (RuntimeConfig::keep_resident_bytes).
+            .max_unused_warm_slots(16)
+            .linear_memory_keep_resident(keep_resident)
+            .table_keep_resident(keep_resident.min(1 << 20));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Ok(Engine::new(&config)?)
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] for as long as the engine lives.
+pub(crate) fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("streamfold-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// The linker every reducer is instantiated with: our `host` interface, and WASI
+/// (for toolchains that insist on importing it) backed by an empty context.
+pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    Ok(linker)
+}
+
+/// What a store carries for one session.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    log: LogContext,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState").finish_non_exhaustive()
+    }
+}
+
+/// Who is logging (for the tracing events a reducer's log lines become), and how
+/// much more it may log.
+pub(crate) struct LogContext {
+    /// `name@version (sha256:…)`, from validated `info`.
+    pub(crate) plugin: String,
+    /// `type/id`.
+    pub(crate) aggregate: String,
+    pub(crate) max_bytes: usize,
+    pub(crate) lines_left: usize,
+    pub(crate) dropped: u64,
+}
+
+impl HostState {
+    pub(crate) fn new(limits: &Limits, log: LogContext) -> Self {
+        HostState {
+            wasi: sandbox_wasi(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: limits.memory_bytes,
+                hit: None,
+            },
+            log,
+        }
+    }
+
+    /// The memory request that broke the limit, if one did during this store's life.
+    pub(crate) fn memory_limit_hit(&self) -> Option<usize> {
+        self.limiter.hit
+    }
+
+    pub(crate) fn dropped_log_lines(&self) -> u64 {
+        self.log.dropped
+    }
+}
+
+/// A new store for one session, with memory limits and an epoch deadline armed.
+pub(crate) fn store(engine: &Engine, limits: &Limits, log: LogContext) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(limits, log));
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_trap();
+    arm_deadline(&mut store, limits);
+    store
+}
+
+/// Gives the next call into the guest a fresh time budget.
+pub(crate) fn arm_deadline(store: &mut Store<HostState>, limits: &Limits) {
+    let ticks = limits
+        .call_timeout
+        .as_nanos()
+        .div_ceil(EPOCH_TICK.as_nanos())
+        .max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+}
+
+/// No files, sockets, environment or arguments; clocks stopped at the Unix epoch
+/// and randomness from a fixed sequence, so the same history always replays to
+/// the same state whatever the guest's language runtime does at start-up.
+fn sandbox_wasi() -> WasiCtx {
+    static SEED: OnceLock<Arc<Vec<u8>>> = OnceLock::new();
+    let seed = SEED.get_or_init(|| Arc::new((0u8..=255).collect()));
+    wasmtime_wasi::WasiCtxBuilder::new()
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(wasmtime_wasi::Deterministic::new(seed.to_vec()))
+        .insecure_random(wasmtime_wasi::Deterministic::new(seed.to_vec()))
+        .insecure_random_seed(0)
+        .build()
+}
+
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let log = &mut self.log;
+        if log.lines_left == 0 {
+            log.dropped += 1;
+            return;
+        }
+        log.lines_left -= 1;
+        let message = text::shown(&message, log.max_bytes);
+        let (plugin, aggregate) = (log.plugin.as_str(), log.aggregate.as_str());
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(target: "streamfold::reducer", $level, plugin, aggregate, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => emit!(tracing::Level::TRACE),
+            Level::Debug => emit!(tracing::Level::DEBUG),
+            Level::Info => emit!(tracing::Level::INFO),
+            Level::Warn => emit!(tracing::Level::WARN),
+            Level::Error => emit!(tracing::Level::ERROR),
+        }
+    }
+}
+
+// The `types` interface holds only types; its (empty) host trait still needs an impl.
+impl bindings::TypesHost for HostState {}
+
+/// Refuses memory growth past the limit, and remembers that it did, so the
+/// failure is reported as "memory limit" rather than as a bare trap.
+struct MemoryLimiter {
+    limit: usize,
+    hit: Option<usize>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = Some(desired);
+            wasmtime::bail!(
+                "memory limit exceeded: the reducer asked for {desired} bytes, the limit is {}",
+                self.limit
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a reducer growing one without bound is
+        // as much a memory bomb as linear memory.
+        if desired > 1_000_000 {
+            self.hit = Some(desired);
+            wasmtime::bail!("table limit exceeded: {desired} elements");
+        }
+        Ok(true)
+    }
+}

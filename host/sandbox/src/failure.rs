@@ -1,0 +1,178 @@
+//! How a failed replay is reported: which plugin, which aggregate, which event, why.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plugin::PluginInfo;
+
+/// A reducer's failure in one session (a replay, say). Stored events are never
+/// touched; the host goes on serving. Every text in it that came from the reducer
+/// (its messages, a trap's backtrace) is already bounded and escaped.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReducerFailure {
+    /// The plugin that failed.
+    pub plugin: PluginInfo,
+    /// The aggregate being replayed, `type/id`.
+    pub aggregate: String,
+    /// The event it failed on: exact when the reducer named it, otherwise the
+    /// batch it was working on.
+    pub event: Option<FailedEvent>,
+    /// What went wrong.
+    pub cause: FailureCause,
+}
+
+/// The event (or batch of events) a reducer failed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "scope", rename_all = "kebab-case")]
+pub enum FailedEvent {
+    /// The reducer named this event.
+    Event {
+        /// Its revision in the aggregate's history.
+        revision: u64,
+        /// Its id.
+        event_id: String,
+        /// Its type.
+        event_type: String,
+    },
+    /// The reducer trapped or ran out of budget somewhere in this batch.
+    Batch {
+        /// Revision of the batch's first event.
+        first_revision: u64,
+        /// Revision of the batch's last event.
+        last_revision: u64,
+    },
+}
+
+/// The reducer's own verdict, from the WIT `error-kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectionKind {
+    /// An event's data is not what the reducer expects.
+    InvalidData,
+    /// The snapshot could not be restored.
+    InvalidSnapshot,
+    /// The event breaks a rule of the aggregate.
+    RuleViolation,
+}
+
+/// Why a replay failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FailureCause {
+    /// The reducer returned its typed error.
+    Rejected {
+        /// Its kind.
+        reason: RejectionKind,
+        /// Its message.
+        message: String,
+    },
+    /// The reducer trapped (a panic, `unreachable`, an out-of-bounds access...).
+    Trap {
+        /// Wasmtime's description, with the guest backtrace when there is one.
+        message: String,
+    },
+    /// A call ran longer than its time limit (an endless loop, say). The limit is
+    /// wall-clock time (an epoch deadline), not CPU time.
+    Timeout {
+        /// The budget.
+        #[serde(with = "millis")]
+        limit: Duration,
+    },
+    /// The reducer tried to grow its memory past the limit.
+    OutOfMemory {
+        /// The limit in bytes.
+        limit: usize,
+        /// What it asked for.
+        requested: usize,
+    },
+    /// The reducer answered something the contract forbids (state that is not
+    /// JSON, an error naming an event that is not in the batch).
+    BadOutput {
+        /// What was wrong.
+        message: String,
+    },
+}
+
+mod millis {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u128(d.as_millis())
+    }
+}
+
+impl ReducerFailure {
+    /// Whether the reducer refused an event (or snapshot) with its typed error.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self.cause, FailureCause::Rejected { .. })
+    }
+    /// Whether the reducer trapped.
+    pub fn is_trap(&self) -> bool {
+        matches!(self.cause, FailureCause::Trap { .. })
+    }
+    /// Whether the reducer ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.cause, FailureCause::Timeout { .. })
+    }
+    /// Whether the reducer hit the memory limit.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self.cause, FailureCause::OutOfMemory { .. })
+    }
+}
+
+impl fmt::Display for ReducerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "reducer {} failed replaying {}",
+            self.plugin.label(),
+            self.aggregate
+        )?;
+        match &self.event {
+            Some(FailedEvent::Event {
+                revision,
+                event_id,
+                event_type,
+            }) => write!(f, " at revision {revision} ({event_type} {event_id})")?,
+            Some(FailedEvent::Batch {
+                first_revision,
+                last_revision,
+            }) if first_revision == last_revision => write!(f, " at revision {first_revision}")?,
+            Some(FailedEvent::Batch {
+                first_revision,
+                last_revision,
+            }) => write!(
+                f,
+                " in the batch of revisions {first_revision}..={last_revision}"
+            )?,
+            None => {}
+        }
+        match &self.cause {
+            FailureCause::Rejected { reason, message } => {
+                let reason = match reason {
+                    RejectionKind::InvalidData => "invalid event data",
+                    RejectionKind::InvalidSnapshot => "invalid snapshot",
+                    RejectionKind::RuleViolation => "rule violation",
+                };
+                write!(f, ": {reason}: {message}")
+            }
+            FailureCause::Trap { message } => write!(f, ": trapped: {message}"),
+            FailureCause::Timeout { limit } => {
+                write!(
+                    f,
+                    ": ran past its time limit of {limit:?} (wall-clock) for one call (endless loop?)"
+                )
+            }
+            FailureCause::OutOfMemory { limit, requested } => write!(
+                f,
+                ": memory limit exceeded (asked for {requested} bytes, limit {limit} bytes)"
+            ),
+            FailureCause::BadOutput { message } => write!(f, ": broke the contract: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ReducerFailure {}

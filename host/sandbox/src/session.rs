@@ -1,0 +1,342 @@
+//! A reducer session: one instance folding one aggregate.
+//!
+//! Start it (a fresh instance and a new `aggregate` resource), [`restore`] a
+//! snapshot if there is one, [`apply`] pages of events as they come, take the
+//! [`state`] whenever it is wanted, and drop it. Replay is "pages into a session";
+//! a live subscription keeps one open and feeds it events as they are appended.
+//!
+//! The session owns everything that makes a failure clear: the limits (re-armed
+//! for every call), the attribution (the event the reducer named, or the batch it
+//! was in), and the log context (reducer log lines are tracing events carrying the
+//! plugin and the aggregate). After any failure the instance is never entered
+//! again: every later call fails at once.
+//!
+//! [`restore`]: Session::restore
+//! [`apply`]: Session::apply
+//! [`state`]: Session::state
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Func, ResourceAny};
+
+use crate::bindings::{self, ErrorKind, EventArg, ReducerError};
+use crate::engine::{self, HostState, Limits, LogContext};
+use crate::error::{Error, Result};
+use crate::failure::{FailedEvent, FailureCause, ReducerFailure, RejectionKind};
+use crate::plugin::Plugin;
+use crate::text;
+
+/// One event handed to a session, borrowed from wherever the caller keeps it (a
+/// page of the event store, say): no copy is made on the way into the reducer.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionEvent<'a> {
+    /// Its 1-based position in the aggregate's history.
+    pub revision: u64,
+    /// Its stream position (kept as the session's position once applied).
+    pub position: &'a str,
+    /// Its id, for error messages.
+    pub event_id: &'a str,
+    /// Its type; events of types the reducer does not handle are skipped.
+    pub event_type: &'a str,
+    /// Its payload, JSON text.
+    pub data: &'a str,
+    /// When it was appended (RFC 3339).
+    pub timestamp: &'a str,
+    /// Its schema version (`"1"` unless the writer said otherwise).
+    pub version: &'a str,
+}
+
+/// A reducer instance folding one aggregate. Not `Sync`: one caller at a time,
+/// on a thread that may block (reducer calls are CPU-bound).
+pub struct Session {
+    plugin: Arc<Plugin>,
+    store: Store<HostState>,
+    exports: bindings::Plugin,
+    apply: Func,
+    handle: ResourceAny,
+    limits: Limits,
+    aggregate: String,
+    revision: u64,
+    position: String,
+    events_applied: u64,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("plugin", &self.plugin.info().label())
+            .field("aggregate", &self.aggregate)
+            .field("revision", &self.revision)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn start(
+        engine: &wasmtime::Engine,
+        limits: &Limits,
+        plugin: Arc<Plugin>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Session> {
+        let aggregate = format!("{aggregate_type}/{aggregate_id}");
+        let log = LogContext {
+            plugin: plugin.info().label(),
+            aggregate: aggregate.clone(),
+            max_bytes: limits.log_line_bytes,
+            lines_left: limits.log_lines_per_replay,
+            dropped: 0,
+        };
+        let mut store = engine::store(engine, limits, log);
+        let started = plugin.pre().instantiate(&mut store).and_then(|i| {
+            let exports = plugin.indices().load(&mut store, &i)?;
+            Ok((i, exports))
+        });
+        let fail = |store: &Store<HostState>, e| {
+            Error::from(ReducerFailure {
+                plugin: plugin.info().clone(),
+                aggregate: aggregate.clone(),
+                event: None,
+                cause: classify(store, limits, e),
+            })
+        };
+        let (instance, exports) = started.map_err(|e| fail(&store, e))?;
+        let Some(apply) = instance.get_func(&mut store, plugin.apply_export()) else {
+            return Err(Error::from(ReducerFailure {
+                plugin: plugin.info().clone(),
+                aggregate,
+                event: None,
+                cause: FailureCause::BadOutput {
+                    message: "its instance has no aggregate.apply".to_owned(),
+                },
+            }));
+        };
+        engine::arm_deadline(&mut store, limits);
+        let handle = exports
+            .streamfold_reducer_reducer()
+            .aggregate()
+            .call_constructor(&mut store, aggregate_id)
+            .map_err(|e| fail(&store, e))?;
+        Ok(Session {
+            plugin,
+            store,
+            exports,
+            apply,
+            handle,
+            limits: limits.clone(),
+            aggregate,
+            revision: 0,
+            position: String::new(),
+            events_applied: 0,
+            failed: false,
+        })
+    }
+
+    /// The plugin this session runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The revision of the last event applied (or restored): 0 before any.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The stream position of that event (empty before any).
+    pub fn position(&self) -> &str {
+        &self.position
+    }
+
+    /// Events the reducer was handed so far (the others were skipped).
+    pub fn events_applied(&self) -> u64 {
+        self.events_applied
+    }
+
+    /// Hands the reducer a state it serialized earlier (a snapshot), covering the
+    /// history up to `revision` at stream `position`.
+    pub fn restore(&mut self, state: &str, revision: u64, position: &str) -> Result<()> {
+        self.check_usable()?;
+        engine::arm_deadline(&mut self.store, &self.limits);
+        let guest = self.exports.streamfold_reducer_reducer().aggregate();
+        match guest.call_restore(&mut self.store, self.handle, state) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.fail(None, rejection(e))),
+            Err(e) => return Err(self.trap(None, e)),
+        }
+        self.revision = revision;
+        self.position.clear();
+        self.position.push_str(position);
+        Ok(())
+    }
+
+    /// Folds `events` (consecutive, in history order) into the state, as one call
+    /// into the reducer with the events of the types it handles. Returns how many it
+    /// was handed. On a failure nothing is kept: the session is done.
+    pub fn apply<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = SessionEvent<'a>>,
+    ) -> Result<usize> {
+        self.check_usable()?;
+        let events = events.into_iter();
+        let mut batch = Vec::with_capacity(events.size_hint().0);
+        let mut ids = Vec::with_capacity(events.size_hint().0);
+        let mut last = None;
+        for e in events {
+            last = Some((e.revision, e.position));
+            if self.plugin.handles(e.event_type) {
+                ids.push(e.event_id);
+                batch.push(EventArg {
+                    revision: e.revision,
+                    event_type: e.event_type,
+                    data: e.data,
+                    timestamp: e.timestamp,
+                    schema_version: e.version.parse().unwrap_or(1),
+                });
+            }
+        }
+        if !batch.is_empty() {
+            self.call_apply(&batch, &ids)?;
+            self.events_applied += batch.len() as u64;
+        }
+        if let Some((revision, position)) = last {
+            self.revision = revision;
+            self.position.clear();
+            self.position.push_str(position);
+        }
+        Ok(batch.len())
+    }
+
+    fn call_apply(&mut self, batch: &[EventArg<'_>], ids: &[&str]) -> Result<()> {
+        engine::arm_deadline(&mut self.store, &self.limits);
+        let whole_batch = FailedEvent::Batch {
+            first_revision: batch[0].revision,
+            last_revision: batch[batch.len() - 1].revision,
+        };
+        let call = self
+            .apply
+            .typed::<(ResourceAny, &[EventArg<'_>]), (std::result::Result<(), ReducerError>,)>(
+                &self.store,
+            )
+            .and_then(|f| f.call(&mut self.store, (self.handle, batch)))
+            .map(|(r,)| r);
+        let e = match call {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(e) => return Err(self.trap(Some(whole_batch), e)),
+        };
+        let event = match e.event_index.map(|i| i as usize) {
+            Some(i) if i < batch.len() => FailedEvent::Event {
+                revision: batch[i].revision,
+                event_id: ids[i].to_owned(),
+                event_type: batch[i].event_type.to_owned(),
+            },
+            Some(i) => {
+                let message = format!(
+                    "its error names event {i} of a batch of {} ({:?}: {})",
+                    batch.len(),
+                    e.kind,
+                    text::shown(&e.message, text::MESSAGE_BYTES)
+                );
+                return Err(self.fail(Some(whole_batch), FailureCause::BadOutput { message }));
+            }
+            None => whole_batch,
+        };
+        Err(self.fail(Some(event), rejection(e)))
+    }
+
+    /// The state as the reducer serializes it: checked to be one JSON document.
+    pub fn state(&mut self) -> Result<String> {
+        self.check_usable()?;
+        engine::arm_deadline(&mut self.store, &self.limits);
+        let guest = self.exports.streamfold_reducer_reducer().aggregate();
+        let state = match guest.call_state(&mut self.store, self.handle) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(self.fail(None, rejection(e))),
+            Err(e) => return Err(self.trap(None, e)),
+        };
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&state) {
+            let message = format!("`state` returned text that is not JSON ({e})");
+            return Err(self.fail(None, FailureCause::BadOutput { message }));
+        }
+        Ok(state)
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::engine(anyhow::anyhow!(
+                "the session of {} for {} already failed; its instance is never entered again",
+                self.plugin.info().label(),
+                self.aggregate
+            )));
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, event: Option<FailedEvent>, cause: FailureCause) -> Error {
+        self.failed = true;
+        Error::from(ReducerFailure {
+            plugin: self.plugin.info().clone(),
+            aggregate: self.aggregate.clone(),
+            event,
+            cause,
+        })
+    }
+
+    fn trap(&mut self, event: Option<FailedEvent>, e: wasmtime::Error) -> Error {
+        let cause = classify(&self.store, &self.limits, e);
+        self.fail(event, cause)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let dropped = self.store.data().dropped_log_lines();
+        if dropped > 0 {
+            tracing::warn!(
+                target: "streamfold::reducer",
+                plugin = %self.plugin.info().label(),
+                aggregate = %self.aggregate,
+                "dropped {dropped} log lines over the limit of {} per session",
+                self.limits.log_lines_per_replay
+            );
+        }
+    }
+}
+
+fn rejection(e: ReducerError) -> FailureCause {
+    FailureCause::Rejected {
+        reason: match e.kind {
+            ErrorKind::InvalidData => RejectionKind::InvalidData,
+            ErrorKind::InvalidSnapshot => RejectionKind::InvalidSnapshot,
+            ErrorKind::RuleViolation => RejectionKind::RuleViolation,
+        },
+        message: text::shown(&e.message, text::MESSAGE_BYTES),
+    }
+}
+
+/// Tells a limit from a trap: the memory limiter records what it refused, and an
+/// epoch deadline surfaces as `Trap::Interrupt`. A trap's text names functions of
+/// the component (its backtrace): untrusted, so bounded and escaped.
+pub(crate) fn classify(
+    store: &Store<HostState>,
+    limits: &Limits,
+    e: wasmtime::Error,
+) -> FailureCause {
+    if let Some(requested) = store.data().memory_limit_hit() {
+        return FailureCause::OutOfMemory {
+            limit: limits.memory_bytes,
+            requested,
+        };
+    }
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return FailureCause::Timeout {
+            limit: limits.call_timeout,
+        };
+    }
+    FailureCause::Trap {
+        message: text::shown(&format!("{e:#}"), text::MESSAGE_BYTES),
+    }
+}

@@ -1,0 +1,302 @@
+//! Appending events: validation in Rust, then one Lua script that checks the expected
+//! revision and writes the whole batch to the aggregate and category streams.
+//!
+//! How a retried append is recognised is described under "Retry safety" in the
+//! [store module](crate#retry-safety); the details are in `append.lua`.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use chrono::Utc;
+use redis::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+use super::EventStore;
+use super::keys::aggregate_keys;
+use super::model::{AppendResult, ExpectedRevision, NewEvent, check_json, format_timestamp};
+
+/// The append script, loaded once per Redis and called by SHA (`EVALSHA`); the redis
+/// crate loads it again by itself after `NOSCRIPT` (a `SCRIPT FLUSH` or a restart).
+pub(crate) static APPEND_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("append.lua")));
+
+/// How many entries back the script looks for an exact-revision retry that was not the
+/// last batch. Also the largest batch one append accepts.
+pub const RETRY_SCAN_LIMIT: u64 = 10_000;
+
+/// Largest batch one append accepts (one script call holds Redis while it runs).
+pub const MAX_BATCH: usize = RETRY_SCAN_LIMIT as usize;
+
+/// A batch checked and filled in, ready for the script.
+#[derive(Debug)]
+struct PreparedEvent {
+    id: Uuid,
+    event_type: String,
+    data: String,
+    timestamp: String,
+    version: String,
+}
+
+fn prepare(events: Vec<NewEvent>) -> Result<Vec<PreparedEvent>> {
+    if events.is_empty() {
+        return Err(Error::invalid("an append needs at least one event"));
+    }
+    if events.len() > MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "a batch of {} events is larger than the limit of {MAX_BATCH}; split it",
+            events.len()
+        )));
+    }
+    // Events without their own time get the batch's, formatted once.
+    let now = format_timestamp(Utc::now());
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut out = Vec::with_capacity(events.len());
+    for (i, e) in events.into_iter().enumerate() {
+        if e.event_type.is_empty() {
+            return Err(Error::invalid(format!(
+                "event {i} of the batch has an empty event type"
+            )));
+        }
+        if let Err(err) = check_json(&e.data) {
+            return Err(Error::invalid(format!(
+                "event {i} ({}) of the batch: data is not valid JSON: {err}",
+                e.event_type
+            )));
+        }
+        let version = e.version.unwrap_or_else(|| "1".to_owned());
+        if version.is_empty() {
+            return Err(Error::invalid(format!(
+                "event {i} ({}) has an empty version",
+                e.event_type
+            )));
+        }
+        let id = e.event_id.unwrap_or_else(Uuid::new_v4);
+        if id.is_nil() {
+            return Err(Error::invalid(format!(
+                "event {i} ({}) has the nil UUID as its id",
+                e.event_type
+            )));
+        }
+        if !seen.insert(id) {
+            return Err(Error::invalid(format!(
+                "event id {id} appears twice in the batch"
+            )));
+        }
+        out.push(PreparedEvent {
+            id,
+            event_type: e.event_type,
+            data: e.data,
+            timestamp: e.timestamp.map_or_else(|| now.clone(), format_timestamp),
+            version,
+        });
+    }
+    Ok(out)
+}
+
+impl EventStore {
+    /// Appends a batch of events to an aggregate, atomically, if its revision is what
+    /// `expected` says.
+    ///
+    /// Every event goes to the aggregate's stream and its type's category stream in one
+    /// Lua script: either the whole batch is written or nothing is. A mismatch is
+    /// [`Error::Conflict`] with the actual revision; bad input (empty type, id or event
+    /// type, data that is not JSON, an empty batch) is [`Error::InvalidInput`]. A retry
+    /// of an append that already succeeded returns the original result with
+    /// `already_appended` set (see [retry safety](crate#retry-safety)).
+    pub async fn append(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        expected: ExpectedRevision,
+    ) -> Result<AppendResult> {
+        let keys = aggregate_keys(self.config(), aggregate_type, aggregate_id)?;
+        let batch = prepare(events)?;
+        let (kind, number) = match expected {
+            ExpectedRevision::Any => ("any", 0),
+            ExpectedRevision::Exists => ("exists", 0),
+            ExpectedRevision::NoStream => ("exact", 0),
+            ExpectedRevision::Exact(n) => ("exact", n),
+        };
+
+        let mut inv = APPEND_SCRIPT.prepare_invoke();
+        inv.key(&keys.stream)
+            .key(&keys.revision)
+            .key(&keys.category)
+            .arg(kind)
+            .arg(number)
+            .arg(self.config().category_max_len)
+            .arg(aggregate_type)
+            .arg(aggregate_id)
+            .arg(RETRY_SCAN_LIMIT)
+            .arg(batch.len());
+        let mut id = Uuid::encode_buffer();
+        for e in &batch {
+            inv.arg(e.id.hyphenated().encode_lower(&mut id).as_bytes())
+                .arg(&e.event_type)
+                .arg(&e.data)
+                .arg(&e.timestamp)
+                .arg(&e.version);
+        }
+        let inv = &inv;
+        let reply: Value = self
+            .with_reconnect(&keys.stream, move |mut con| async move {
+                inv.invoke_async::<Value>(&mut con).await
+            })
+            .await?;
+
+        let event_ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
+        parse_reply(
+            reply,
+            &keys.revision,
+            aggregate_type,
+            aggregate_id,
+            expected,
+            event_ids,
+        )
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::Double(d) if *d >= 0.0 && d.fract() == 0.0 => Some(*d as u64),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn parse_reply(
+    reply: Value,
+    counter_key: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    expected: ExpectedRevision,
+    event_ids: Vec<Uuid>,
+) -> Result<AppendResult> {
+    let unexpected = || Error::corrupt(counter_key, "the append script gave an unexpected reply");
+    let Value::Array(items) = reply else {
+        return Err(unexpected());
+    };
+    let status = items.first().and_then(text).ok_or_else(unexpected)?;
+    match status.as_str() {
+        "ok" | "dup" => {
+            let first_revision = items.get(1).and_then(int).ok_or_else(unexpected)?;
+            let last_revision = items.get(2).and_then(int).ok_or_else(unexpected)?;
+            let positions = match items.get(3) {
+                Some(Value::Array(p)) => p
+                    .iter()
+                    .map(text)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(unexpected)?,
+                _ => return Err(unexpected()),
+            };
+            if positions.len() != event_ids.len() {
+                return Err(unexpected());
+            }
+            Ok(AppendResult {
+                first_revision,
+                last_revision,
+                positions,
+                event_ids,
+                already_appended: status == "dup",
+            })
+        }
+        "conflict" => {
+            let actual = items.get(1).and_then(int).ok_or_else(unexpected)?;
+            Err(Error::conflict_at(
+                format!("{aggregate_type}/{aggregate_id}"),
+                expected,
+                actual,
+            ))
+        }
+        "corrupt" => {
+            let key = items
+                .get(1)
+                .and_then(text)
+                .unwrap_or_else(|| counter_key.to_owned());
+            let reason = items.get(2).and_then(text).unwrap_or_default();
+            Err(Error::corrupt(key, reason))
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_rejects_bad_batches() {
+        assert!(prepare(vec![]).unwrap_err().is_invalid_input());
+        let bad_json = NewEvent {
+            event_id: None,
+            event_type: "X".into(),
+            data: "{oops".into(),
+            timestamp: None,
+            version: None,
+        };
+        assert!(prepare(vec![bad_json]).unwrap_err().is_invalid_input());
+        let no_type = NewEvent::new("", &serde_json::json!({}));
+        assert!(prepare(vec![no_type]).unwrap_err().is_invalid_input());
+        let id = Uuid::new_v4();
+        let twice = vec![
+            NewEvent::new("X", &serde_json::json!({})).with_id(id),
+            NewEvent::new("X", &serde_json::json!({})).with_id(id),
+        ];
+        assert!(prepare(twice).unwrap_err().is_invalid_input());
+        let empty_version = NewEvent::new("X", &serde_json::json!({})).with_version("");
+        assert!(prepare(vec![empty_version]).unwrap_err().is_invalid_input());
+    }
+
+    #[test]
+    fn prepare_fills_defaults() {
+        let p = prepare(vec![NewEvent::new("X", &serde_json::json!({"a": 1}))]).unwrap();
+        assert_eq!(p[0].version, "1");
+        assert_eq!(p[0].id.get_version_num(), 4);
+        assert!(p[0].timestamp.ends_with('Z'));
+    }
+
+    #[test]
+    fn parses_conflict_and_garbage() {
+        let ids = vec![Uuid::new_v4()];
+        let conflict = Value::Array(vec![Value::BulkString(b"conflict".to_vec()), Value::Int(3)]);
+        match parse_reply(
+            conflict,
+            "k",
+            "user",
+            "1",
+            ExpectedRevision::Exact(1),
+            ids.clone(),
+        ) {
+            Err(e) if e.is_conflict() => {
+                let c = e.conflict().expect("a conflict has its details");
+                assert_eq!(c.aggregate, "user/1");
+                assert_eq!(c.expected, ExpectedRevision::Exact(1));
+                assert_eq!(c.actual, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        for garbage in [
+            Value::Nil,
+            Value::Int(1),
+            Value::Array(vec![]),
+            Value::Array(vec![Value::Nil]),
+        ] {
+            assert!(matches!(
+                parse_reply(garbage, "k", "t", "i", ExpectedRevision::Any, ids.clone()),
+                Err(e) if e.is_corrupt()
+            ));
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Redis key names, input validation and partitioning (the layouts are described in
+//! the crate docs, under Keys).
+
+use crate::error::{Error, Result};
+
+use super::config::{Layout, StoreConfig};
+
+/// The Redis keys one append, read or snapshot of an aggregate touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateKeys {
+    /// The aggregate's stream: its full history, never trimmed.
+    pub stream: String,
+    /// The small hash holding the aggregate's revision counter (and the last batch
+    /// appended, for retry detection).
+    pub revision: String,
+    /// The category stream (partition) this aggregate's events are also added to.
+    pub category: String,
+    /// The hash of snapshots, one field per reducer digest.
+    pub snapshot: String,
+    /// The partition of the category the aggregate belongs to (always 0 in the seed
+    /// layout).
+    pub partition: u32,
+}
+
+/// Field name under which a snapshot made by `digest` is kept in the snapshot hash.
+///
+/// The seed layout shares its snapshot hash with the seed's own `state` and
+/// `version_id` fields, so our fields get a prefix there.
+pub(crate) fn snapshot_field(layout: Layout, digest: &str) -> String {
+    match layout {
+        Layout::Default => digest.to_owned(),
+        Layout::Seed => format!("streamfold:snapshot:{digest}"),
+    }
+}
+
+/// Checks a key prefix: non-empty, no braces, no whitespace.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Err(Error::invalid("the key prefix is empty"));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| *c == '{' || *c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(format!(
+            "the key prefix {prefix:?} contains {c:?} (braces, whitespace and control characters are not allowed)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an aggregate type for the given layout.
+pub(crate) fn validate_type(layout: Layout, aggregate_type: &str) -> Result<()> {
+    if aggregate_type.is_empty() {
+        return Err(Error::invalid("the aggregate type is empty"));
+    }
+    if let Some(c) = aggregate_type
+        .chars()
+        .find(|c| *c == '{' || *c == '}' || c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(format!(
+            "the aggregate type {aggregate_type:?} contains {c:?} (braces, whitespace and control characters are not allowed: the type is part of a Redis hash tag)"
+        )));
+    }
+    if layout == Layout::Seed && aggregate_type.contains(':') {
+        return Err(Error::invalid(format!(
+            "the aggregate type {aggregate_type:?} contains ':', which the seed key layout uses as its separator"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an aggregate id. Any non-empty string is fine: it is always the last part of
+/// a key, so it cannot make two keys collide.
+pub(crate) fn validate_id(aggregate_id: &str) -> Result<()> {
+    if aggregate_id.is_empty() {
+        return Err(Error::invalid("the aggregate id is empty"));
+    }
+    Ok(())
+}
+
+/// 64-bit FNV-1a: tiny, stable across versions and platforms (unlike `std`'s hasher),
+/// which is what a partition function must be — changing it would move aggregates.
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The category partition of an aggregate id, for a type split into `partitions`.
+pub(crate) fn partition_of(aggregate_id: &str, partitions: u32) -> u32 {
+    if partitions <= 1 {
+        return 0;
+    }
+    // The remainder is < partitions, so it fits in u32.
+    (fnv1a64(aggregate_id.as_bytes()) % u64::from(partitions)) as u32
+}
+
+/// The hash-tagged part shared by every key of a type's partition: `prefix:{type:p}`.
+fn tag_base(prefix: &str, aggregate_type: &str, partition: u32) -> String {
+    format!("{prefix}:{{{aggregate_type}:{partition}}}")
+}
+
+/// Computes (and validates) the keys of an aggregate.
+pub(crate) fn aggregate_keys(
+    config: &StoreConfig,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<AggregateKeys> {
+    validate_type(config.layout, aggregate_type)?;
+    validate_id(aggregate_id)?;
+    Ok(match config.layout {
+        Layout::Default => {
+            let partition = partition_of(aggregate_id, config.partitions_of(aggregate_type));
+            let base = tag_base(&config.prefix, aggregate_type, partition);
+            AggregateKeys {
+                stream: format!("{base}:agg:{aggregate_id}"),
+                revision: format!("{base}:rev:{aggregate_id}"),
+                category: format!("{base}:cat"),
+                snapshot: format!("{base}:snap:{aggregate_id}"),
+                partition,
+            }
+        }
+        Layout::Seed => AggregateKeys {
+            stream: format!("events:{aggregate_type}:{aggregate_id}"),
+            revision: format!("streamfold:rev:{aggregate_type}:{aggregate_id}"),
+            category: format!("events:{aggregate_type}"),
+            snapshot: format!("snapshot:{aggregate_type}:{aggregate_id}"),
+            partition: 0,
+        },
+    })
+}
+
+/// The category stream key of one partition of a type.
+pub(crate) fn category_key(config: &StoreConfig, aggregate_type: &str, partition: u32) -> Result<String> {
+    validate_type(config.layout, aggregate_type)?;
+    match config.layout {
+        Layout::Default => {
+            let partitions = config.partitions_of(aggregate_type);
+            if partition >= partitions {
+                return Err(Error::invalid(format!(
+                    "partition {partition} of type {aggregate_type:?} does not exist (it has {partitions})"
+                )));
+            }
+            Ok(format!(
+                "{}:cat",
+                tag_base(&config.prefix, aggregate_type, partition)
+            ))
+        }
+        Layout::Seed => {
+            if partition != 0 {
+                return Err(Error::invalid(format!(
+                    "the seed layout has a single category stream per type; partition {partition} does not exist"
+                )));
+            }
+            Ok(format!("events:{aggregate_type}"))
+        }
+    }
+}
+
+/// The literal key prefixes before the aggregate id of a type's aggregate streams (one
+/// per partition), for discovering aggregate ids with `SCAN`.
+pub(crate) fn aggregate_stream_prefixes(
+    config: &StoreConfig,
+    aggregate_type: &str,
+) -> Result<Vec<String>> {
+    validate_type(config.layout, aggregate_type)?;
+    Ok(match config.layout {
+        Layout::Default => (0..config.partitions_of(aggregate_type))
+            .map(|p| format!("{}:agg:", tag_base(&config.prefix, aggregate_type, p)))
+            .collect(),
+        Layout::Seed => vec![format!("events:{aggregate_type}:")],
+    })
+}
+
+/// Escapes the glob characters of `SCAN ... MATCH` (`*`, `?`, `[`, `]`, `\`) so that a
+/// literal key prefix matches only itself.
+pub(crate) fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len() + 4);
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> StoreConfig {
+        StoreConfig::default()
+    }
+
+    #[test]
+    fn default_layout_keys_share_one_hash_tag() {
+        let k = aggregate_keys(&cfg(), "user", "1").unwrap();
+        assert_eq!(k.stream, "sf:{user:0}:agg:1");
+        assert_eq!(k.revision, "sf:{user:0}:rev:1");
+        assert_eq!(k.category, "sf:{user:0}:cat");
+        assert_eq!(k.snapshot, "sf:{user:0}:snap:1");
+        for key in [&k.stream, &k.revision, &k.category, &k.snapshot] {
+            let tag = &key[key.find('{').unwrap() + 1..key.find('}').unwrap()];
+            assert_eq!(tag, "user:0");
+        }
+    }
+
+    #[test]
+    fn seed_layout_keys() {
+        let c = cfg().layout(Layout::Seed);
+        let k = aggregate_keys(&c, "user", "1").unwrap();
+        assert_eq!(k.stream, "events:user:1");
+        assert_eq!(k.category, "events:user");
+        assert_eq!(k.snapshot, "snapshot:user:1");
+        assert_eq!(k.revision, "streamfold:rev:user:1");
+        assert!(
+            aggregate_keys(&c, "a:b", "1")
+                .unwrap_err()
+                .is_invalid_input()
+        );
+        // ':' is fine in the default layout.
+        assert!(aggregate_keys(&cfg(), "a:b", "1").is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for t in ["", "a{b", "a}b", "a b", "a\tb", "a\nb"] {
+            assert!(
+                aggregate_keys(&cfg(), t, "1")
+                    .unwrap_err()
+                    .is_invalid_input(),
+                "{t:?}"
+            );
+        }
+        assert!(
+            aggregate_keys(&cfg(), "user", "")
+                .unwrap_err()
+                .is_invalid_input()
+        );
+        assert!(validate_prefix("a{").is_err());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("sf").is_ok());
+    }
+
+    #[test]
+    fn odd_ids_do_not_collide() {
+        let c = cfg();
+        let mut keys = std::collections::HashSet::new();
+        let ids = [
+            "1", "1:cat", "x}:cat", "cat", "agg:1", "rev:1", "{user:0}", "snap:1", ":", "*",
+        ];
+        for id in ids {
+            let k = aggregate_keys(&c, "user", id).unwrap();
+            for key in [k.stream, k.revision, k.snapshot] {
+                assert!(keys.insert(key.clone()), "duplicate key {key}");
+            }
+        }
+        assert!(keys.insert(category_key(&c, "user", 0).unwrap()));
+        // A type with ':' and another type cannot share a tag.
+        let a = aggregate_keys(&c, "a:1", "x").unwrap();
+        let b = aggregate_keys(&c, "a", "x").unwrap();
+        assert_ne!(a.category, b.category);
+    }
+
+    #[test]
+    fn partitions_are_stable_and_in_range() {
+        let c = cfg().partitions_for("order", 8);
+        let mut seen = [false; 8];
+        for i in 0..200 {
+            let id = format!("order-{i}");
+            let k = aggregate_keys(&c, "order", &id).unwrap();
+            assert!(k.partition < 8);
+            seen[k.partition as usize] = true;
+            assert_eq!(k, aggregate_keys(&c, "order", &id).unwrap());
+            assert!(
+                k.category
+                    .ends_with(&format!("{{order:{}}}:cat", k.partition))
+            );
+        }
+        assert!(
+            seen.iter().all(|s| *s),
+            "200 ids should hit all 8 partitions"
+        );
+        // Known value: changing the hash would silently move aggregates between partitions.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            aggregate_keys(&cfg(), "user", "anything")
+                .unwrap()
+                .partition,
+            0
+        );
+        assert!(category_key(&c, "order", 8).unwrap_err().is_invalid_input());
+    }
+
+    #[test]
+    fn glob_escaping() {
+        assert_eq!(glob_escape("sf:{a*b?}:agg:"), "sf:{a\\*b\\?}:agg:");
+        assert_eq!(glob_escape("[x]\\"), "\\[x\\]\\\\");
+    }
+}

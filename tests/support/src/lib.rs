@@ -1,0 +1,131 @@
+//! `streamfold-test-support`: what the tests, the benchmarks and the demo share.
+//!
+//! - [`LocalRedis`]: a private `redis-server` on a free loopback port, stopped on drop.
+//! - [`Env`]: a server and an [`EventStore`] connected to it, with the server's log
+//!   printed when a test fails.
+//! - [`wait_until`] and [`eventually`]: wait for a condition with a deadline, never
+//!   for a fixed time.
+#![warn(missing_docs)]
+
+mod local_redis;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use local_redis::{Error, LocalRedis, Result, find_redis_server};
+use streamfold_store::{EventStore, StoreConfig};
+
+/// A test environment: a fresh `redis-server` on a free port and a store connected to
+/// it. Dropping it stops the server; if the test is failing (panicking) at that point,
+/// the server's log tail is printed first, so a Redis-side cause is visible in the
+/// test output.
+#[derive(Debug)]
+pub struct Env {
+    /// The store, connected with the configuration given to [`Env::start_with`].
+    pub store: EventStore,
+    /// The server: stop it, start it again, read its log.
+    pub redis: LocalRedis,
+}
+
+impl Env {
+    /// A server and a store with the default configuration.
+    pub async fn start() -> Env {
+        Self::start_with(|c| c).await
+    }
+
+    /// A server and a store whose configuration `configure` adjusts (from
+    /// [`StoreConfig::default`]).
+    pub async fn start_with(configure: impl FnOnce(StoreConfig) -> StoreConfig) -> Env {
+        let redis = match LocalRedis::start() {
+            Ok(redis) => redis,
+            Err(e) => panic!("cannot start redis-server for the test: {e}"),
+        };
+        let store = match EventStore::connect(&redis.url(), configure(StoreConfig::default())).await
+        {
+            Ok(store) => store,
+            Err(e) => panic!(
+                "cannot connect to the test's redis-server: {e}\n--- redis log ---\n{}",
+                redis.log_tail()
+            ),
+        };
+        Env { store, redis }
+    }
+
+    /// Another store on the same server, with another configuration (another prefix
+    /// or layout).
+    pub async fn store_with(&self, config: StoreConfig) -> EventStore {
+        match EventStore::connect(&self.redis.url(), config).await {
+            Ok(store) => store,
+            Err(e) => panic!("cannot connect another store: {e}"),
+        }
+    }
+
+    /// A plain connection to the server, for raw commands a test needs (writing
+    /// entries the way another program would, deleting, flushing scripts).
+    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.redis.url()).expect("a valid URL");
+        client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a raw connection to the test's redis-server")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- redis-server log (port {}, {}) ---\n{}\n--- end of redis-server log ---",
+                self.redis.port(),
+                self.redis.dir().display(),
+                self.redis.log_tail()
+            );
+        }
+    }
+}
+
+/// Runs `f` up to `attempts` times until it returns `Ok`, sleeping `pause` between
+/// tries; returns the last result. For "eventually" assertions (a server coming back).
+pub async fn eventually<T, E, Fut>(
+    attempts: usize,
+    pause: std::time::Duration,
+    mut f: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut result = f().await;
+    for _ in 1..attempts {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        result = f().await;
+    }
+    result
+}
+
+/// Polls `check` every few milliseconds until it returns `Some`, and returns that;
+/// panics with `what` (and how long it waited) after `deadline`. Tests wait for the
+/// condition they need this way, with a generous deadline, never for a fixed time.
+pub async fn wait_until<T, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
