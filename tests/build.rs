@@ -43,6 +43,8 @@ fn main() {
         "fixture-other-world",
         "fixture-next-contract",
         "fixture-user-v2",
+        "fixture-hostile",
+        "fixture-bad-info",
     ]);
     for plugin in &plugins {
         if let Some(short) = plugin.name.strip_prefix("fixture-") {

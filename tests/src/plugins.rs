@@ -13,6 +13,8 @@
 //! | [`TRAP`] | `apply` logs one `error` line, then panics, i.e. traps (same) |
 //! | [`USER_CORE`] | the `user` core module: WebAssembly, but not a component |
 //! | [`OTHER_WORLD`] | a valid component of another world (`test:other/other`, exports `run: func()`) |
+//! | [`HOSTILE`] | logs and rejects with terminal escapes, forged lines and 100 KB of text (aggregate `hostile`) |
+//! | [`BAD_INFO`] | its `info.name` holds terminal escapes: must be refused |
 //! | [`NEXT_CONTRACT`] | a reducer built against `streamfold:reducer@0.2.0`, a contract version the host does not speak |
 
 use std::path::{Path, PathBuf};
@@ -40,13 +42,18 @@ pub const OTHER_WORLD: &str = concat!(env!("OUT_DIR"), "/other-world.wasm");
 /// `tests/plugins/next-contract`: a reducer built against `streamfold:reducer@0.2.0`.
 pub const NEXT_CONTRACT: &str = concat!(env!("OUT_DIR"), "/next-contract.wasm");
 
+/// `tests/plugins/hostile`: hands the host hostile text (see its docs).
+pub const HOSTILE: &str = concat!(env!("OUT_DIR"), "/hostile.wasm");
+/// `tests/plugins/bad-info`: its `info.name` holds terminal escapes.
+pub const BAD_INFO: &str = concat!(env!("OUT_DIR"), "/bad-info.wasm");
+
 /// `tests/plugins/user-v2`: version 0.2.0 of a `user` reducer that upper-cases
 /// names and counts its events in `v2_events` (for the live-update tests).
 pub const USER_V2: &str = concat!(env!("OUT_DIR"), "/user-v2.wasm");
 
 /// The path of the built plugin `name`: `user`, `cart`, `user-js`, `user-py`,
-/// `cart-py`, `spin`, `bomb`, `trap`, `user-core`, `other-world`, `next-contract` or
-/// `user-v2`.
+/// `cart-py`, `spin`, `bomb`, `trap`, `user-core`, `other-world`, `next-contract`,
+/// `hostile`, `bad-info` or `user-v2`.
 pub fn path(name: &str) -> PathBuf {
     let path = Path::new(env!("OUT_DIR")).join(format!("{name}.wasm"));
     assert!(

@@ -448,4 +448,57 @@ mod tests {
         assert!(!semver_compatible("2.0.0", "1.0.0"));
         assert!(!semver_compatible("x", "0.1.0"));
     }
+
+    fn info(name: &str, version: &str, aggregate_type: &str, handles: Vec<String>) -> bindings::Info {
+        bindings::Info {
+            name: name.into(),
+            version: version.into(),
+            aggregate_type: aggregate_type.into(),
+            handles,
+        }
+    }
+
+    fn refusal(i: bindings::Info) -> String {
+        let e = check_info(i, "ab".repeat(32), 1).expect_err("refused");
+        assert!(e.is_invalid_plugin(), "{e}");
+        let shown = e.to_string();
+        assert!(!text::has_controls(&shown), "{shown:?}");
+        assert!(shown.len() < 1024, "the refusal itself is bounded: {shown}");
+        shown
+    }
+
+    #[test]
+    fn sane_info_is_accepted() {
+        let ok = check_info(info("user", "0.1.0", "user", vec!["A".into()]), "d".into(), 1);
+        assert_eq!(ok.unwrap().name, "user");
+        let most = vec!["E".repeat(MAX_INFO_NAME); MAX_HANDLES];
+        assert!(check_info(info("u", "1.0.0-rc.1+b5", "t", most), "d".into(), 1).is_ok());
+    }
+
+    #[test]
+    fn info_fields_over_their_limits_are_refused() {
+        let long = "n".repeat(MAX_INFO_NAME + 1);
+        assert!(refusal(info(&long, "0.1.0", "user", vec![])).contains("info.name"));
+        let version = format!("1.0.0-{}", "a".repeat(MAX_INFO_VERSION));
+        assert!(refusal(info("u", &version, "user", vec![])).contains("info.version"));
+        assert!(refusal(info("u", "0.1.0", &long, vec![])).contains("info.aggregate-type"));
+        let many = vec!["E".to_owned(); MAX_HANDLES + 1];
+        let shown = refusal(info("u", "0.1.0", "user", many));
+        assert!(shown.contains("1025 event types"), "{shown}");
+        let shown = refusal(info("u", "0.1.0", "user", vec![long.clone()]));
+        assert!(shown.contains("info.handles"), "{shown}");
+        // A huge field is quoted cut, with its length.
+        let huge = "n".repeat(1 << 20);
+        let shown = refusal(info(&huge, "0.1.0", "user", vec![]));
+        assert!(shown.contains("1048576 bytes"), "{shown}");
+    }
+
+    #[test]
+    fn info_fields_with_control_characters_are_refused_and_quoted_escaped() {
+        let shown = refusal(info("a\u{1b}[2Jb", "0.1.0", "user", vec![]));
+        assert!(shown.contains("a\\u{1b}[2Jb"), "{shown}");
+        refusal(info("u", "0.1.0", "us\u{7}er", vec![]));
+        refusal(info("u", "0.1.0", "user", vec!["Ok".into(), "Bad\nLine".into()]));
+        refusal(info("u", "0.1.0", "user", vec!["Bidi\u{202e}".into()]));
+    }
 }

@@ -21,10 +21,11 @@ use chrono::{DateTime, Duration as TimeDelta, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use streamfold::runtime::{FailedEvent, FailureCause, Plugin};
-use streamfold::store::{ExpectedRevision, MAX_BATCH, NewEvent};
-use streamfold::{ReplayOptions, Runtime, RuntimeConfig};
-use streamfold_tests::{Env, plugins};
+use streamfold::{FailedEvent, FailureCause, Plugin};
+use streamfold::{ExpectedRevision, MAX_BATCH, NewEvent};
+use streamfold::{RegisterOptions, ReplayOptions, Runtime, RuntimeConfig};
+use streamfold_test_support::Env;
+use streamfold_tests::plugins;
 
 /// One table: `tests/conformance/<type>.json`.
 #[derive(Debug, Deserialize)]
@@ -403,7 +404,7 @@ async fn conform(aggregate_type: &str) {
     // reducer active, the other half appended; the replay from the snapshot must
     // give the same state.
     for (r, (name, bytes, plugin)) in loaded.iter().enumerate() {
-        rt.register(bytes.clone(), true)
+        rt.register(bytes.clone(), RegisterOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{name} does not register: {e}"));
         for (index, events, expected) in &histories {

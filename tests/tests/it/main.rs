@@ -3,5 +3,7 @@
 
 mod conformance;
 mod live;
+mod logs;
 mod runtime;
 mod store;
+mod untrusted;

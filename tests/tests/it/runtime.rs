@@ -1,16 +1,15 @@
 //! The reducer runtime against a real redis-server and real components built
 //! from `plugins/` and `tests/plugins/`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use streamfold::runtime::{FailedEvent, FailureCause, Limits, LoadSource, RejectionKind};
-use streamfold::store::{ExpectedRevision, NewEvent, ReadOptions, Snapshot};
-use streamfold::{Error, ReplayOptions, Runtime, RuntimeConfig};
+use streamfold::{FailedEvent, FailureCause, Limits, LoadSource, RejectionKind};
+use streamfold::{ExpectedRevision, NewEvent, ReadOptions, Snapshot};
+use streamfold::{Error, RegisterOptions, ReplayOptions, Runtime, RuntimeConfig};
 use streamfold_tests::plugins;
 
-use streamfold_tests::Env;
+use streamfold_test_support::{Env, wait_until};
 
 /// Quick limits so the misbehaving reducers fail fast.
 fn test_config() -> RuntimeConfig {
@@ -67,7 +66,7 @@ async fn user_reducer_folds_the_seed_story_exactly() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
     let reg = rt
-        .register(plugins::read(plugins::USER), true)
+        .register(plugins::read(plugins::USER), RegisterOptions::default())
         .await
         .unwrap();
     assert!(reg.active);
@@ -113,7 +112,7 @@ async fn components_describe_themselves() {
         user.info().handles,
         ["UserCreated", "EmailChanged", "NameChanged"]
     );
-    assert!(streamfold::runtime::digest(&plugins::read(plugins::USER)) == user.info().digest);
+    assert!(streamfold::digest(&plugins::read(plugins::USER)) == user.info().digest);
     let (cart, _) = rt.load(&plugins::read(plugins::CART)).unwrap();
     assert_eq!(cart.info().aggregate_type, "cart");
     assert!(cart.info().handles.iter().any(|h| h == "ItemAdded"));
@@ -151,7 +150,7 @@ async fn bad_components_are_refused_at_registration() {
         ),
     ];
     for (what, bytes, needle) in cases {
-        let err = rt.register(bytes, true).await.expect_err(what);
+        let err = rt.register(bytes, RegisterOptions::default()).await.expect_err(what);
         assert!(err.is_invalid_plugin(), "{what}: {err}");
         assert!(err.to_string().contains(needle), "{what}: {err}");
     }
@@ -161,7 +160,7 @@ async fn bad_components_are_refused_at_registration() {
     )
     .await;
     let err = too_big
-        .register(plugins::read(plugins::USER), true)
+        .register(plugins::read(plugins::USER), RegisterOptions::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("size limit"), "{err}");
@@ -176,11 +175,11 @@ async fn activating_another_version_switches_the_next_replay() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
     let good = rt
-        .register(plugins::read(plugins::USER), true)
+        .register(plugins::read(plugins::USER), RegisterOptions::default())
         .await
         .unwrap();
     let bad = rt
-        .register(plugins::read(plugins::TRAP), false)
+        .register(plugins::read(plugins::TRAP), RegisterOptions::default().activate(false))
         .await
         .unwrap();
     assert!(!bad.active);
@@ -223,7 +222,7 @@ async fn snapshots_are_used_only_for_their_own_reducer() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
     let reg = rt
-        .register(plugins::read(plugins::USER), true)
+        .register(plugins::read(plugins::USER), RegisterOptions::default())
         .await
         .unwrap();
     seed_user(&env, "1").await;
@@ -289,7 +288,7 @@ async fn snapshots_are_used_only_for_their_own_reducer() {
 async fn automatic_snapshots_every_n_events() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config().snapshot_every(Some(10))).await;
-    rt.register(plugins::read(plugins::USER), true)
+    rt.register(plugins::read(plugins::USER), RegisterOptions::default())
         .await
         .unwrap();
     seed_user(&env, "1").await;
@@ -342,7 +341,7 @@ async fn automatic_snapshots_every_n_events() {
 async fn time_travel_by_revision_and_by_instant() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
-    rt.register(plugins::read(plugins::USER), true)
+    rt.register(plugins::read(plugins::USER), RegisterOptions::default())
         .await
         .unwrap();
     append(
@@ -355,9 +354,10 @@ async fn time_travel_by_revision_and_by_instant() {
         )],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(15)).await;
-    let between = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(15)).await;
+    // Stream ids (and so `as_of`) have millisecond resolution: an instant strictly
+    // between the two appends, waited for rather than slept.
+    let between = a_millisecond_after(chrono::Utc::now()).await;
+    a_millisecond_after(between).await;
     append(
         &env,
         "user",
@@ -403,7 +403,7 @@ async fn time_travel_by_revision_and_by_instant() {
 async fn an_empty_history_is_not_found() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
-    rt.register(plugins::read(plugins::USER), true)
+    rt.register(plugins::read(plugins::USER), RegisterOptions::default())
         .await
         .unwrap();
     let err = rt
@@ -425,10 +425,10 @@ async fn misbehaving(fixture: &str) -> Error {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
     let good = rt
-        .register(plugins::read(plugins::USER), false)
+        .register(plugins::read(plugins::USER), RegisterOptions::default().activate(false))
         .await
         .unwrap();
-    rt.register(plugins::read(fixture), true).await.unwrap();
+    rt.register(plugins::read(fixture), RegisterOptions::default()).await.unwrap();
     seed_user(&env, "1").await;
     let before = env
         .store
@@ -476,11 +476,15 @@ async fn misbehaving(fixture: &str) -> Error {
 }
 
 #[tokio::test]
-async fn an_endless_loop_is_stopped_by_the_cpu_budget() {
+async fn an_endless_loop_is_stopped_by_the_wall_clock_time_limit() {
     let err = misbehaving(plugins::SPIN).await;
     let f = err.reducer_failure().unwrap();
     assert!(f.is_timeout(), "{err}");
-    assert!(err.to_string().contains("CPU budget"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("time limit of 300ms (wall-clock)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -502,7 +506,7 @@ async fn a_trap_is_reported_as_a_trap() {
 async fn a_reducer_rejection_names_the_event() {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
-    rt.register(plugins::read(plugins::CART), true)
+    rt.register(plugins::read(plugins::CART), RegisterOptions::default())
         .await
         .unwrap();
     let events = vec![
@@ -574,7 +578,7 @@ async fn a_reducer_rejection_names_the_event() {
 async fn long_histories_are_folded_across_pages() {
     let env = Env::start_with(|c| c.page_size(100)).await;
     let rt = runtime(&env, test_config()).await;
-    rt.register(plugins::read(plugins::CART), true)
+    rt.register(plugins::read(plugins::CART), RegisterOptions::default())
         .await
         .unwrap();
     append(
@@ -619,7 +623,7 @@ async fn compiled_code_is_cached_on_disk() {
     let second = runtime(&env, config()).await;
     let (p, source) = second.load(&bytes).unwrap();
     assert_eq!(source, LoadSource::DiskCache);
-    second.register(bytes, true).await.unwrap();
+    second.register(bytes, RegisterOptions::default()).await.unwrap();
     seed_user(&env, "1").await;
     let r = second
         .state("user", "1", ReplayOptions::default())
@@ -655,27 +659,31 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn reducers_log_through_the_host() {
+    crate::logs::capture();
     let env = Env::start().await;
-    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink_lines = lines.clone();
-    let config = test_config().log_sink(Arc::new(move |r: &streamfold::runtime::LogRecord<'_>| {
-        sink_lines
-            .lock()
-            .unwrap()
-            .push(format!("{}|{}", r.aggregate, r.message));
-    }));
-    let rt = runtime(&env, config).await;
-    rt.register(plugins::read(plugins::TRAP), true)
+    let rt = runtime(&env, test_config()).await;
+    rt.register(plugins::read(plugins::TRAP), RegisterOptions::default())
         .await
         .unwrap();
-    seed_user(&env, "5").await;
+    seed_user(&env, "log-5").await;
     // The trap fixture logs an error line, then panics.
     let err = rt
-        .state("user", "5", ReplayOptions::default())
+        .state("user", "log-5", ReplayOptions::default())
         .await
         .unwrap_err();
     assert!(err.reducer_failure().is_some_and(|f| f.is_trap()), "{err}");
-    let lines = lines.lock().unwrap();
+    let lines = crate::logs::of("user/log-5");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("user/5|"), "{lines:?}");
+    assert_eq!(lines[0].level, tracing::Level::ERROR, "{lines:?}");
+    assert!(lines[0].field("plugin").starts_with("fixture-trap@0.1.0 (sha256:"), "{lines:?}");
+    assert!(!lines[0].field("message").is_empty(), "{lines:?}");
+}
+
+/// The first instant whose millisecond is past `t`'s, waited for.
+async fn a_millisecond_after(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    wait_until("the clock to pass a millisecond", Duration::from_secs(10), || {
+        let now = chrono::Utc::now();
+        async move { (now.timestamp_millis() > t.timestamp_millis()).then_some(now) }
+    })
+    .await
 }
