@@ -6,8 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use redis::aio::ConnectionManager;
-use streamfold::Error;
-use streamfold::store::ExpectedRevision;
+use streamfold::ExpectedRevision;
 
 use crate::data::{self, TYPE};
 use crate::external::redis_benchmark;
@@ -209,8 +208,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                                     expected = r.last_revision;
                                     done += 1;
                                 }
-                                Err(Error::Conflict { actual, .. }) => {
-                                    expected = actual;
+                                Err(e) if e.is_conflict() => {
+                                    expected = e.conflict().map_or(expected, |c| c.actual);
                                     conflicts += 1;
                                 }
                                 Err(e) => return Err(e.into()),

@@ -3,7 +3,7 @@
 //! payload"; the other benchmarks use the same so all figures describe one workload).
 
 use chrono::{DateTime, Duration, Utc};
-use streamfold::store::NewEvent;
+use streamfold::NewEvent;
 
 /// Size of every event's `data`.
 pub const PAYLOAD_BYTES: usize = 100;

@@ -29,9 +29,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use streamfold::local_redis::LocalRedis;
-use streamfold::runtime::Plugin;
-use streamfold::store::StoreConfig;
+use streamfold_test_support::LocalRedis;
+use streamfold::Plugin;
+use streamfold::StoreConfig;
 use streamfold::{EventStore, Runtime, RuntimeConfig};
 
 use crate::external::SeedPython;

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use redis::aio::ConnectionManager;
 use streamfold::EventStore;
-use streamfold::store::{ExpectedRevision, StoreConfig};
+use streamfold::{ExpectedRevision, StoreConfig};
 
 use crate::data::{self, TYPE};
 use crate::report::Row;

@@ -20,8 +20,8 @@ use anyhow::{Context, Result, ensure};
 use redis::Value;
 use redis::aio::ConnectionManager;
 use serde_json::Value as Json;
-use streamfold::runtime::Plugin;
-use streamfold::store::{ExpectedRevision, Page, ReadOptions, Snapshot};
+use streamfold::Plugin;
+use streamfold::{ExpectedRevision, Page, ReadOptions, Snapshot};
 use streamfold::{EventStore, ReplayOptions};
 use streamfold_guest::{Aggregate, Event, Reducer};
 use tokio::sync::mpsc;
@@ -608,7 +608,7 @@ pub async fn floor(store: &EventStore, key: &str, start: &str, page: usize) -> R
 /// two pages between them), the same event conversion, state serialized at the end.
 async fn native_replay(store: &EventStore, id: &str) -> Result<String> {
     let mut history = store.history(TYPE, id, ReadOptions::default());
-    let (tx, mut rx) = mpsc::channel::<streamfold::Result<Page>>(2);
+    let (tx, mut rx) = mpsc::channel::<streamfold_store::Result<Page>>(2);
     let fetch = tokio::spawn(async move {
         loop {
             let page = history.next_page().await;

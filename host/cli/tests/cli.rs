@@ -1,11 +1,11 @@
 //! The `streamfold` binary, run for real against a private redis-server: output
 //! shapes, exit statuses, import, plugins and the demo.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use streamfold::local_redis::LocalRedis;
+use streamfold_test_support::LocalRedis;
 
 struct Cli {
     redis: LocalRedis,
@@ -25,7 +25,9 @@ impl Cli {
         c.args(args)
             .env("STREAMFOLD_REDIS_URL", self.redis.url())
             .env("STREAMFOLD_CACHE_DIR", self.cache.path())
-            .env_remove("STREAMFOLD_PREFIX");
+            .env_remove("STREAMFOLD_PREFIX")
+            .env_remove("STREAMFOLD_LOG")
+            .env_remove("RUST_LOG");
         c
     }
 
@@ -63,7 +65,7 @@ impl Cli {
 
     fn register_user(&self) -> String {
         let file = self.cache.path().join("user.wasm");
-        std::fs::write(&file, streamfold::bundled::USER_REDUCER).unwrap();
+        std::fs::copy(streamfold_tests::plugins::USER, &file).unwrap();
         self.ok(&["plugin", "add", file.to_str().unwrap(), "--json"])
     }
 }
@@ -197,7 +199,32 @@ fn exit_statuses() {
     let missing = cli.run(&["state", "user", "nobody"]);
     assert_eq!(code(&missing), 4, "{}", text(&missing.stderr));
     assert_eq!(code(&cli.run(&["history", "user", "nobody"])), 4);
-    assert_eq!(code(&cli.run(&["plugin", "activate", "user", "0.9.9"])), 4);
+    let no_such_version = cli.run(&["plugin", "activate", "user", "0.9.9"]);
+    assert_eq!(code(&no_such_version), 4);
+    // The library says what is missing; the command line says what helps.
+    let msg = text(&no_such_version.stderr);
+    let lines: Vec<&str> = msg.lines().collect();
+    assert_eq!(lines.len(), 2, "{msg}");
+    assert!(lines[0].starts_with("error: "), "{msg}");
+    assert_eq!(
+        lines[1],
+        "hint: `streamfold plugin list user` shows the registered versions"
+    );
+    let no_reducer = cli.run(&["state", "cart", "1"]);
+    assert_eq!(code(&no_reducer), 4, "{}", text(&no_reducer.stderr));
+    let msg = text(&no_reducer.stderr);
+    let lines: Vec<&str> = msg.lines().collect();
+    assert_eq!(lines.len(), 2, "{msg}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains("active reducer"),
+        "{msg}"
+    );
+    assert_eq!(
+        lines[1],
+        "hint: register one with `streamfold plugin add FILE.wasm`"
+    );
+    // Not found, with nothing to add.
+    assert_eq!(text(&missing.stderr).lines().count(), 1);
 
     let bad_json = cli.run(&["append", "user", "1", "NameChanged", "{not json"]);
     assert_eq!(code(&bad_json), 2, "{}", text(&bad_json.stderr));
@@ -226,7 +253,15 @@ fn exit_statuses() {
         msg.contains("cannot reach Redis") && !msg.contains("sekrit"),
         "{msg}"
     );
-    for out in [&conflict, &missing, &bad_json, &refused, &down] {
+    for out in [
+        &conflict,
+        &missing,
+        &no_such_version,
+        &no_reducer,
+        &bad_json,
+        &refused,
+        &down,
+    ] {
         assert!(
             !text(&out.stderr).contains("panicked"),
             "{}",
@@ -248,7 +283,8 @@ fn import_reports_the_bad_line_and_writes_nothing_after_it() {
         good[0], good[1], good[2], good[0]
     );
     let out = cli.run_with_stdin(&["import", "-"], &input);
-    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    // A bad line is invalid input: exit status 2, like every other.
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
     let msg = text(&out.stderr);
     assert!(msg.contains("line 5"), "{msg}");
     assert!(msg.contains("3 events before line 5"), "{msg}");
@@ -260,6 +296,24 @@ fn import_reports_the_bad_line_and_writes_nothing_after_it() {
     );
     let h2: Value = serde_json::from_str(&cli.ok(&["history", "user", "2", "--json"])).unwrap();
     assert_eq!(h2.as_array().unwrap().len(), 1);
+
+    // A type Redis keys cannot hold stops the import at its own line too, not at
+    // the append of its batch.
+    let bad_type =
+        r#"{"aggregate_type":"us er","aggregate_id":"3","event_type":"UserCreated","data":{}}"#;
+    let user_3 = r#"{"aggregate_type":"user","aggregate_id":"3","event_type":"UserCreated","data":{"id":3,"name":"D","email":"d","timestamp":"t"}}"#;
+    let out = cli.run_with_stdin(
+        &["import", "-"],
+        &format!("{user_3}\n{bad_type}\n{user_3}\n"),
+    );
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    let msg = text(&out.stderr);
+    assert!(
+        msg.contains("line 2") && msg.contains("1 events before line 2"),
+        "{msg}"
+    );
+    let h3: Value = serde_json::from_str(&cli.ok(&["history", "user", "3", "--json"])).unwrap();
+    assert_eq!(h3.as_array().unwrap().len(), 1, "nothing after line 2");
 
     let file = cli.cache.path().join("events.ndjson");
     std::fs::write(&file, good.join("\n")).unwrap();
@@ -274,7 +328,7 @@ fn plugin_list_and_activate() {
     let cli = Cli::new();
     let user: Value = serde_json::from_str(&cli.register_user()).unwrap();
     let cart_file = cli.cache.path().join("cart.wasm");
-    std::fs::write(&cart_file, streamfold::bundled::CART_REDUCER).unwrap();
+    std::fs::copy(streamfold_tests::plugins::CART, &cart_file).unwrap();
     cli.ok(&[
         "plugin",
         "add",
@@ -405,7 +459,7 @@ fn plugin_verify_gates_activation() {
 
     // A candidate for another type.
     let cart = cli.cache.path().join("cart.wasm");
-    std::fs::write(&cart, streamfold::bundled::CART_REDUCER).unwrap();
+    std::fs::copy(streamfold_tests::plugins::CART, &cart).unwrap();
     assert_eq!(
         code(&cli.run(&["plugin", "verify", cart.to_str().unwrap(), "--type", "user"])),
         2
@@ -494,7 +548,7 @@ fn watch_registers_and_reloads_a_folder() {
         }
     };
     let file = dir.path().join("user.wasm");
-    std::fs::write(&file, streamfold::bundled::USER_REDUCER).unwrap();
+    std::fs::copy(streamfold_tests::plugins::USER, &file).unwrap();
     wait_for("\"u0\"");
     // "Rebuild": the same file now holds another version.
     std::fs::copy(streamfold_tests::plugins::USER_V2, &file).unwrap();
@@ -511,7 +565,7 @@ fn reducer_limits_come_from_the_command_line() {
     let out = cli.run(&["--call-timeout", "300ms", "state", "user", "0"]);
     assert_eq!(code(&out), 1, "{}", text(&out.stdout));
     let err = text(&out.stderr);
-    assert!(err.contains("CPU budget of 300ms"), "{err}");
+    assert!(err.contains("time limit of 300ms (wall-clock)"), "{err}");
 
     cli.ok(&["plugin", "add", streamfold_tests::plugins::BOMB]);
     let out = cli.run(&["--memory-limit", "8MiB", "state", "user", "0"]);
@@ -522,4 +576,191 @@ fn reducer_limits_come_from_the_command_line() {
     let out = cli.run(&["--memory-limit", "lots", "state", "user", "0"]);
     assert_eq!(code(&out), 2);
     assert!(text(&out.stderr).contains("not a size like 64MiB"));
+}
+
+#[test]
+fn plugin_add_no_activate_verify_never_activates() {
+    let cli = Cli::new();
+    let v1: Value = serde_json::from_str(&cli.register_user()).unwrap();
+    let v2 = streamfold_tests::plugins::USER_V2;
+    let active_digest = |cli: &Cli| -> Vec<String> {
+        let list: Value =
+            serde_json::from_str(&cli.ok(&["plugin", "list", "user", "--json"])).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["active"] == true)
+            .map(|p| p["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // No aggregates yet: the verification passes; the candidate is registered, and
+    // stays inactive.
+    let out = cli.ok(&["plugin", "add", v2, "--no-activate", "--verify", "--json"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "the report, then the registration: {out}");
+    let report: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(report["differed"].as_array().unwrap().len(), 0, "{out}");
+    let reg: Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(reg["active"], false, "{out}");
+    assert_ne!(reg["digest"], v1["digest"]);
+    let list: Value = serde_json::from_str(&cli.ok(&["plugin", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "both registered");
+    assert_eq!(active_digest(&cli), [v1["digest"].as_str().unwrap()]);
+
+    add_users(&cli, 1);
+    let name = |cli: &Cli| {
+        serde_json::from_str::<Value>(&cli.ok(&["state", "user", "0"])).unwrap()["name"].clone()
+    };
+    assert_eq!(
+        name(&cli),
+        "u0",
+        "the previous version is still the active one"
+    );
+
+    // Differences, forced: registered, still not activated.
+    let human = cli.ok(&["plugin", "add", v2, "--no-activate", "--verify", "--force"]);
+    assert!(
+        human.contains("FAIL") && !human.contains("(active)"),
+        "{human}"
+    );
+    assert_eq!(active_digest(&cli), [v1["digest"].as_str().unwrap()]);
+    assert_eq!(name(&cli), "u0");
+    // Differences, not forced: refused, and the message does not promise activation.
+    let refused = cli.run(&["plugin", "add", v2, "--no-activate", "--verify"]);
+    assert_eq!(code(&refused), 5);
+    assert!(
+        text(&refused.stderr).contains("--force to register anyway"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+/// `streamfold ... | head`: the reader goes away, and the command ends quietly.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let cli = Cli::new();
+    cli.register_user();
+    // A history far longer than a pipe's buffer (64 KiB on Linux).
+    let mut input = String::from(
+        r#"{"aggregate_type":"user","aggregate_id":"1","event_type":"UserCreated","data":{"id":1,"name":"A","email":"a","timestamp":"t"}}"#,
+    );
+    for i in 0..2000 {
+        input.push_str(&format!(
+            "\n{{\"aggregate_type\":\"user\",\"aggregate_id\":\"1\",\"event_type\":\"NameChanged\",\"data\":{{\"name\":\"name number {i}, long enough to fill pipes\"}}}}"
+        ));
+    }
+    let out = cli.run_with_stdin(&["import", "-"], &input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let quiet = |what: &str, out: &Output| {
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert_eq!(code(out), 0, "{what}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{what}: {stderr}");
+    };
+    let spawn = |args: &[&str]| {
+        cli.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // The reader is gone before anything is written.
+    for args in [&["state", "user", "1"][..], &["history", "user", "1"]] {
+        let mut child = spawn(args);
+        drop(child.stdout.take());
+        quiet(&format!("{args:?}"), &child.wait_with_output().unwrap());
+    }
+
+    // The reader goes away after the first bytes of a long output.
+    for args in [
+        &["history", "user", "1", "--json"][..],
+        &["history", "user", "1"],
+    ] {
+        let mut child = spawn(args);
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 10];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        quiet(&format!("{args:?}"), &child.wait_with_output().unwrap());
+    }
+
+    // Not cut short, the same output is complete (and longer than a pipe holds).
+    let full = cli.ok(&["history", "user", "1", "--json"]);
+    assert!(full.len() > 256 << 10, "{} bytes", full.len());
+    assert_eq!(
+        serde_json::from_str::<Value>(&full)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2001
+    );
+}
+
+#[test]
+fn reducer_log_lines_go_to_stderr_filtered_by_streamfold_log() {
+    let cli = Cli::new();
+    add_users(&cli, 1);
+    cli.ok(&["plugin", "add", streamfold_tests::plugins::TRAP]);
+    let log_line = "fixture-trap: about to panic on revision 1";
+    let state = |env: &[(&str, &str)]| {
+        let mut c = cli.command(&["state", "user", "0"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("error: ")),
+            "{stderr}"
+        );
+        stderr
+    };
+    // Warnings and errors by default.
+    let stderr = state(&[]);
+    assert!(
+        stderr.contains(log_line) && stderr.contains("streamfold::reducer"),
+        "{stderr}"
+    );
+    assert!(!state(&[("STREAMFOLD_LOG", "off")]).contains(log_line));
+    assert!(!state(&[("RUST_LOG", "off")]).contains(log_line));
+    let stderr = state(&[
+        ("RUST_LOG", "off"),
+        ("STREAMFOLD_LOG", "streamfold::reducer=error"),
+    ]);
+    assert!(stderr.contains(log_line), "STREAMFOLD_LOG wins: {stderr}");
+}
+
+#[test]
+fn help_says_the_call_timeout_is_wall_clock_time() {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamfold"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("Wall-clock time one call into a reducer may take"),
+        "{help}"
+    );
+    assert!(
+        help.contains("append    Append one event to an aggregate"),
+        "{help}"
+    );
+    let plugin_help = Command::new(env!("CARGO_BIN_EXE_streamfold"))
+        .args(["plugin", "--help"])
+        .output()
+        .unwrap();
+    let plugin_help = text(&plugin_help.stdout);
+    assert!(
+        plugin_help.contains("Make a registered version the active reducer of a type"),
+        "{plugin_help}"
+    );
 }

@@ -8,17 +8,38 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use streamfold::runtime::Runtime;
+use streamfold::{RegisterOptions, Runtime};
 
-pub(crate) async fn run(rt: &Runtime, dir: &Path, interval: Duration) -> Result<()> {
+use super::Global;
+use crate::connect;
+use crate::output::outln;
+
+/// Register and activate every component in a folder, and again whenever one
+/// changes: rebuild a reducer and the next replay uses it. Stops on Ctrl-C.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The folder of `.wasm` components.
+    #[arg(long)]
+    plugins: PathBuf,
+    /// How often to look for changes, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    interval_ms: u64,
+}
+
+pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
+    let rt = connect::runtime(g).await?;
+    watch(&rt, &args.plugins, Duration::from_millis(args.interval_ms)).await
+}
+
+async fn watch(rt: &Runtime, dir: &Path, interval: Duration) -> Result<()> {
     if !dir.is_dir() {
         anyhow::bail!("{} is not a folder", dir.display());
     }
     rt.follow_activations().await?;
-    println!(
+    outln!(
         "watching {} for .wasm components (Ctrl-C stops)",
         dir.display()
-    );
+    )?;
     let mut seen: HashMap<PathBuf, (SystemTime, u64)> = HashMap::new();
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -38,18 +59,21 @@ pub(crate) async fn run(rt: &Runtime, dir: &Path, interval: Duration) -> Result<
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("{}: cannot read: {e}", path.display());
+                    tracing::warn!("{}: cannot read: {e}", path.display());
                     continue;
                 }
             };
-            match rt.register(bytes, true).await {
-                Ok(reg) => println!(
+            match rt
+                .register(bytes, RegisterOptions::default().activate(true))
+                .await
+            {
+                Ok(reg) => outln!(
                     "{}: {} active for {:?}",
                     path.display(),
                     reg.info.label(),
                     reg.info.aggregate_type
-                ),
-                Err(e) => eprintln!("{}: refused: {e}", path.display()),
+                )?,
+                Err(e) => tracing::warn!("{}: refused: {e}", path.display()),
             }
         }
     }

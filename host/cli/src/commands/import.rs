@@ -2,16 +2,34 @@
 //!
 //! Consecutive lines of one aggregate go into one atomic append (up to `--batch`
 //! events). Every line is checked before it joins a batch, so a bad line stops the
-//! import with its line number: everything before it is written, nothing after it,
-//! and no batch is ever half-written.
+//! import with its line number (exit status 2): everything before it is written,
+//! nothing after it, and no batch is ever half-written.
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
-use streamfold::store::{EventStore, ExpectedRevision, NewEvent};
+use streamfold::{EventStore, ExpectedRevision, NewEvent};
+
+use super::Global;
+use crate::connect;
+use crate::exit::Explained;
+use crate::output::{self, outln};
+
+/// Import events from NDJSON, one event per line (`-` reads stdin).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The file, or `-`.
+    file: PathBuf,
+    /// Events per atomic append (consecutive events of one aggregate).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Print a summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +65,12 @@ struct Pending {
     first_line: usize,
 }
 
-pub(crate) async fn run(store: &EventStore, file: &Path, batch: usize, json: bool) -> Result<()> {
+pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
+    let store = connect::store(g).await?;
+    import(&store, &args.file, args.batch, args.json).await
+}
+
+async fn import(store: &EventStore, file: &Path, batch: usize, json: bool) -> Result<()> {
     let batch = batch.max(1);
     let (reader, total): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
         (Box::new(std::io::stdin().lock()), None)
@@ -71,22 +94,36 @@ pub(crate) async fn run(store: &EventStore, file: &Path, batch: usize, json: boo
     let mut aggregates = std::collections::HashSet::new();
     for (i, line) in reader.lines().enumerate() {
         let n = i + 1;
-        let line = line.with_context(|| format!("line {n}: cannot read"))?;
-        bar.inc(line.len() as u64 + 1);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = match parse(&line) {
+        let parsed = match line {
+            Ok(line) => {
+                bar.inc(line.len() as u64 + 1);
+                if line.trim().is_empty() {
+                    continue;
+                }
+                // The type and id are checked here too (key characters), so a bad
+                // one stops the import at its own line, not at its batch's append.
+                parse(&line).and_then(|p| {
+                    store.keys(&p.0, &p.1)?;
+                    Ok(p)
+                })
+            }
+            // Not UTF-8: a bad line like any other.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(anyhow::Error::new(e).context("not a valid event line"))
+            }
+            Err(e) => return Err(e).with_context(|| format!("line {n}: cannot read")),
+        };
+        let (aggregate_type, aggregate_id, event) = match parsed {
             Ok(p) => p,
             Err(e) => {
                 imported += flush(store, pending.take()).await?;
                 bar.finish_and_clear();
-                bail!(
+                return Err(Explained::usage(format!(
                     "line {n}: {e:#}\n{imported} events before line {n} were imported; nothing from line {n} on was written"
-                );
+                ))
+                .into());
             }
         };
-        let (aggregate_type, aggregate_id, event) = parsed;
         let same = pending.as_ref().is_some_and(|p| {
             p.aggregate_type == aggregate_type
                 && p.aggregate_id == aggregate_id
@@ -108,14 +145,12 @@ pub(crate) async fn run(store: &EventStore, file: &Path, batch: usize, json: boo
     imported += flush(store, pending.take()).await?;
     bar.finish_and_clear();
     if json {
-        super::output::json(
-            &serde_json::json!({ "events": imported, "aggregates": aggregates.len() }),
-        );
+        output::json(&serde_json::json!({ "events": imported, "aggregates": aggregates.len() }))?;
     } else {
-        println!(
+        outln!(
             "imported {imported} events into {} aggregates",
             aggregates.len()
-        );
+        )?;
     }
     Ok(())
 }
@@ -151,4 +186,26 @@ async fn flush(store: &EventStore, pending: Option<Pending>) -> Result<u64> {
         .await
         .with_context(|| format!("appending the batch that starts at line {}", p.first_line))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_with_numeric_ids_and_are_checked() {
+        let (t, id, _) = parse(
+            r#"{"aggregate_type":"user","aggregate_id":7,"event_type":"UserCreated","data":{}}"#,
+        )
+        .unwrap();
+        assert_eq!((t.as_str(), id.as_str()), ("user", "7"));
+        for bad in [
+            "{broken",
+            r#"{"aggregate_type":"","aggregate_id":"1","event_type":"E","data":{}}"#,
+            r#"{"aggregate_type":"user","aggregate_id":[1],"event_type":"E","data":{}}"#,
+            r#"{"aggregate_type":"user","aggregate_id":"1","event_type":"E","data":{},"extra":1}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -9,17 +9,23 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use redis::AsyncCommands;
-use streamfold::local_redis::LocalRedis;
-use streamfold::runtime::{ReplayOptions, Runtime};
-use streamfold::store::{EventStore, ExpectedRevision, NewEvent, ReadOptions, StoreConfig};
+use streamfold::{
+    EventStore, ExpectedRevision, NewEvent, ReadOptions, RegisterOptions, ReplayOptions, Runtime,
+    StoreConfig,
+};
+use streamfold_test_support::LocalRedis;
 
 use super::Global;
-use super::commands::runtime_config;
-use super::output;
+use crate::output::{self, outln};
+use crate::{bundled, connect};
+
+/// Run the seed document's story end to end (starts a private Redis if none is reachable).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {}
 
 const PREFIX: &str = "streamfold-demo";
 
-pub(crate) async fn run(g: &Global) -> Result<()> {
+pub(crate) async fn run(g: &Global, _args: Args) -> Result<()> {
     // The demo's data lives under its own prefix, in the default layout, whatever the flags say.
     let config = StoreConfig::default().prefix(PREFIX);
     let explicit = std::env::var_os("STREAMFOLD_REDIS_URL").is_some()
@@ -29,10 +35,10 @@ pub(crate) async fn run(g: &Global) -> Result<()> {
     let store = match EventStore::connect(&g.redis, config.clone()).await {
         Ok(store) => store,
         Err(e) if !explicit && e.is_unavailable() => {
-            println!(
+            outln!(
                 "No Redis at {}: starting a private redis-server for the demo.",
                 g.redis
-            );
+            )?;
             let server = LocalRedis::start().context("cannot start a private redis-server")?;
             let store = EventStore::connect(&server.url(), config).await?;
             _private = Some(server);
@@ -40,23 +46,26 @@ pub(crate) async fn run(g: &Global) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    println!(
+    outln!(
         "Redis: {}  (key prefix {PREFIX:?}, reset first)\n",
         store.url()
-    );
+    )?;
     reset(&store).await?;
 
-    let rt = Runtime::new(store.clone(), runtime_config(g))?;
+    let rt = Runtime::new(store.clone(), connect::runtime_config(g))?;
     let reg = rt
-        .register(streamfold::bundled::USER_REDUCER.to_vec(), true)
+        .register(
+            bundled::USER_REDUCER.to_vec(),
+            RegisterOptions::default().activate(true),
+        )
         .await
         .context("registering the bundled user reducer")?;
-    println!(
+    outln!(
         "1. Registered the `user` reducer: {} ({} bytes), active for aggregate type {:?}.",
         reg.info.label(),
         reg.info.size,
         reg.info.aggregate_type
-    );
+    )?;
 
     let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let created = NewEvent::new(
@@ -75,21 +84,21 @@ pub(crate) async fn run(g: &Global) -> Result<()> {
     store
         .append("user", "1", vec![changed], ExpectedRevision::Exact(1))
         .await?;
-    println!(
+    outln!(
         "2. Appended UserCreated and EmailChanged for user 1 (atomic, with expected revisions).\n"
-    );
+    )?;
 
     let history = store.read_all("user", "1", ReadOptions::default()).await?;
-    println!("3. History of user 1 (the audit trail, from the aggregate's stream):");
-    output::history(&history);
+    outln!("3. History of user 1 (the audit trail, from the aggregate's stream):")?;
+    output::history(&history)?;
 
     let state = rt.state("user", "1", ReplayOptions::default()).await?;
-    println!(
+    outln!(
         "\n4. Current state, replayed through {} ({} events):",
         state.plugin.label(),
         state.events_applied
-    );
-    println!("{}", pretty(&state.state));
+    )?;
+    outln!("{}", pretty(&state.state))?;
 
     // "As of" is judged by when Redis stored each event (its stream id), which can be
     // a millisecond after the timestamp the client put in the envelope.
@@ -101,17 +110,17 @@ pub(crate) async fn run(g: &Global) -> Result<()> {
     let then = rt
         .state("user", "1", ReplayOptions::default().as_of(first_time))
         .await?;
-    println!(
+    outln!(
         "\n5. Time travel: state as of {} (the first event, revision {}, position {}):",
         first_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         then.revision,
         first.positions[0]
-    );
-    println!("{}", pretty(&then.state));
+    )?;
+    outln!("{}", pretty(&then.state))?;
 
-    println!(
+    outln!(
         "\nTry it yourself: `streamfold --prefix {PREFIX} state user 1 --at-revision 1` (with a running Redis)."
-    );
+    )?;
     Ok(())
 }
 

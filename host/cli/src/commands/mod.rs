@@ -1,0 +1,90 @@
+//! The command line's grammar (global flags, one subcommand per file) and dispatch.
+
+mod append;
+mod demo;
+mod history;
+mod import;
+mod plugin;
+mod snapshot;
+mod state;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use streamfold::Layout;
+
+use crate::parse;
+
+/// Event sourcing on Redis Streams, with state replayed through WebAssembly reducers.
+#[derive(Debug, Parser)]
+#[command(name = "streamfold", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// The flags every command takes (a plain comment: a doc comment on a flattened
+// struct would become the about text of the command it is flattened into).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Global {
+    /// Redis to use.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFOLD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis: String,
+    /// Prefix of every key, so several applications can share one Redis.
+    #[arg(long, global = true, env = "STREAMFOLD_PREFIX", default_value = "sf")]
+    pub prefix: String,
+    /// Key layout: `default` (cluster-ready) or `seed` (the seed document's keys).
+    #[arg(long, global = true, default_value = "default", value_parser = parse::layout)]
+    pub layout: Layout,
+    /// Folder for compiled reducer code [default: ~/.cache/streamfold].
+    #[arg(long, global = true, env = "STREAMFOLD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Wall-clock time one call into a reducer may take (a batch of events, or
+    /// `state`), e.g. `5s`, `500ms`: a deadline, not CPU time. A reducer over it is
+    /// stopped and the replay fails.
+    #[arg(long, global = true, env = "STREAMFOLD_CALL_TIMEOUT", default_value = "5s", value_parser = parse::duration)]
+    pub call_timeout: Duration,
+    /// Memory one reducer instance may use, e.g. `256MiB`, `1GiB`; a reducer that
+    /// asks for more is stopped and the replay fails.
+    #[arg(long, global = true, env = "STREAMFOLD_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse::bytes)]
+    pub memory_limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    Append(append::Args),
+    Import(import::Args),
+    History(history::Args),
+    State(state::Args),
+    Snapshot(snapshot::Args),
+    /// Register, list and activate reducer plugins.
+    #[command(subcommand)]
+    Plugin(plugin::Command),
+    Demo(demo::Args),
+    Watch(watch::Args),
+}
+
+/// Runs the command.
+pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Append(args) => append::run(g, args).await,
+        Command::Import(args) => import::run(g, args).await,
+        Command::History(args) => history::run(g, args).await,
+        Command::State(args) => state::run(g, args).await,
+        Command::Snapshot(args) => snapshot::run(g, args).await,
+        Command::Plugin(cmd) => plugin::run(g, cmd).await,
+        Command::Demo(args) => demo::run(g, args).await,
+        Command::Watch(args) => watch::run(g, args).await,
+    }
+}
