@@ -101,8 +101,8 @@ impl EventStore {
     ///
     /// Every event goes to the aggregate's stream and its type's category stream in one
     /// Lua script: either the whole batch is written or nothing is. A mismatch is
-    /// [`Error::Conflict`] with the actual revision; bad input (empty type, id or event
-    /// type, data that is not JSON, an empty batch) is [`Error::InvalidInput`]. A retry
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) with the actual revision; bad input (empty type, id or event
+    /// type, data that is not JSON, an empty batch) is [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput). A retry
     /// of an append that already succeeded returns the original result with
     /// `already_appended` set (see [retry safety](crate#retry-safety)).
     pub async fn append(

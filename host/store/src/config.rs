@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Which key names the store uses. See [the key module](super::keys) for both layouts.
+/// Which key names the store uses. See [the crate docs](crate#keys) for both layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Layout {
     /// Streamfold's own, cluster-ready keys: `prefix:{type:partition}:agg:id` and friends.

@@ -17,7 +17,7 @@
 //! after `SCRIPT FLUSH` or a restart) that checks the [`ExpectedRevision`] against a
 //! revision counter kept in a small hash beside the aggregate — not `XLEN` of a stream
 //! that may be trimmed or edited — and then adds the whole batch to both streams. A
-//! mismatch writes nothing and is [`Error::Conflict`] with the
+//! mismatch writes nothing and is [`ErrorKind::Conflict`] with the
 //! actual revision. A stream written by the seed (no counter yet) is adopted: the
 //! counter starts at the aggregate stream's length, which is never trimmed.
 //!
@@ -153,8 +153,8 @@ impl EventStore {
     /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:6379/0`).
     ///
     /// Fails fast — one connection attempt bounded by `connect_timeout` — with
-    /// [`Error::Unreachable`] (password removed from the URL) when Redis is not there,
-    /// and with [`Error::InvalidInput`] for a bad URL or configuration. After that, the
+    /// [`ErrorKind::Unavailable`] (password removed from the URL) when Redis is not there,
+    /// and with [`ErrorKind::InvalidInput`] for a bad URL or configuration. After that, the
     /// connection is re-established by itself whenever Redis comes back.
     pub async fn connect(url: &str, config: StoreConfig) -> Result<Self> {
         config.validate()?;
@@ -353,8 +353,8 @@ impl EventStore {
     }
 
     /// Turns a client error into the crate's: a lost connection is
-    /// [`Error::Unreachable`], a slow reply [`Error::Timeout`], a key of the wrong type
-    /// [`Error::Corrupt`].
+    /// [`ErrorKind::Unavailable`], a slow reply [`ErrorKind::Unavailable`], a key of the wrong type
+    /// [`ErrorKind::Corrupt`].
     fn map_err(&self, e: redis::RedisError, key: &str) -> Error {
         if e.is_timeout() {
             return Error::timeout(self.inner.config.response_timeout);

@@ -110,7 +110,7 @@ impl NewEvent {
     }
 
     /// An event whose payload is already JSON text; fails with
-    /// [`Error::InvalidInput`] if it is not valid JSON.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) if it is not valid JSON.
     pub fn from_json_text(event_type: impl Into<String>, text: impl Into<String>) -> Result<Self> {
         let text = text.into();
         check_json(&text)

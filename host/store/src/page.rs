@@ -196,7 +196,7 @@ impl ExactSizeIterator for Iter<'_> {}
 /// `None` for a category stream, where entries must name their aggregate.
 ///
 /// Fields of other writers are ignored; a missing `event_type` or `data`, a revision
-/// that is not a number, or text that is not UTF-8 is [`Error::Corrupt`], naming the
+/// that is not a number, or text that is not UTF-8 is [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt), naming the
 /// entry.
 pub(crate) fn decode_page(
     mut reply: Frame<'_>,

@@ -47,7 +47,7 @@ impl EventStore {
     /// Loads the snapshot made by the reducer with this digest, if there is one.
     ///
     /// Snapshots of other reducers are ignored. A snapshot that cannot be read back
-    /// (hand-edited) is [`Error::Corrupt`].
+    /// (hand-edited) is [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).
     pub async fn load_snapshot(
         &self,
         aggregate_type: &str,

@@ -103,9 +103,9 @@ impl Reader {
 
     /// Sends one command and hands its complete reply to `walk`.
     ///
-    /// Errors: [`Error::Unreachable`] when no connection can be made or it breaks,
-    /// [`Error::Timeout`] when the reply takes longer than the response timeout,
-    /// [`Error::Redis`] for an error reply (`WRONGTYPE` and friends), and whatever
+    /// Errors: [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when no connection can be made or it breaks,
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the reply takes longer than the response timeout,
+    /// [`ErrorKind::Redis`](crate::ErrorKind::Redis) for an error reply (`WRONGTYPE` and friends), and whatever
     /// `walk` returns.
     pub(crate) async fn request<T>(
         &self,
@@ -410,7 +410,7 @@ pub(crate) fn decimal(b: &[u8]) -> Option<u64> {
 }
 
 /// A complete reply, walked element by element. Methods fail with a description
-/// (for [`Error::Corrupt`]) when the reply has another shape than asked for.
+/// (for [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)) when the reply has another shape than asked for.
 pub(crate) struct Frame<'a> {
     b: &'a [u8],
     p: usize,
