@@ -75,6 +75,7 @@ async fn follow(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub, every: Durati
                 let mut words = payload.split(' ');
                 match (words.next(), words.next(), words.next()) {
                     (Some("activated"), Some(t), Some(digest)) => {
+                        tracing::info!(aggregate_type = t, digest, "activation followed");
                         rt.note_activation(t, digest);
                         prewarm(&rt, digest);
                     }
@@ -86,10 +87,14 @@ async fn follow(weak: Weak<Inner>, mut pubsub: redis::aio::PubSub, every: Durati
             Some(None) => {
                 // The subscription broke (Redis restarted): resubscribe, then re-read
                 // everything, since messages may have been missed meanwhile.
+                tracing::warn!("the activation subscription broke; resubscribing");
                 pubsub = loop {
                     match resubscribe(&rt).await {
                         Ok(p) => break p,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                        Err(e) => {
+                            tracing::debug!("resubscribing to activations: {e}");
+                            tokio::time::sleep(Duration::from_millis(500)).await
+                        }
                     }
                 };
                 refresh(&rt).await;
@@ -107,8 +112,13 @@ async fn resubscribe(rt: &Runtime) -> Result<redis::aio::PubSub> {
 
 /// The periodic check: re-read every type's active digest.
 async fn refresh(rt: &Runtime) {
-    let Ok(fresh) = rt.inner.registry.active_digests().await else {
-        return; // Redis is away; try again at the next tick.
+    let fresh = match rt.inner.registry.active_digests().await {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            // Redis is away; try again at the next tick.
+            tracing::debug!("re-reading the active reducers: {e}");
+            return;
+        }
     };
     let changed: Vec<String> = {
         let mut guard = rt.inner.active.write().expect("active map");
@@ -131,6 +141,8 @@ fn prewarm(rt: &Runtime, digest: &str) {
     let rt = rt.clone();
     let digest = digest.to_string();
     tokio::spawn(async move {
-        let _ = rt.plugin(&digest).await;
+        if let Err(e) = rt.plugin(&digest).await {
+            tracing::warn!(digest = %digest, "cannot load a newly announced reducer ahead of time: {e}");
+        }
     });
 }
