@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use streamfold::{LoadSource, VerifyOptions};
-use streamfold::{ExpectedRevision, StoreConfig};
 use streamfold::{EventStore, ReplayOptions, Runtime};
+use streamfold::{ExpectedRevision, StoreConfig};
+use streamfold::{LoadSource, VerifyOptions};
 
 use crate::data::{self, TYPE};
 use crate::report::Row;
@@ -201,7 +201,12 @@ async fn activation(ctx: &Ctx, user_v2: &[u8]) -> Result<Vec<Row>> {
         b_store.clone(),
         ctx.runtime_config(Some(ctx.cache_dir.clone())),
     )?;
-    let v1 = b.register(ctx.reducers.bytes(Lang::Rust), streamfold::RegisterOptions::default()).await?;
+    let v1 = b
+        .register(
+            ctx.reducers.bytes(Lang::Rust),
+            streamfold::RegisterOptions::default(),
+        )
+        .await?;
     let id = "live-1";
     if b_store.revision(TYPE, id).await? == 0 {
         let events = (1..=3).map(|r| data::new_event(1, r)).collect();
@@ -216,7 +221,12 @@ async fn activation(ctx: &Ctx, user_v2: &[u8]) -> Result<Vec<Row>> {
     a.follow_activations().await?;
     let first = a.state(TYPE, id, ReplayOptions::default()).await?;
     ensure!(first.plugin.digest == v1.info.digest);
-    let v2 = b.register(user_v2.to_vec(), streamfold::RegisterOptions::default().activate(false)).await?;
+    let v2 = b
+        .register(
+            user_v2.to_vec(),
+            streamfold::RegisterOptions::default().activate(false),
+        )
+        .await?;
     // Registration makes following hosts compile ahead; give A time to.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -280,7 +290,11 @@ async fn verify(ctx: &Ctx, user_v2: &[u8]) -> Result<Vec<Row>> {
     let section = "Plugin life cycle: verify (replay-diff)";
     let store = crate::memory::small_set(ctx, n).await?;
     let rt = Runtime::new(store, ctx.runtime_config(Some(ctx.cache_dir.clone())))?;
-    rt.register(ctx.reducers.bytes(Lang::Rust), streamfold::RegisterOptions::default()).await?;
+    rt.register(
+        ctx.reducers.bytes(Lang::Rust),
+        streamfold::RegisterOptions::default(),
+    )
+    .await?;
     let (candidate, _) = rt.load_async(user_v2.to_vec().into()).await?;
     let mut rates = Vec::new();
     let mut checked = 0;

@@ -29,10 +29,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use streamfold_test_support::LocalRedis;
 use streamfold::Plugin;
 use streamfold::StoreConfig;
 use streamfold::{EventStore, Runtime, RuntimeConfig};
+use streamfold_test_support::LocalRedis;
 
 use crate::external::SeedPython;
 use crate::machine::Machine;

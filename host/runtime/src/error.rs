@@ -49,7 +49,10 @@ enum Repr {
     Redis(redis::RedisError),
     NotFound(String),
     InvalidInput(String),
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        key: String,
+        reason: String,
+    },
 }
 
 impl Error {

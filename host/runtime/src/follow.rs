@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::{Inner, Runtime};
 use crate::error::Result;
+use crate::{Inner, Runtime};
 
 impl Runtime {
     /// Starts following activations made by any client: activation notices over

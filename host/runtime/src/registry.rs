@@ -16,8 +16,8 @@
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use streamfold_sandbox::PluginInfo;
 use crate::error::{Error, Result};
+use streamfold_sandbox::PluginInfo;
 
 /// A registered reducer version, as listed by the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,9 +143,7 @@ impl Registry {
         let entries: Vec<String> = conn.lrange(&key, 0, -1).await?;
         entries
             .iter()
-            .map(|e| {
-                serde_json::from_str(e).map_err(|err| Error::corrupt(key.clone(), err))
-            })
+            .map(|e| serde_json::from_str(e).map_err(|err| Error::corrupt(key.clone(), err)))
             .collect()
     }
 

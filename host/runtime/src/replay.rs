@@ -159,12 +159,16 @@ pub(super) async fn replay(
     let folded = folded??;
 
     if folded.events_read == 0 && snapshot.is_none() {
-        return Err(Error::not_found(match (options.at_revision, options.as_of) {
-            (_, Some(t)) => {
-                format!("aggregate {aggregate_type}/{aggregate_id} as of {t} (no events by then)")
-            }
-            _ => format!("aggregate {aggregate_type}/{aggregate_id} (no events)"),
-        }));
+        return Err(Error::not_found(
+            match (options.at_revision, options.as_of) {
+                (_, Some(t)) => {
+                    format!(
+                        "aggregate {aggregate_type}/{aggregate_id} as of {t} (no events by then)"
+                    )
+                }
+                _ => format!("aggregate {aggregate_type}/{aggregate_id} (no events)"),
+            },
+        ));
     }
     if let Some(r) = options.at_revision.filter(|r| folded.revision < *r) {
         return Err(Error::not_found(format!(

@@ -13,10 +13,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::error::{Error, Result};
+use crate::{ReplayOptions, Runtime};
 use streamfold_sandbox::ReducerFailure;
 use streamfold_sandbox::{Plugin, PluginInfo};
-use crate::{ReplayOptions, Runtime};
-use crate::error::{Error, Result};
 
 /// Which aggregates to compare, and how hard to work.
 #[derive(Debug, Clone)]

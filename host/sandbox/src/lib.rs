@@ -128,12 +128,8 @@ impl Sandbox {
     /// Sets up the engine (and its epoch ticker thread, which lives as long as the
     /// engine) and the linker.
     pub fn new(config: SandboxConfig) -> Result<Self> {
-        let engine = engine::engine(
-            &config.limits,
-            config.pooling,
-            config.keep_resident_bytes,
-        )
-        .map_err(Error::engine)?;
+        let engine = engine::engine(&config.limits, config.pooling, config.keep_resident_bytes)
+            .map_err(Error::engine)?;
         engine::start_epoch_ticker(&engine);
         let linker = engine::linker(&engine).map_err(Error::engine)?;
         let cache = plugin::CodeCache::new(config.cache_dir, &engine);

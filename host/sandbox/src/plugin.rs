@@ -195,7 +195,10 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     Component::new(engine, bytes).map_err(|e| {
         Error::plugin(
             None,
-            format!("does not compile: {}", text::shown(&format!("{e:#}"), text::MESSAGE_BYTES)),
+            format!(
+                "does not compile: {}",
+                text::shown(&format!("{e:#}"), text::MESSAGE_BYTES)
+            ),
         )
     })
 }
@@ -368,7 +371,10 @@ fn check_info(info: bindings::Info, digest: String, size: u64) -> Result<PluginI
         )));
     }
     let t = &info.aggregate_type;
-    if !sane(t, MAX_INFO_NAME) || t.chars().any(|c| c.is_whitespace() || matches!(c, '{' | '}' | ':')) {
+    if !sane(t, MAX_INFO_NAME)
+        || t.chars()
+            .any(|c| c.is_whitespace() || matches!(c, '{' | '}' | ':'))
+    {
         return Err(bad(format!(
             "info.aggregate-type {} must be 1 to {MAX_INFO_NAME} bytes with no whitespace, control characters, braces or colons",
             quoted(t)
@@ -449,7 +455,12 @@ mod tests {
         assert!(!semver_compatible("x", "0.1.0"));
     }
 
-    fn info(name: &str, version: &str, aggregate_type: &str, handles: Vec<String>) -> bindings::Info {
+    fn info(
+        name: &str,
+        version: &str,
+        aggregate_type: &str,
+        handles: Vec<String>,
+    ) -> bindings::Info {
         bindings::Info {
             name: name.into(),
             version: version.into(),
@@ -469,7 +480,11 @@ mod tests {
 
     #[test]
     fn sane_info_is_accepted() {
-        let ok = check_info(info("user", "0.1.0", "user", vec!["A".into()]), "d".into(), 1);
+        let ok = check_info(
+            info("user", "0.1.0", "user", vec!["A".into()]),
+            "d".into(),
+            1,
+        );
         assert_eq!(ok.unwrap().name, "user");
         let most = vec!["E".repeat(MAX_INFO_NAME); MAX_HANDLES];
         assert!(check_info(info("u", "1.0.0-rc.1+b5", "t", most), "d".into(), 1).is_ok());
@@ -498,7 +513,12 @@ mod tests {
         let shown = refusal(info("a\u{1b}[2Jb", "0.1.0", "user", vec![]));
         assert!(shown.contains("a\\u{1b}[2Jb"), "{shown}");
         refusal(info("u", "0.1.0", "us\u{7}er", vec![]));
-        refusal(info("u", "0.1.0", "user", vec!["Ok".into(), "Bad\nLine".into()]));
+        refusal(info(
+            "u",
+            "0.1.0",
+            "user",
+            vec!["Ok".into(), "Bad\nLine".into()],
+        ));
         refusal(info("u", "0.1.0", "user", vec!["Bidi\u{202e}".into()]));
     }
 }

@@ -135,7 +135,11 @@ pub(crate) fn aggregate_keys(
 }
 
 /// The category stream key of one partition of a type.
-pub(crate) fn category_key(config: &StoreConfig, aggregate_type: &str, partition: u32) -> Result<String> {
+pub(crate) fn category_key(
+    config: &StoreConfig,
+    aggregate_type: &str,
+    partition: u32,
+) -> Result<String> {
     validate_type(config.layout, aggregate_type)?;
     match config.layout {
         Layout::Default => {

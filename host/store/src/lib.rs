@@ -86,8 +86,8 @@
 #![warn(missing_docs)]
 
 mod append;
-mod error;
 mod config;
+mod error;
 mod keys;
 mod model;
 mod page;
@@ -109,9 +109,7 @@ pub use crate::error::{Conflict, Error, ErrorKind, Result};
 pub use append::{MAX_BATCH, RETRY_SCAN_LIMIT};
 pub use config::{Layout, StoreConfig};
 pub use keys::AggregateKeys;
-pub use model::{
-    AppendResult, ExpectedRevision, NewEvent, RecordedEvent, Snapshot,
-};
+pub use model::{AppendResult, ExpectedRevision, NewEvent, RecordedEvent, Snapshot};
 pub use page::{EventView, Iter as PageIter, Page};
 pub use read::{CategoryReadOptions, History, MAX_CATEGORY_COUNT, ReadOptions};
 

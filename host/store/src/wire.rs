@@ -160,7 +160,10 @@ impl Reader {
                 Ok(Err(Failure::Reply(e))) => return Err(Error::from(e)), // AUTH refused
                 Ok(Err(Failure::Io(e))) if last => return Err(self.unreachable(e)),
                 Err(_) if last => {
-                    return Err(Error::unreachable(self.url.clone(), format!("no connection within {:?}", self.connect_timeout)));
+                    return Err(Error::unreachable(
+                        self.url.clone(),
+                        format!("no connection within {:?}", self.connect_timeout),
+                    ));
                 }
                 Ok(Err(Failure::Io(_))) | Err(_) => {}
             }

@@ -108,11 +108,7 @@ where
 /// Polls `check` every few milliseconds until it returns `Some`, and returns that;
 /// panics with `what` (and how long it waited) after `deadline`. Tests wait for the
 /// condition they need this way, with a generous deadline, never for a fixed time.
-pub async fn wait_until<T, Fut>(
-    what: &str,
-    deadline: Duration,
-    mut check: impl FnMut() -> Fut,
-) -> T
+pub async fn wait_until<T, Fut>(what: &str, deadline: Duration, mut check: impl FnMut() -> Fut) -> T
 where
     Fut: Future<Output = Option<T>>,
 {
@@ -127,5 +123,62 @@ where
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// An event of type `event_type` whose payload is `{"n": n}`: events that differ only
+/// by their number, for tests that count, order or page events.
+pub fn numbered_event(event_type: &str, n: u64) -> streamfold_store::NewEvent {
+    streamfold_store::NewEvent::from_json_text(event_type, format!("{{\"n\":{n}}}"))
+        .expect("{\"n\": n} is valid JSON")
+}
+
+/// `count` events of type `Counted` numbered `from`, `from + 1`, … (see
+/// [`numbered_event`]): a batch to append.
+pub fn counted_events(from: u64, count: u64) -> Vec<streamfold_store::NewEvent> {
+    (from..from + count)
+        .map(|n| numbered_event("Counted", n))
+        .collect()
+}
+
+/// The revisions of recorded events, in their order.
+pub fn revisions(events: &[streamfold_store::RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.revision).collect()
+}
+
+/// The event ids of recorded events, in their order.
+pub fn event_ids(events: &[streamfold_store::RecordedEvent]) -> Vec<String> {
+    events.iter().map(|e| e.event_id.clone()).collect()
+}
+
+/// Raw looks at the server's streams, beside what the store reports.
+impl Env {
+    /// The length of a stream (`XLEN`: 0 if there is no such key), asked directly.
+    pub async fn xlen(&self, key: &str) -> u64 {
+        redis::AsyncCommands::xlen(&mut self.raw().await, key)
+            .await
+            .expect("XLEN")
+    }
+
+    /// Every entry of a stream, read directly in pages of 500, as (stream id, value of
+    /// the entry's `event_id` field or `""`).
+    pub async fn stream_entries(&self, key: &str) -> Vec<(String, String)> {
+        let mut con = self.raw().await;
+        let mut out = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let reply: redis::streams::StreamRangeReply =
+                redis::AsyncCommands::xrange_count(&mut con, key, &start, "+", 500)
+                    .await
+                    .expect("XRANGE");
+            let Some(last) = reply.ids.last() else {
+                return out;
+            };
+            start = format!("({}", last.id);
+            for entry in &reply.ids {
+                let event_id: String = entry.get("event_id").unwrap_or_default();
+                out.push((entry.id.clone(), event_id));
+            }
+        }
     }
 }

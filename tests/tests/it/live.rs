@@ -2,8 +2,8 @@
 //! replay, versions are kept and can be rolled back, and a candidate can be
 //! compared with the active version before it is activated.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -46,9 +46,7 @@ async fn a_running_host_uses_a_new_activation_without_restart() {
     user_history(&env, "1").await;
 
     // A separate host (its own store connection and runtime), following activations.
-    let host_store = env
-        .store_with(streamfold::StoreConfig::default())
-        .await;
+    let host_store = env.store_with(streamfold::StoreConfig::default()).await;
     let host = Runtime::new(host_store, config()).unwrap();
     host.follow_activations().await.unwrap();
     let before = host
@@ -59,7 +57,10 @@ async fn a_running_host_uses_a_new_activation_without_restart() {
 
     // The deployment path: register (running hosts compile it ahead), then activate.
     let v2 = client
-        .register(plugins::read(plugins::USER_V2), RegisterOptions::default().activate(false))
+        .register(
+            plugins::read(plugins::USER_V2),
+            RegisterOptions::default().activate(false),
+        )
         .await
         .unwrap();
 
@@ -89,7 +90,10 @@ async fn a_missed_notice_is_caught_by_the_periodic_check() {
         .await
         .unwrap();
     let v2 = client
-        .register(plugins::read(plugins::USER_V2), RegisterOptions::default().activate(false))
+        .register(
+            plugins::read(plugins::USER_V2),
+            RegisterOptions::default().activate(false),
+        )
         .await
         .unwrap();
     user_history(&env, "1").await;
@@ -142,7 +146,10 @@ async fn swaps_never_fail_a_replay_and_each_result_comes_from_one_version() {
         .await
         .unwrap();
     let v2 = client
-        .register(plugins::read(plugins::USER_V2), RegisterOptions::default().activate(false))
+        .register(
+            plugins::read(plugins::USER_V2),
+            RegisterOptions::default().activate(false),
+        )
         .await
         .unwrap();
     // Long enough that a replay spans several pages and batches.
@@ -255,7 +262,10 @@ async fn versions_are_kept_with_history_and_the_active_one_cannot_be_removed() {
 
     // A reducer is never activated for a type it does not fold.
     let cart = rt
-        .register(plugins::read(plugins::CART), RegisterOptions::default().activate(false))
+        .register(
+            plugins::read(plugins::CART),
+            RegisterOptions::default().activate(false),
+        )
         .await
         .unwrap();
     assert!(rt.activate("user", &cart.info.digest).await.is_err());

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use streamfold::{FailedEvent, FailureCause, Limits, LoadSource, RejectionKind};
-use streamfold::{ExpectedRevision, NewEvent, ReadOptions, Snapshot};
 use streamfold::{Error, RegisterOptions, ReplayOptions, Runtime, RuntimeConfig};
+use streamfold::{ExpectedRevision, NewEvent, ReadOptions, Snapshot};
+use streamfold::{FailedEvent, FailureCause, Limits, LoadSource, RejectionKind};
 use streamfold_tests::plugins;
 
 use streamfold_test_support::{Env, wait_until};
@@ -150,7 +150,10 @@ async fn bad_components_are_refused_at_registration() {
         ),
     ];
     for (what, bytes, needle) in cases {
-        let err = rt.register(bytes, RegisterOptions::default()).await.expect_err(what);
+        let err = rt
+            .register(bytes, RegisterOptions::default())
+            .await
+            .expect_err(what);
         assert!(err.is_invalid_plugin(), "{what}: {err}");
         assert!(err.to_string().contains(needle), "{what}: {err}");
     }
@@ -179,7 +182,10 @@ async fn activating_another_version_switches_the_next_replay() {
         .await
         .unwrap();
     let bad = rt
-        .register(plugins::read(plugins::TRAP), RegisterOptions::default().activate(false))
+        .register(
+            plugins::read(plugins::TRAP),
+            RegisterOptions::default().activate(false),
+        )
         .await
         .unwrap();
     assert!(!bad.active);
@@ -425,10 +431,15 @@ async fn misbehaving(fixture: &str) -> Error {
     let env = Env::start().await;
     let rt = runtime(&env, test_config()).await;
     let good = rt
-        .register(plugins::read(plugins::USER), RegisterOptions::default().activate(false))
+        .register(
+            plugins::read(plugins::USER),
+            RegisterOptions::default().activate(false),
+        )
         .await
         .unwrap();
-    rt.register(plugins::read(fixture), RegisterOptions::default()).await.unwrap();
+    rt.register(plugins::read(fixture), RegisterOptions::default())
+        .await
+        .unwrap();
     seed_user(&env, "1").await;
     let before = env
         .store
@@ -481,8 +492,7 @@ async fn an_endless_loop_is_stopped_by_the_wall_clock_time_limit() {
     let f = err.reducer_failure().unwrap();
     assert!(f.is_timeout(), "{err}");
     assert!(
-        err.to_string()
-            .contains("time limit of 300ms (wall-clock)"),
+        err.to_string().contains("time limit of 300ms (wall-clock)"),
         "{err}"
     );
 }
@@ -623,7 +633,10 @@ async fn compiled_code_is_cached_on_disk() {
     let second = runtime(&env, config()).await;
     let (p, source) = second.load(&bytes).unwrap();
     assert_eq!(source, LoadSource::DiskCache);
-    second.register(bytes, RegisterOptions::default()).await.unwrap();
+    second
+        .register(bytes, RegisterOptions::default())
+        .await
+        .unwrap();
     seed_user(&env, "1").await;
     let r = second
         .state("user", "1", ReplayOptions::default())
@@ -675,15 +688,24 @@ async fn reducers_log_through_the_host() {
     let lines = crate::logs::of("user/log-5");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].level, tracing::Level::ERROR, "{lines:?}");
-    assert!(lines[0].field("plugin").starts_with("fixture-trap@0.1.0 (sha256:"), "{lines:?}");
+    assert!(
+        lines[0]
+            .field("plugin")
+            .starts_with("fixture-trap@0.1.0 (sha256:"),
+        "{lines:?}"
+    );
     assert!(!lines[0].field("message").is_empty(), "{lines:?}");
 }
 
 /// The first instant whose millisecond is past `t`'s, waited for.
 async fn a_millisecond_after(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-    wait_until("the clock to pass a millisecond", Duration::from_secs(10), || {
-        let now = chrono::Utc::now();
-        async move { (now.timestamp_millis() > t.timestamp_millis()).then_some(now) }
-    })
+    wait_until(
+        "the clock to pass a millisecond",
+        Duration::from_secs(10),
+        || {
+            let now = chrono::Utc::now();
+            async move { (now.timestamp_millis() > t.timestamp_millis()).then_some(now) }
+        },
+    )
     .await
 }

@@ -3,7 +3,9 @@
 //! the `hostile` and `bad-info` fixtures (`tests/plugins/`).
 
 use serde_json::json;
-use streamfold::{ExpectedRevision, NewEvent, ReadOptions, RegisterOptions, ReplayOptions, Runtime};
+use streamfold::{
+    ExpectedRevision, NewEvent, ReadOptions, RegisterOptions, ReplayOptions, Runtime,
+};
 use streamfold_sandbox::text::{MESSAGE_BYTES, has_controls};
 use streamfold_test_support::Env;
 use streamfold_tests::plugins;
@@ -54,7 +56,11 @@ async fn a_rejection_message_is_cut_and_escaped_and_the_history_is_untouched() {
     assert!(!has_controls(message), "{message:?}");
     assert!(message.starts_with("\\u{1b}[2J\\u{1b}[H"), "{message:?}");
     assert!(message.contains("\\u{d}\\u{a}error: forged"), "{message:?}");
-    assert!(message.len() <= MESSAGE_BYTES + CUT_NOTE, "{}", message.len());
+    assert!(
+        message.len() <= MESSAGE_BYTES + CUT_NOTE,
+        "{}",
+        message.len()
+    );
     assert!(message.ends_with("bytes in all]"), "{message:?}");
     // What a terminal or a log would show: the whole error, one line, no escapes.
     let shown = err.to_string();

@@ -9,7 +9,8 @@
 use streamfold_guest::{Event, Reducer, Rejection, log};
 
 /// What a terminal would obey, and what would look like the host's own output.
-pub const ESCAPES: &str = "\u{1b}[2J\u{1b}[H\u{1b}]0;pwned\u{7}\r\nerror: forged by the reducer\u{202e}";
+pub const ESCAPES: &str =
+    "\u{1b}[2J\u{1b}[H\u{1b}]0;pwned\u{7}\r\nerror: forged by the reducer\u{202e}";
 /// Padding after the escapes, in bytes.
 pub const PADDING: usize = 100_000;
 

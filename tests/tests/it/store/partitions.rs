@@ -1,0 +1,112 @@
+//! Category partitions, the category feed read in steps, and listing a type's
+//! aggregate ids.
+
+use streamfold_store::{CategoryReadOptions, ExpectedRevision};
+use streamfold_test_support::{Env, counted_events, event_ids};
+
+/// A store with prefix `shop` and 4 category partitions for `order`; orders `o0`..`o19`
+/// with two events each, and one `user`, `u1`.
+async fn twenty_orders_in_four_partitions() -> Env {
+    let env = Env::start_with(|c| c.partitions_for("order", 4).prefix("shop")).await;
+    let s = &env.store;
+    for i in 0..20 {
+        s.append(
+            "order",
+            &format!("o{i}"),
+            counted_events(1, 2),
+            ExpectedRevision::NoStream,
+        )
+        .await
+        .unwrap();
+    }
+    s.append(
+        "user",
+        "u1",
+        counted_events(1, 1),
+        ExpectedRevision::NoStream,
+    )
+    .await
+    .unwrap();
+    env
+}
+
+#[tokio::test]
+async fn partitions_split_the_category_stream_by_aggregate() {
+    let env = twenty_orders_in_four_partitions().await;
+    let s = &env.store;
+    let mut per_partition = 0;
+    let mut used = 0;
+    for p in 0..4 {
+        let events = s
+            .read_category("order", CategoryReadOptions::default().partition(p))
+            .await
+            .unwrap();
+        for e in &events {
+            assert_eq!(s.keys("order", &e.aggregate_id).unwrap().partition, p);
+            assert!(
+                s.keys("order", &e.aggregate_id)
+                    .unwrap()
+                    .stream
+                    .starts_with(&format!("shop:{{order:{p}}}:"))
+            );
+        }
+        used += usize::from(!events.is_empty());
+        per_partition += events.len();
+    }
+    assert_eq!(per_partition, 40);
+    assert!(used >= 2, "20 ids spread over partitions");
+}
+
+#[tokio::test]
+async fn reading_a_partition_past_the_types_count_is_invalid() {
+    let env = twenty_orders_in_four_partitions().await;
+    assert!(
+        env.store
+            .read_category("order", CategoryReadOptions::default().partition(4))
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
+}
+
+#[tokio::test]
+async fn the_aggregate_ids_of_a_type_can_be_listed() {
+    let env = twenty_orders_in_four_partitions().await;
+    let s = &env.store;
+    let mut listed = s.aggregate_ids("order", None).await.unwrap();
+    listed.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("o{i}")).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(s.aggregate_ids("order", Some(5)).await.unwrap().len(), 5);
+    assert_eq!(s.aggregate_ids("user", None).await.unwrap(), ["u1"]);
+}
+
+/// Reading the category feed in steps, after the last position seen.
+#[tokio::test]
+async fn the_category_feed_reads_in_steps_after_the_last_position_seen() {
+    let env = twenty_orders_in_four_partitions().await;
+    let s = &env.store;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut opts = CategoryReadOptions::default().partition(0).count(3);
+        if let Some(p) = &after {
+            opts = opts.after(p.clone());
+        }
+        let page = s.read_category("order", opts).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.position.clone());
+        seen.extend(page);
+    }
+    let whole = s
+        .read_category("order", CategoryReadOptions::default().partition(0))
+        .await
+        .unwrap();
+    assert!(
+        whole.len() > 3,
+        "partition 0 has more than one step: {}",
+        whole.len()
+    );
+    assert_eq!(event_ids(&seen), event_ids(&whole));
+}
