@@ -45,8 +45,6 @@ pub struct Error(Box<Repr>);
 enum Repr {
     Store(streamfold_store::Error),
     Sandbox(streamfold_sandbox::Error),
-    /// The registry's own commands.
-    Redis(redis::RedisError),
     NotFound(String),
     InvalidInput(String),
     Corrupt {
@@ -73,15 +71,6 @@ impl Error {
                 Sandbox::Reducer => ErrorKind::Reducer,
                 _ => ErrorKind::Engine,
             },
-            Repr::Redis(e)
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_timeout()
-                    || e.is_connection_refusal() =>
-            {
-                ErrorKind::Unavailable
-            }
-            Repr::Redis(_) => ErrorKind::Redis,
             Repr::NotFound(_) => ErrorKind::NotFound,
             Repr::InvalidInput(_) => ErrorKind::InvalidInput,
             Repr::Corrupt { .. } => ErrorKind::Corrupt,
@@ -182,9 +171,10 @@ impl From<streamfold_sandbox::Error> for Error {
     }
 }
 
+/// The registry's own commands: classified as the store classifies its own.
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
-        Repr::Redis(e).into()
+        streamfold_store::Error::from(e).into()
     }
 }
 
@@ -202,7 +192,6 @@ impl fmt::Display for Error {
         match &*self.0 {
             Repr::Store(e) => e.fmt(f),
             Repr::Sandbox(e) => e.fmt(f),
-            Repr::Redis(e) => write!(f, "Redis error: {e}"),
             Repr::NotFound(what) => write!(f, "{what} not found"),
             Repr::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
             Repr::Corrupt { key, reason } => write!(f, "corrupt data in {key}: {reason}"),
@@ -217,7 +206,6 @@ impl std::error::Error for Error {
         match &*self.0 {
             Repr::Store(e) => e.source(),
             Repr::Sandbox(e) => e.source(),
-            Repr::Redis(e) => Some(e),
             _ => None,
         }
     }
