@@ -47,10 +47,7 @@ enum Repr {
     Sandbox(streamfold_sandbox::Error),
     NotFound(String),
     InvalidInput(String),
-    Corrupt {
-        key: String,
-        reason: String,
-    },
+    Corrupt { key: String, reason: String },
 }
 
 impl Error {
