@@ -764,3 +764,164 @@ fn help_says_the_call_timeout_is_wall_clock_time() {
         "{plugin_help}"
     );
 }
+
+/// A code block of the README's "Run the host as a service", found by its first
+/// line (`# example: NAME` or `// example: NAME`).
+fn readme_example(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    let mut blocks = readme.split("```").skip(1).step_by(2);
+    blocks
+        .find_map(|block| {
+            let (_lang, body) = block.split_once('\n')?;
+            let first = body.lines().next()?.trim();
+            (first == format!("# example: {name}") || first == format!("// example: {name}"))
+                .then(|| body.to_owned())
+        })
+        .unwrap_or_else(|| panic!("the README has no example {name:?}"))
+}
+
+/// `streamfold serve` on a free port; returns the child and its address, read from
+/// the "listening on" line it prints.
+fn serve(cli: &Cli, extra: &[&str]) -> (std::process::Child, String) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut child = cli
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("streamfold serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(Ok(addr.to_owned()));
+            } else {
+                let _ = tx.send(Err(line));
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Ok(addr)) => return (child, addr),
+            Ok(Err(line)) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("streamfold serve did not say where it listens: {seen:?}");
+            }
+        }
+    }
+}
+
+fn run_example(program: &str, args: &[&str], sf: &str, dir: &std::path::Path) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("SF", sf)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn the_readmes_service_examples_run_against_a_real_server_which_drains_on_sigterm() {
+    let cli = Cli::new();
+    let (mut server, sf) = serve(&cli, &[]);
+    // The curl example uploads the reducer from where plugins/build-rust.sh puts it.
+    let dir = tempfile::tempdir().unwrap();
+    let wasm_dir = dir.path().join("target/wasm32-unknown-unknown/plugin");
+    std::fs::create_dir_all(&wasm_dir).unwrap();
+    std::fs::copy(streamfold_tests::plugins::USER, wasm_dir.join("user.wasm")).unwrap();
+
+    let curl = run_example(
+        "bash",
+        &["-euo", "pipefail", "-c", &readme_example("curl")],
+        &sf,
+        dir.path(),
+    );
+    // curl prints the bodies back to back: the plugin, two appends, two states.
+    let bodies: Vec<Value> = serde_json::Deserializer::from_str(&curl)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}: {curl}"));
+    assert_eq!(bodies.len(), 5, "{curl}");
+    assert_eq!(bodies[0]["plugin"]["active"], true, "{curl}");
+    assert_eq!(bodies[2]["last_revision"], 2, "{curl}");
+    assert_eq!(bodies[3]["email"], "bo@example.org", "{curl}");
+    assert_eq!(bodies[4]["email"], "bo@example.com", "time travel: {curl}");
+
+    let python = run_example(
+        "python3",
+        &["-c", &readme_example("python")],
+        &sf,
+        dir.path(),
+    );
+    assert_eq!(python.trim(), "cy@example.com at revision 1");
+
+    let js = run_example(
+        "node",
+        &["--input-type=module", "-e", &readme_example("js")],
+        &sf,
+        dir.path(),
+    );
+    assert_eq!(js.trim(), "409 no-stream 1\nDi");
+
+    // SIGTERM: the server stops accepting, drains and exits 0.
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_tokens() {
+    let cli = Cli::new();
+    let out = cli.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("without tokens") && err.contains("--insecure"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_new_prints_a_token_and_a_line_holding_only_its_hash() {
+    let cli = Cli::new();
+    let out = cli.ok(&["token", "new", "--role", "write", "--types", "user,cart"]);
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("a token line");
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tokens file line: "))
+        .expect("a tokens file line");
+    assert!(token.starts_with("sft_"), "{out}");
+    assert!(
+        line.starts_with("sha256:") && line.ends_with(" write user,cart"),
+        "{line}"
+    );
+    assert!(!line.contains(token), "{line}");
+    let tokens = streamfold_server::Tokens::parse(line).unwrap();
+    assert_eq!(
+        tokens.check(token).map(|c| c.role),
+        Some(streamfold_server::Role::Write)
+    );
+}

@@ -16,8 +16,10 @@
 //! - [`Runtime`]: the plugin registry in Redis (register, activate, roll back,
 //!   remove, history), replay ([`Runtime::state`]: snapshot + the tail of the
 //!   history in pages into a session; time travel by revision or instant),
-//!   snapshots, hot reload ([`Runtime::follow_activations`]) and replay-diff
-//!   verification ([`Runtime::verify`]).
+//!   snapshots, hot reload ([`Runtime::follow_activations`]), replay-diff
+//!   verification ([`Runtime::verify`]) and live state ([`Runtime::subscribe_state`]:
+//!   one session kept open, fed each event as it is appended; plain event
+//!   subscriptions are the store's [`EventStore::subscribe`]).
 //! - [`Error`]: one error type with a [`kind`](Error::kind) and `is_*` checks for
 //!   what a caller can act on.
 //!
@@ -42,6 +44,7 @@
 
 mod error;
 mod follow;
+mod live;
 mod registry;
 mod replay;
 mod verify;
@@ -52,6 +55,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use error::{Error, ErrorKind, Result};
+pub use live::{LiveState, LiveUpdate};
 pub use registry::{Activation, RegisteredPlugin};
 pub use replay::{ReplayOptions, Replayed};
 pub use streamfold_sandbox::{
@@ -60,8 +64,9 @@ pub use streamfold_sandbox::{
 };
 pub use streamfold_store::{
     AggregateKeys, AppendResult, CategoryReadOptions, Conflict, EventStore, EventView,
-    ExpectedRevision, History, Layout, MAX_BATCH, MAX_CATEGORY_COUNT, NewEvent, Page, PageIter,
-    RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent, Snapshot, StoreConfig,
+    ExpectedRevision, History, Layout, Live, MAX_BATCH, MAX_CATEGORY_COUNT, NewEvent, Page,
+    PageIter, RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom,
+    SubscribeOptions, Subscription,
 };
 pub use verify::{CandidateFailure, Difference, VerifyOptions, VerifyReport};
 
@@ -344,6 +349,24 @@ impl Runtime {
             .lock()
             .expect("plugin map")
             .remove(&reg.info.digest);
+        Ok(reg)
+    }
+
+    /// The registered version of `aggregate_type` that `digest_or_version` names (a
+    /// digest, a digest prefix of 6+ hex digits, or a semantic version), with whether
+    /// it is active.
+    pub async fn registered(
+        &self,
+        aggregate_type: &str,
+        digest_or_version: &str,
+    ) -> Result<RegisteredPlugin> {
+        let mut reg = self
+            .inner
+            .registry
+            .resolve(aggregate_type, digest_or_version)
+            .await?;
+        reg.active =
+            self.active_digest(aggregate_type).await?.as_deref() == Some(reg.info.digest.as_str());
         Ok(reg)
     }
 

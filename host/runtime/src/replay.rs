@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use streamfold_sandbox::{Plugin, PluginInfo, Sandbox, SessionEvent};
+use streamfold_sandbox::{Plugin, PluginInfo, Sandbox, Session, SessionEvent};
 use streamfold_store::{Page, ReadOptions, Snapshot};
 use tokio::sync::mpsc;
 
@@ -104,6 +104,72 @@ pub(super) async fn replay(
             plugin.info().aggregate_type
         )));
     }
+    let (folded, _, snapshot) = fold_history(
+        rt,
+        aggregate_type,
+        aggregate_id,
+        plugin.clone(),
+        &options,
+        false,
+    )
+    .await?;
+
+    if folded.events_read == 0 && snapshot.is_none() {
+        return Err(Error::not_found(
+            match (options.at_revision, options.as_of) {
+                (_, Some(t)) => {
+                    format!(
+                        "aggregate {aggregate_type}/{aggregate_id} as of {t} (no events by then)"
+                    )
+                }
+                _ => format!("aggregate {aggregate_type}/{aggregate_id} (no events)"),
+            },
+        ));
+    }
+    if let Some(r) = options.at_revision.filter(|r| folded.revision < *r) {
+        return Err(Error::not_found(format!(
+            "revision {r} of {aggregate_type}/{aggregate_id} (its last revision is {})",
+            folded.revision
+        )));
+    }
+
+    let mut replayed = Replayed {
+        state: folded.state,
+        revision: folded.revision,
+        position: folded.position,
+        plugin: plugin.info().clone(),
+        snapshot_revision: snapshot.as_ref().map(|s| s.revision),
+        events_read: folded.events_read,
+        events_applied: folded.events_applied,
+        snapshot_saved: false,
+    };
+    let since_snapshot = replayed.revision - replayed.snapshot_revision.unwrap_or(0);
+    if !options.time_travel()
+        && options.plugin.is_none()
+        && rt
+            .config()
+            .snapshot_every
+            .is_some_and(|n| since_snapshot >= n)
+    {
+        save_snapshot(rt, aggregate_type, aggregate_id, &replayed).await?;
+        replayed.snapshot_saved = true;
+    }
+    Ok(replayed)
+}
+
+/// The fold of [`replay`], for callers that go on with the session (live
+/// subscriptions): the latest valid snapshot of `plugin` (as `options` allow), then
+/// the rest of the history (to `options`' bound) in pages, folded on a blocking
+/// thread. Returns what was folded, the session if `keep_session` (else it is dropped
+/// on that thread), and the snapshot it started from. No checks, no snapshot saved.
+pub(crate) async fn fold_history(
+    rt: &Runtime,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    plugin: Arc<Plugin>,
+    options: &ReplayOptions,
+    keep_session: bool,
+) -> Result<(Folded, Option<Session>, Option<Snapshot>)> {
     let store = rt.store();
     let snapshot = if options.use_snapshots {
         store
@@ -151,54 +217,21 @@ pub(super) async fn replay(
     let (plugin_, id, snap) = (plugin.clone(), aggregate_id.to_string(), snapshot.clone());
     let aggregate_type_ = aggregate_type.to_string();
     let folded = tokio::task::spawn_blocking(move || {
-        fold(&sandbox, plugin_, &aggregate_type_, &id, snap.as_ref(), rx)
+        fold(
+            &sandbox,
+            plugin_,
+            &aggregate_type_,
+            &id,
+            snap.as_ref(),
+            rx,
+            keep_session,
+        )
     })
     .await
     .map_err(|e| Error::task("replay", e));
     fetch.abort();
-    let folded = folded??;
-
-    if folded.events_read == 0 && snapshot.is_none() {
-        return Err(Error::not_found(
-            match (options.at_revision, options.as_of) {
-                (_, Some(t)) => {
-                    format!(
-                        "aggregate {aggregate_type}/{aggregate_id} as of {t} (no events by then)"
-                    )
-                }
-                _ => format!("aggregate {aggregate_type}/{aggregate_id} (no events)"),
-            },
-        ));
-    }
-    if let Some(r) = options.at_revision.filter(|r| folded.revision < *r) {
-        return Err(Error::not_found(format!(
-            "revision {r} of {aggregate_type}/{aggregate_id} (its last revision is {})",
-            folded.revision
-        )));
-    }
-
-    let mut replayed = Replayed {
-        state: folded.state,
-        revision: folded.revision,
-        position: folded.position,
-        plugin: plugin.info().clone(),
-        snapshot_revision: snapshot.as_ref().map(|s| s.revision),
-        events_read: folded.events_read,
-        events_applied: folded.events_applied,
-        snapshot_saved: false,
-    };
-    let since_snapshot = replayed.revision - replayed.snapshot_revision.unwrap_or(0);
-    if !options.time_travel()
-        && options.plugin.is_none()
-        && rt
-            .config()
-            .snapshot_every
-            .is_some_and(|n| since_snapshot >= n)
-    {
-        save_snapshot(rt, aggregate_type, aggregate_id, &replayed).await?;
-        replayed.snapshot_saved = true;
-    }
-    Ok(replayed)
+    let (folded, session) = folded??;
+    Ok((folded, session, snapshot))
 }
 
 pub(super) async fn save_snapshot(
@@ -229,16 +262,16 @@ fn position_millis(position: &str) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-struct Folded {
-    state: String,
-    revision: u64,
-    position: String,
-    events_read: u64,
-    events_applied: u64,
+pub(crate) struct Folded {
+    pub(crate) state: String,
+    pub(crate) revision: u64,
+    pub(crate) position: String,
+    pub(crate) events_read: u64,
+    pub(crate) events_applied: u64,
 }
 
 /// Runs on a blocking thread: a session, the snapshot restored, every page
-/// applied as it arrives, the state taken.
+/// applied as it arrives, the state taken; the session kept if asked for.
 fn fold(
     sandbox: &Sandbox,
     plugin: Arc<Plugin>,
@@ -246,7 +279,8 @@ fn fold(
     aggregate_id: &str,
     snapshot: Option<&Snapshot>,
     mut pages: mpsc::Receiver<streamfold_store::Result<Page>>,
-) -> Result<Folded> {
+    keep_session: bool,
+) -> Result<(Folded, Option<Session>)> {
     let mut session = sandbox.session(plugin, aggregate_type, aggregate_id)?;
     if let Some(s) = snapshot {
         session.restore(&s.state, s.revision, &s.position)?;
@@ -265,11 +299,12 @@ fn fold(
             version: e.version,
         }))?;
     }
-    Ok(Folded {
+    let folded = Folded {
         state: session.state()?,
         revision: session.revision(),
         position: session.position().to_owned(),
         events_read,
         events_applied: session.events_applied(),
-    })
+    };
+    Ok((folded, keep_session.then_some(session)))
 }

@@ -59,6 +59,7 @@ pub enum RejectionKind {
 
 /// Why a replay failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FailureCause {
     /// The reducer returned its typed error.

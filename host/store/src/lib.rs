@@ -46,6 +46,14 @@
 //! [`ReadOptions::to_revision`] and [`ReadOptions::as_of`] (stream ids start with the
 //! millisecond Redis stored the entry).
 //!
+//! # Following
+//!
+//! [`EventStore::subscribe`] and [`EventStore::subscribe_category`] follow a stream
+//! live: what is stored after a position (catch-up, in pages), a caught-up signal,
+//! then each event as it is appended (`XREAD BLOCK` on a connection of the
+//! subscription's own), resuming exactly after the last position delivered across
+//! reconnects. See [`Subscription`].
+//!
 //! # Keys
 //!
 //! ## The default layout ([`Layout::Default`])
@@ -89,6 +97,7 @@ mod append;
 mod config;
 mod error;
 mod keys;
+mod live;
 mod model;
 mod page;
 mod read;
@@ -109,6 +118,9 @@ pub use crate::error::{Conflict, Error, ErrorKind, Result};
 pub use append::{MAX_BATCH, RETRY_SCAN_LIMIT};
 pub use config::{Layout, StoreConfig};
 pub use keys::AggregateKeys;
+pub use live::{
+    DEFAULT_BLOCK, DEFAULT_GIVE_UP_AFTER, Live, SubscribeFrom, SubscribeOptions, Subscription,
+};
 pub use model::{AppendResult, ExpectedRevision, NewEvent, RecordedEvent, Snapshot};
 pub use page::{EventView, Iter as PageIter, Page};
 pub use read::{CategoryReadOptions, History, MAX_CATEGORY_COUNT, ReadOptions};
@@ -248,6 +260,16 @@ impl EventStore {
     /// The key of one partition of a type's category stream.
     pub fn category_key(&self, aggregate_type: &str, partition: u32) -> Result<String> {
         keys::category_key(self.config(), aggregate_type, partition)
+    }
+
+    /// Asks Redis whether it is there (`PING`), for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self
+            .with_reconnect("PING", |mut con| async move {
+                redis::cmd("PING").query_async(&mut con).await
+            })
+            .await?;
+        Ok(())
     }
 
     /// The aggregate's current revision: the number of events in its history, 0 if it

@@ -242,7 +242,7 @@ impl EventStore {
     }
 
     /// One `XRANGE ... COUNT count` on a lean connection, its reply walked by `walk`.
-    async fn xrange<T>(
+    pub(crate) async fn xrange<T>(
         &self,
         key: &str,
         start: &str,

@@ -213,6 +213,59 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// A connection of its own, outside the pool, for one long-lived caller: a live
+    /// subscription's blocking `XREAD`, which would hold a pooled connection for
+    /// seconds at a time. Opened (and retried) like a pooled one.
+    pub(crate) async fn dedicated(&self) -> Result<Dedicated> {
+        Ok(Dedicated {
+            conn: self.connect().await?,
+            url: self.url.clone(),
+        })
+    }
+}
+
+/// A lean connection owned by one caller (see [`Reader::dedicated`]). After any
+/// error, timeout or cancelled request its replies may be out of step: drop it.
+pub(crate) struct Dedicated {
+    conn: Conn,
+    url: String,
+}
+
+impl Dedicated {
+    /// Sends one command and hands its complete reply to `walk`; the round trip is
+    /// bounded by `timeout` (for `XREAD BLOCK`, longer than the block).
+    pub(crate) async fn request<T>(
+        &mut self,
+        args: &[&[u8]],
+        timeout: Duration,
+        walk: impl FnOnce(Frame<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut command = Vec::with_capacity(64);
+        pack(&mut command, args);
+        let len = match tokio::time::timeout(timeout, self.conn.roundtrip(&command)).await {
+            Err(_) => return Err(Error::timeout(timeout)),
+            Ok(Ok(len)) => len,
+            Ok(Err(Failure::Reply(e))) => return Err(Error::from(e)),
+            Ok(Err(Failure::Io(e))) => {
+                return Err(Error::unreachable(self.url.clone(), e.to_string()));
+            }
+        };
+        if self.conn.buf.len() != len {
+            return Err(Error::unreachable(
+                self.url.clone(),
+                protocol("bytes after the reply"),
+            ));
+        }
+        let out = walk(Frame::new(&self.conn.buf[..len]));
+        self.conn.buf.clear();
+        if self.conn.buf.capacity() > KEEP_BUFFER {
+            self.conn.buf.shrink_to(READ_CHUNK);
+        }
+        out
+    }
+}
+
 /// Builds a command in RESP: `*<n>` then `$<len> <bytes>` per argument.
 fn pack(out: &mut Vec<u8>, args: &[&[u8]]) {
     let _ = write!(out, "*{}\r\n", args.len());

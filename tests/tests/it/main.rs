@@ -5,5 +5,7 @@ mod conformance;
 mod live;
 mod logs;
 mod runtime;
+mod server;
 mod store;
+mod subscribe;
 mod untrusted;

@@ -5,8 +5,10 @@ mod demo;
 mod history;
 mod import;
 mod plugin;
+mod serve;
 mod snapshot;
 mod state;
+mod token;
 mod watch;
 
 use std::path::PathBuf;
@@ -72,6 +74,9 @@ pub(crate) enum Command {
     Plugin(plugin::Command),
     Demo(demo::Args),
     Watch(watch::Args),
+    Serve(serve::Args),
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 /// Runs the command.
@@ -86,5 +91,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Plugin(cmd) => plugin::run(g, cmd).await,
         Command::Demo(args) => demo::run(g, args).await,
         Command::Watch(args) => watch::run(g, args).await,
+        Command::Serve(args) => serve::run(g, args).await,
+        Command::Token(cmd) => token::run(cmd).await,
     }
 }

@@ -1,0 +1,241 @@
+//! `streamfold-server`: the host as a service. JSON over HTTP under `/v1`, errors as
+//! `application/problem+json`, bearer tokens with roles, bounds on everything, and a
+//! graceful shutdown. The CLI's `streamfold serve` runs it; an application can too.
+//!
+//! # A tour
+//! - [`ServerConfig`]: where to listen, the tokens, the limits. Without tokens the
+//!   server listens on loopback only and refuses anything else unless
+//!   [`ServerConfig::insecure`] says so.
+//! - [`Server::bind`] checks the configuration and binds; [`Server::run`] serves
+//!   until the shutdown future completes, then lets requests in flight finish
+//!   within [`ServerConfig::shutdown_timeout`].
+//! - `routes/`: one file per resource — `events` (appends, histories, the category
+//!   feed), `state` (replays, with ETags), `plugins` (the registry), `ops`
+//!   (`/healthz`, `/readyz`); `metrics` serves `/metrics` (Prometheus text).
+//! - [`auth`]: tokens (hashes only), roles and the middleware.
+//! - [`problem`]: every error, with its status and the fields a caller acts on.
+//!
+//! The server always follows activations (hot reload): a newly activated reducer
+//! serves the next request. Replays run on the runtime's blocking pool, never on the
+//! threads that answer requests, and at most [`ServerConfig::max_concurrent_replays`]
+//! run at once: beyond that a request gets 503 with `Retry-After`.
+#![warn(missing_docs)]
+
+pub mod auth;
+mod metrics;
+pub mod problem;
+mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamfold::Runtime;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use auth::{Caller, Role, Tokens, new_token};
+pub use problem::Problem;
+
+/// How a server is set up. Every field has a sensible, safe default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where to listen. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The tokens accepted (`None`: no authentication, loopback only).
+    pub tokens: Option<Tokens>,
+    /// Listen on a non-loopback address without tokens. Default false: refused.
+    pub insecure: bool,
+    /// Largest append body. Default 1 MiB.
+    pub append_body_bytes: usize,
+    /// Largest plugin upload. Default 64 MiB.
+    pub plugin_body_bytes: usize,
+    /// Most events in one append. Default 1,000.
+    pub max_events_per_append: usize,
+    /// Longest a request may take (not subscriptions). Default 30 s.
+    pub request_timeout: Duration,
+    /// Replays (and verifications) running at once; more get 503. Default 16.
+    pub max_concurrent_replays: usize,
+    /// Largest page of events a read may ask for. Default 10,000.
+    pub max_page: usize,
+    /// How long requests in flight may take to finish after a shutdown signal.
+    /// Default 10 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tokens: None,
+            insecure: false,
+            append_body_bytes: 1 << 20,
+            plugin_body_bytes: 64 << 20,
+            max_events_per_append: 1000,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_replays: 16,
+            max_page: 10_000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets [`ServerConfig::listen`].
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+    /// Sets [`ServerConfig::tokens`].
+    pub fn tokens(mut self, tokens: Option<Tokens>) -> Self {
+        self.tokens = tokens;
+        self
+    }
+    /// Sets [`ServerConfig::insecure`].
+    pub fn insecure(mut self, on: bool) -> Self {
+        self.insecure = on;
+        self
+    }
+    /// Sets [`ServerConfig::append_body_bytes`].
+    pub fn append_body_bytes(mut self, n: usize) -> Self {
+        self.append_body_bytes = n;
+        self
+    }
+    /// Sets [`ServerConfig::plugin_body_bytes`].
+    pub fn plugin_body_bytes(mut self, n: usize) -> Self {
+        self.plugin_body_bytes = n;
+        self
+    }
+    /// Sets [`ServerConfig::max_events_per_append`].
+    pub fn max_events_per_append(mut self, n: usize) -> Self {
+        self.max_events_per_append = n.clamp(1, streamfold::MAX_BATCH);
+        self
+    }
+    /// Sets [`ServerConfig::request_timeout`].
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+    /// Sets [`ServerConfig::max_concurrent_replays`].
+    pub fn max_concurrent_replays(mut self, n: usize) -> Self {
+        self.max_concurrent_replays = n.max(1);
+        self
+    }
+    /// Sets [`ServerConfig::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.shutdown_timeout = t;
+        self
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) runtime: Runtime,
+    pub(crate) tokens: Option<Arc<Tokens>>,
+    pub(crate) replays: Arc<Semaphore>,
+    pub(crate) config: Arc<ServerConfig>,
+    /// Turns true when the server starts shutting down (long-lived responses end).
+    #[allow(dead_code)] // read by the live subscriptions, which come next
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+}
+
+/// A bound server, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    router: axum::Router,
+    config: ServerConfig,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Server {
+    /// Checks the configuration, follows activations, and binds the listener.
+    ///
+    /// Refuses a non-loopback address without tokens unless `insecure` is set:
+    /// an open event store on the network is never the default.
+    pub async fn bind(runtime: Runtime, config: ServerConfig) -> Result<Server, StartError> {
+        if config.tokens.is_none() && !config.listen.ip().is_loopback() && !config.insecure {
+            return Err(StartError(format!(
+                "refusing to listen on {} without tokens: anyone who can reach it could read and write every aggregate. Give a tokens file, listen on a loopback address, or pass --insecure",
+                config.listen
+            )));
+        }
+        runtime
+            .follow_activations()
+            .await
+            .map_err(|e| StartError(format!("cannot follow plugin activations: {e}")))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let state = AppState {
+            runtime,
+            tokens: config.tokens.clone().map(Arc::new),
+            replays: Arc::new(Semaphore::new(config.max_concurrent_replays)),
+            config: Arc::new(config.clone()),
+            stopping,
+            metrics: metrics::Metrics::new(config.max_concurrent_replays),
+        };
+        Ok(Server {
+            listener,
+            router: routes::router(state),
+            config,
+            stop,
+        })
+    }
+
+    /// The address the server listens on (with the port chosen, if it was 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, ends long-lived
+    /// responses, lets requests in flight finish within the shutdown timeout, and
+    /// returns. Connections still open after it are closed.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stop = self.stop;
+        let mut stopping = stop.subscribe();
+        let signal = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(signal);
+        let mut serve = tokio::spawn(async move { serve.await });
+        tokio::select! {
+            done = &mut serve => return done.map_err(std::io::Error::other)?,
+            _ = shutdown => {}
+        }
+        let deadline = self.config.shutdown_timeout;
+        tracing::info!("shutting down: waiting up to {deadline:?} for requests in flight");
+        let _ = stop.send(true);
+        match tokio::time::timeout(deadline, &mut serve).await {
+            Ok(done) => done.map_err(std::io::Error::other)?,
+            Err(_) => {
+                tracing::warn!("requests still in flight after {deadline:?}: closing them");
+                serve.abort();
+                Ok(())
+            }
+        }
+    }
+}

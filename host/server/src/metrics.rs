@@ -1,0 +1,269 @@
+//! `GET /metrics`: Prometheus text, through the `prometheus-client` crate.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `streamfold_http_requests_total` | `method`, `route`, `status` | requests answered |
+//! | `streamfold_http_request_duration_seconds` | `method`, `route` | time to answer (histogram) |
+//! | `streamfold_replays_total` | `reducer` | replays that returned a state |
+//! | `streamfold_replay_duration_seconds` | `reducer` | their duration (histogram) |
+//! | `streamfold_events_replayed_total` | `reducer` | events read from Redis by replays |
+//! | `streamfold_reducer_failures_total` | `kind` | replays a reducer failed (`rejected`, `trap`, `timeout`, `out-of-memory`, `bad-output`) |
+//! | `streamfold_appends_total` | `outcome` | appends (`appended`, `already-appended`, `conflict`, `failed`) |
+//! | `streamfold_events_appended_total` | | events written |
+//! | `streamfold_sse_subscribers` | | live subscriptions open |
+//! | `streamfold_replays_in_flight` | | replays running now |
+//! | `streamfold_replay_slots` | | the most that may run at once |
+//!
+//! Routes are labelled by their pattern (`/v1/aggregates/{type}/{id}/state`), never
+//! by the path a client sent, so a client cannot grow the label set; `reducer` is
+//! `name@version`, checked at registration.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use streamfold::{FailureCause, Replayed};
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReducerLabels {
+    reducer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+fn seconds() -> Histogram {
+    // 100 µs to ~100 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+}
+
+/// The server's metrics.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    replays: Family<ReducerLabels, Counter>,
+    replay_seconds: Family<ReducerLabels, Histogram, fn() -> Histogram>,
+    events_replayed: Family<ReducerLabels, Counter>,
+    failures: Family<KindLabels, Counter>,
+    appends: Family<OutcomeLabels, Counter>,
+    events_appended: Counter,
+    pub(crate) subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
+    replays_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    replay_slots: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Scrapes so far (a sanity figure for the tests).
+    scrapes: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn new(replay_slots: usize) -> Arc<Self> {
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(seconds),
+            replays: Family::default(),
+            replay_seconds: Family::new_with_constructor(seconds),
+            events_replayed: Family::default(),
+            failures: Family::default(),
+            appends: Family::default(),
+            events_appended: Counter::default(),
+            subscribers: Gauge::default(),
+            replays_in_flight: Gauge::default(),
+            replay_slots: Gauge::default(),
+            scrapes: AtomicU64::new(0),
+        };
+        m.replay_slots.set(replay_slots as i64);
+        {
+            let mut r = m.registry.lock().expect("metrics registry");
+            let sf = r.sub_registry_with_prefix("streamfold");
+            sf.register(
+                "http_requests",
+                "HTTP requests answered",
+                m.requests.clone(),
+            );
+            sf.register(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request",
+                m.request_seconds.clone(),
+            );
+            sf.register(
+                "replays",
+                "Replays that returned a state",
+                m.replays.clone(),
+            );
+            sf.register(
+                "replay_duration_seconds",
+                "Duration of a replay",
+                m.replay_seconds.clone(),
+            );
+            sf.register(
+                "events_replayed",
+                "Events read from Redis by replays",
+                m.events_replayed.clone(),
+            );
+            sf.register(
+                "reducer_failures",
+                "Replays a reducer failed, by kind",
+                m.failures.clone(),
+            );
+            sf.register("appends", "Appends, by outcome", m.appends.clone());
+            sf.register(
+                "events_appended",
+                "Events written",
+                m.events_appended.clone(),
+            );
+            sf.register(
+                "sse_subscribers",
+                "Live subscriptions open",
+                m.subscribers.clone(),
+            );
+            sf.register(
+                "replays_in_flight",
+                "Replays running now",
+                m.replays_in_flight.clone(),
+            );
+            sf.register(
+                "replay_slots",
+                "The most replays that may run at once",
+                m.replay_slots.clone(),
+            );
+        }
+        Arc::new(m)
+    }
+
+    /// A replay that returned a state, and how long it took.
+    pub(crate) fn replayed(&self, r: &Replayed, started: Instant) {
+        let labels = ReducerLabels {
+            reducer: format!("{}@{}", r.plugin.name, r.plugin.version),
+        };
+        self.replays.get_or_create(&labels).inc();
+        self.replay_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        self.events_replayed
+            .get_or_create(&labels)
+            .inc_by(r.events_read);
+    }
+
+    /// Counts a reducer failure by its kind, if `e` is one.
+    pub(crate) fn failed(&self, e: &streamfold::Error) {
+        let Some(f) = e.reducer_failure() else {
+            return;
+        };
+        let kind = match f.cause {
+            FailureCause::Rejected { .. } => "rejected",
+            FailureCause::Trap { .. } => "trap",
+            FailureCause::Timeout { .. } => "timeout",
+            FailureCause::OutOfMemory { .. } => "out-of-memory",
+            FailureCause::BadOutput { .. } => "bad-output",
+            _ => "other",
+        };
+        self.failures
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// An append's outcome (`appended`, `already-appended`, `conflict`, `failed`).
+    pub(crate) fn appended(&self, outcome: &str, events: u64) {
+        self.appends
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+        if outcome == "appended" {
+            self.events_appended.inc_by(events);
+        }
+    }
+
+    /// Marks a replay running until the guard drops.
+    pub(crate) fn replay_running(self: &Arc<Self>) -> InFlight {
+        self.replays_in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    fn render(&self) -> String {
+        self.scrapes.fetch_add(1, Ordering::Relaxed);
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry");
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// A running replay, counted in `streamfold_replays_in_flight` while it lives.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.replays_in_flight.dec();
+    }
+}
+
+/// Counts and times every request, labelled by its route pattern.
+pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let m = &state.metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    m.request_seconds
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut r = state.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,240 @@
+//! Appends, histories and the category feed.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use streamfold::{CategoryReadOptions, ExpectedRevision, NewEvent, ReadOptions, RecordedEvent};
+
+use super::{Json, Path, Query};
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::problem::Problem;
+
+/// The default page of a read.
+const DEFAULT_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppendBody {
+    #[serde(default)]
+    expected_revision: ExpectedRevision,
+    events: Vec<EventBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    event_type: String,
+    data: Box<RawValue>,
+    event_id: Option<uuid::Uuid>,
+    version: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Appended {
+    first_revision: u64,
+    last_revision: u64,
+    positions: Vec<String>,
+    event_ids: Vec<uuid::Uuid>,
+    already_appended: bool,
+}
+
+/// `POST /v1/aggregates/{type}/{id}/events`: 201, or 200 for a retry that was
+/// already appended (nothing written), 409 for a wrong expected revision.
+pub(crate) async fn append(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((aggregate_type, aggregate_id)): Path<(String, String)>,
+    Json(body): Json<AppendBody>,
+) -> Result<Response, Problem> {
+    caller.require(Role::Write, Some(&aggregate_type))?;
+    let max = state.config.max_events_per_append;
+    if body.events.len() > max {
+        return Err(Problem::too_large(format!(
+            "{} events in one append; at most {max} are accepted",
+            body.events.len()
+        ))
+        .with("max_events", max));
+    }
+    let mut events = Vec::with_capacity(body.events.len());
+    for (i, e) in body.events.into_iter().enumerate() {
+        let mut event = NewEvent::from_json_text(e.event_type, e.data.get().to_owned())
+            .map_err(|err| Problem::invalid(format!("events[{i}]: {err}")))?;
+        if let Some(id) = e.event_id {
+            event = event.with_id(id);
+        }
+        if let Some(v) = e.version {
+            event = event.with_version(v);
+        }
+        events.push(event);
+    }
+    let count = events.len() as u64;
+    let appended = state
+        .runtime
+        .store()
+        .append(
+            &aggregate_type,
+            &aggregate_id,
+            events,
+            body.expected_revision,
+        )
+        .await
+        .map_err(streamfold::Error::from);
+    let r = match appended {
+        Ok(r) => r,
+        Err(e) => {
+            let outcome = if e.is_conflict() {
+                "conflict"
+            } else {
+                "failed"
+            };
+            state.metrics.appended(outcome, 0);
+            return Err(e.into());
+        }
+    };
+    let outcome = if r.already_appended {
+        "already-appended"
+    } else {
+        "appended"
+    };
+    state.metrics.appended(outcome, count);
+    let status = if r.already_appended {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = Appended {
+        first_revision: r.first_revision,
+        last_revision: r.last_revision,
+        positions: r.positions,
+        event_ids: r.event_ids,
+        already_appended: r.already_appended,
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    from_revision: Option<u64>,
+    to_revision: Option<u64>,
+    as_of: Option<DateTime<Utc>>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryPage {
+    events: Vec<RecordedEvent>,
+    /// Where the next page starts (`from_revision`), or `null` after the last page.
+    next_from_revision: Option<u64>,
+}
+
+fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, Problem> {
+    let max = state.config.max_page;
+    match asked.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(Problem::invalid("limit must be at least 1")),
+        n if n > max => Err(Problem::invalid(format!(
+            "limit {n} is over the maximum of {max}"
+        ))),
+        n => Ok(n),
+    }
+}
+
+/// `GET /v1/aggregates/{type}/{id}/events`: one page of the history.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((aggregate_type, aggregate_id)): Path<(String, String)>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
+    caller.require(Role::Read, Some(&aggregate_type))?;
+    let limit = limit(&state, q.limit)?;
+    let from = q.from_revision.unwrap_or(1).max(1);
+    // One event more than the page says whether another page follows.
+    let mut opts = ReadOptions::default()
+        .from_revision(from)
+        .page_size(limit + 1);
+    if let Some(to) = q.to_revision {
+        opts = opts.to_revision(to);
+    }
+    if let Some(t) = q.as_of {
+        opts = opts.as_of(t);
+    }
+    let mut pages = state
+        .runtime
+        .store()
+        .history(&aggregate_type, &aggregate_id, opts);
+    // A store page that starts before `from_revision` holds fewer events than
+    // asked for: read on until the page is full or the history ends.
+    let mut events = Vec::new();
+    while events.len() <= limit {
+        match pages.next_page().await.map_err(streamfold::Error::from)? {
+            Some(page) => events.extend(page.to_events()),
+            None => break,
+        }
+    }
+    if events.is_empty() && q.from_revision.is_none() && q.as_of.is_none() {
+        return Err(Problem::not_found(format!(
+            "aggregate {aggregate_type}/{aggregate_id} has no events"
+        )));
+    }
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next_from_revision = match events.last() {
+        Some(last) if more => Some(last.revision + 1),
+        _ => None,
+    };
+    Ok(axum::Json(
+        serde_json::to_value(HistoryPage {
+            events,
+            next_from_revision,
+        })
+        .expect("events serialize"),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CategoryQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+    partition: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct CategoryPage {
+    events: Vec<RecordedEvent>,
+    /// The position to pass as `after` for the next page (the last one read, or
+    /// the one given when nothing new was there).
+    next_after: Option<String>,
+}
+
+/// `GET /v1/categories/{type}/events`: one page of a type's category feed.
+pub(crate) async fn category(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(aggregate_type): Path<String>,
+    Query(q): Query<CategoryQuery>,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
+    caller.require(Role::Read, Some(&aggregate_type))?;
+    let limit = limit(&state, q.limit)?.min(streamfold::MAX_CATEGORY_COUNT);
+    let mut opts = CategoryReadOptions::new()
+        .partition(q.partition.unwrap_or(0))
+        .count(limit);
+    if let Some(after) = &q.after {
+        opts = opts.after(after.clone());
+    }
+    let events = state
+        .runtime
+        .store()
+        .read_category(&aggregate_type, opts)
+        .await
+        .map_err(streamfold::Error::from)?;
+    let next_after = events.last().map(|e| e.position.clone()).or(q.after);
+    Ok(axum::Json(
+        serde_json::to_value(CategoryPage { events, next_after }).expect("events serialize"),
+    ))
+}

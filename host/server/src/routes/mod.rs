@@ -1,0 +1,223 @@
+//! The routes, one file per resource, and the extractors that turn every bad request
+//! into a problem+json answer (axum's own rejections are plain text).
+
+mod events;
+mod ops;
+mod plugins;
+mod state;
+
+use axum::Router;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::problem::Problem;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    let v1 = Router::new()
+        .route(
+            "/aggregates/{type}/{id}/events",
+            post(events::append)
+                .layer(DefaultBodyLimit::max(state.config.append_body_bytes))
+                .get(events::history),
+        )
+        .route("/aggregates/{type}/{id}/state", get(state::state))
+        .route("/categories/{type}/events", get(events::category))
+        .route(
+            "/plugins",
+            post(plugins::upload)
+                .layer(DefaultBodyLimit::max(state.config.plugin_body_bytes))
+                .get(plugins::list),
+        )
+        .route(
+            "/plugins/verify",
+            post(plugins::verify).layer(DefaultBodyLimit::max(state.config.plugin_body_bytes)),
+        )
+        .route("/plugins/{type}/active", put(plugins::activate))
+        .route("/plugins/{type}/history", get(plugins::history))
+        .route(
+            "/plugins/{type}/{digest_or_version}",
+            axum::routing::delete(plugins::remove),
+        )
+        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+            bounded_in_time(req, next, timeout)
+        }))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(crate::metrics::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    tower_http::request_id::MakeRequestUuid,
+                ))
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                        |req: &axum::http::Request<axum::body::Body>| {
+                            let id = req
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-");
+                            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                        },
+                    ),
+                )
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
+        )
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> Problem {
+    Problem::not_found(format!("there is no route {}", uri.path()))
+}
+
+/// Ends a request that takes longer than the request timeout with 503.
+async fn bounded_in_time(req: Request, next: Next, timeout: std::time::Duration) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "Request timed out",
+            format!("the request took longer than {timeout:?}"),
+        )
+        .retry_after(1)
+        .into_response(),
+    }
+}
+
+/// A JSON body, or a problem: 400 for bad JSON or a wrong shape (naming the
+/// field), 413 over the body limit, 415 without `Content-Type: application/json`.
+pub(crate) struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "the body must be JSON (Content-Type: application/json)",
+            )),
+            Err(JsonRejection::BytesRejection(e)) => Err(bytes_problem(e)),
+            Err(e) => Err(Problem::invalid(e.body_text())),
+        }
+    }
+}
+
+/// A raw body (a `.wasm`), or a problem: 413 over the limit.
+pub(crate) struct Body(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let wasm = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.starts_with("application/wasm") || v.starts_with("application/octet-stream")
+            });
+        if !wasm {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "the body must be a component (Content-Type: application/wasm)",
+            ));
+        }
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(bytes_problem)
+    }
+}
+
+fn bytes_problem(e: BytesRejection) -> Problem {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::too_large(format!(
+            "the body is over this route's limit: {}",
+            e.body_text()
+        ))
+    } else {
+        Problem::invalid(e.body_text())
+    }
+}
+
+/// Query parameters, or a 400 problem naming the bad one.
+pub(crate) struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e: QueryRejection| Problem::invalid(e.body_text()))
+    }
+}
+
+/// Path parameters, or a 400 problem.
+pub(crate) struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|e| Problem::invalid(e.body_text()))
+    }
+}
+
+/// A replay slot, or 503 with `Retry-After` when all are taken: never an unbounded
+/// queue of replays.
+pub(crate) fn replay_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    state.replays.clone().try_acquire_owned().map_err(|_| {
+        Problem::busy(
+            format!(
+                "{} replays are running, the most this server runs at once; retry shortly",
+                state.config.max_concurrent_replays
+            ),
+            1,
+        )
+    })
+}

@@ -1,0 +1,250 @@
+//! The plugin registry over HTTP: the same operations and checks as the CLI.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use streamfold::{Plugin, RegisterOptions, RegisteredPlugin, VerifyOptions, VerifyReport};
+
+use super::{Body, Json, Path, Query, replay_slot};
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::problem::Problem;
+
+/// `none`, `all` or `sample:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    None,
+    Sample(usize),
+    All,
+}
+
+impl Verify {
+    fn parse(s: Option<&str>) -> Result<Self, Problem> {
+        match s {
+            None | Some("none") => Ok(Verify::None),
+            Some("all") => Ok(Verify::All),
+            Some(s) => s
+                .strip_prefix("sample:")
+                .and_then(|n| n.parse().ok())
+                .map(Verify::Sample)
+                .ok_or_else(|| {
+                    Problem::invalid(format!("verify={s:?} is not none, all or sample:N"))
+                }),
+        }
+    }
+
+    fn options(self) -> Option<VerifyOptions> {
+        match self {
+            Verify::None => None,
+            Verify::Sample(n) => Some(VerifyOptions::default().sample(n)),
+            Verify::All => Some(VerifyOptions::default().all()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadQuery {
+    activate: Option<bool>,
+    verify: Option<String>,
+    force: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Uploaded {
+    plugin: RegisteredPlugin,
+    verify: Option<VerifyReport>,
+}
+
+async fn candidate(
+    state: &AppState,
+    caller: &Caller,
+    bytes: &axum::body::Bytes,
+) -> Result<Arc<Plugin>, Problem> {
+    let (plugin, _) = state.runtime.load_async(bytes.to_vec().into()).await?;
+    caller.require(Role::Admin, Some(&plugin.info().aggregate_type))?;
+    Ok(plugin)
+}
+
+async fn run_verify(
+    state: &AppState,
+    plugin: Arc<Plugin>,
+    options: VerifyOptions,
+) -> Result<VerifyReport, Problem> {
+    let _slot = replay_slot(state)?;
+    Ok(state.runtime.verify(plugin, options, |_, _| {}).await?)
+}
+
+/// `POST /v1/plugins?activate=&verify=none|sample:N|all&force=`: the `.wasm` is the
+/// body. 201 with the registration and the verify report; 422 when the verify finds
+/// differences or failures and `force` is not set (nothing is registered then).
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<UploadQuery>,
+    Body(bytes): Body,
+) -> Result<Response, Problem> {
+    caller.require(Role::Admin, None)?;
+    let verify = Verify::parse(q.verify.as_deref())?;
+    let plugin = candidate(&state, &caller, &bytes).await?;
+    let mut report = None;
+    if let Some(options) = verify.options() {
+        let r = run_verify(&state, plugin, options).await?;
+        if !r.passed() && !q.force.unwrap_or(false) {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "verification-failed",
+                "Verification found differences",
+                format!(
+                    "{} of {} aggregates differ and {} fail in the candidate; nothing was registered (force=true registers anyway)",
+                    r.differed.len(),
+                    r.checked,
+                    r.failed.len()
+                ),
+            )
+            .with("verify", &r));
+        }
+        report = Some(r);
+    }
+    let activate = q.activate.unwrap_or(true);
+    let reg = state
+        .runtime
+        .register(
+            bytes.to_vec(),
+            RegisterOptions::default().activate(activate),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Uploaded {
+            plugin: reg,
+            verify: report,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    #[serde(rename = "type")]
+    aggregate_type: Option<String>,
+}
+
+/// `GET /v1/plugins?type=`: every registered version, the active ones marked.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Vec<RegisteredPlugin>>, Problem> {
+    caller.require(Role::Read, q.aggregate_type.as_deref())?;
+    let mut plugins = state.runtime.plugins(q.aggregate_type.as_deref()).await?;
+    plugins.retain(|p| caller.may_see(&p.info.aggregate_type));
+    Ok(axum::Json(plugins))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActivateBody {
+    digest: Option<String>,
+    version: Option<String>,
+}
+
+/// `PUT /v1/plugins/{type}/active` with `{"digest"}` or `{"version"}`: also the rollback.
+pub(crate) async fn activate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(aggregate_type): Path<String>,
+    Json(body): Json<ActivateBody>,
+) -> Result<axum::Json<RegisteredPlugin>, Problem> {
+    caller.require(Role::Admin, Some(&aggregate_type))?;
+    let wanted = match (body.digest, body.version) {
+        (Some(d), None) => d.trim_start_matches("sha256:").to_owned(),
+        (None, Some(v)) => v,
+        _ => return Err(Problem::invalid("give exactly one of digest and version")),
+    };
+    Ok(axum::Json(
+        state.runtime.activate(&aggregate_type, &wanted).await?,
+    ))
+}
+
+/// `GET /v1/plugins/{type}/history`: what was active when, newest first.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(aggregate_type): Path<String>,
+) -> Result<axum::Json<Vec<streamfold::Activation>>, Problem> {
+    caller.require(Role::Read, Some(&aggregate_type))?;
+    Ok(axum::Json(
+        state.runtime.activation_history(&aggregate_type).await?,
+    ))
+}
+
+/// `DELETE /v1/plugins/{type}/{digest_or_version}`: refuses the active version (409).
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((aggregate_type, wanted)): Path<(String, String)>,
+) -> Result<axum::Json<RegisteredPlugin>, Problem> {
+    caller.require(Role::Admin, Some(&aggregate_type))?;
+    let wanted = wanted.trim_start_matches("sha256:");
+    let reg = state.runtime.registered(&aggregate_type, wanted).await?;
+    if reg.active {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "active-plugin",
+            "The active version cannot be removed",
+            format!(
+                "{} is the active reducer for {aggregate_type:?}: activate another version first",
+                reg.info.label()
+            ),
+        )
+        .with("digest", &reg.info.digest));
+    }
+    Ok(axum::Json(
+        state
+            .runtime
+            .remove(&aggregate_type, &reg.info.digest)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyQuery {
+    #[serde(rename = "type")]
+    aggregate_type: Option<String>,
+    sample: Option<String>,
+}
+
+/// `POST /v1/plugins/verify?type=&sample=N|all`: the replay-diff report; activates
+/// nothing.
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<VerifyQuery>,
+    Body(bytes): Body,
+) -> Result<axum::Json<VerifyReport>, Problem> {
+    caller.require(Role::Read, q.aggregate_type.as_deref())?;
+    let (plugin, _) = state.runtime.load_async(bytes.to_vec().into()).await?;
+    let declared = &plugin.info().aggregate_type;
+    caller.require(Role::Read, Some(declared))?;
+    if let Some(t) = q.aggregate_type.as_ref().filter(|t| *t != declared) {
+        return Err(Problem::invalid(format!(
+            "{} folds {declared:?} aggregates, not {t:?}",
+            plugin.info().label()
+        )));
+    }
+    let options = match q.sample.as_deref() {
+        None => VerifyOptions::default(),
+        Some("all") => VerifyOptions::default().all(),
+        Some(n) => VerifyOptions::default().sample(
+            n.parse()
+                .map_err(|_| Problem::invalid(format!("sample={n:?} is not a number or all")))?,
+        ),
+    };
+    Ok(axum::Json(run_verify(&state, plugin, options).await?))
+}

@@ -1,0 +1,214 @@
+//! `GET /v1/aggregates/{type}/{id}/state`: the reducer's state, its headers and
+//! ETags, time travel, another registered version, and failures.
+
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_NONE_MATCH};
+use serde_json::{Value, json};
+use streamfold::ReplayOptions;
+use streamfold_tests::plugins;
+
+use super::{Harness, content_type, ev, header, json_body, problem, status_and_text, user_created};
+
+const STATE: &str = "/v1/aggregates/user/1/state";
+
+async fn seed(h: &Harness) {
+    h.append(
+        "user",
+        "1",
+        vec![
+            user_created(1, "Alice"),
+            ev(
+                "EmailChanged",
+                json!({"email": "alice.smith@example.com", "timestamp": "t2"}),
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_state_is_the_runtimes_state_byte_for_byte_with_its_headers() {
+    let h = Harness::start().await;
+    let user = h.register(plugins::USER, true).await;
+    seed(&h).await;
+    let replayed =
+        h.rt.state("user", "1", ReplayOptions::default())
+            .await
+            .unwrap();
+
+    let r = h.get(STATE).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(content_type(&r), "application/json");
+    let digest = &user.info.digest;
+    assert_eq!(header(&r, "etag"), format!("\"{digest}:2\""));
+    assert_eq!(header(&r, "streamfold-revision"), "2");
+    assert_eq!(header(&r, "streamfold-position"), replayed.position);
+    assert_eq!(
+        header(&r, "streamfold-reducer"),
+        format!("{}@{}", user.info.name, user.info.version)
+    );
+    assert_eq!(
+        header(&r, "streamfold-reducer-digest"),
+        format!("sha256:{digest}")
+    );
+    let body = r.bytes().await.unwrap();
+    assert_eq!(
+        body.as_ref(),
+        replayed.state.as_bytes(),
+        "the body is the state document itself"
+    );
+    assert_eq!(
+        replayed.state,
+        r#"{"id":1,"name":"Alice","email":"alice.smith@example.com","created_at":"t1","email_updated_at":"t2"}"#
+    );
+}
+
+#[tokio::test]
+async fn if_none_match_answers_304_until_the_aggregate_changes() {
+    let h = Harness::start().await;
+    h.register(plugins::USER, true).await;
+    seed(&h).await;
+    let first = h.get(STATE).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let tag = header(&first, "etag");
+    assert!(!tag.is_empty(), "an ETag");
+
+    let conditional = |tag: String| h.http.get(h.url(STATE)).header(IF_NONE_MATCH, tag).send();
+    let unchanged = conditional(tag.clone()).await.unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&unchanged, ETAG.as_str()), tag);
+    assert!(
+        unchanged.bytes().await.unwrap().is_empty(),
+        "304 has no body"
+    );
+    // A list of tags, one of them weak, still matches.
+    let listed = conditional(format!("\"other:1\", W/{tag}")).await.unwrap();
+    assert_eq!(listed.status(), StatusCode::NOT_MODIFIED);
+
+    h.append(
+        "user",
+        "1",
+        vec![ev("NameChanged", json!({"name": "Alicia"}))],
+    )
+    .await;
+    let changed = conditional(tag.clone()).await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    let new_tag = header(&changed, "etag");
+    assert_ne!(new_tag, tag, "a new revision has a new ETag");
+    assert_eq!(header(&changed, "streamfold-revision"), "3");
+    let state: Value = changed.json().await.unwrap();
+    assert_eq!(state["name"], "Alicia");
+    let again = conditional(new_tag).await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn at_revision_replays_the_state_as_it_was_then() {
+    let h = Harness::start().await;
+    h.register(plugins::USER, true).await;
+    seed(&h).await;
+    let then =
+        h.rt.state("user", "1", ReplayOptions::default().at_revision(1))
+            .await
+            .unwrap();
+    let r = h.get(&format!("{STATE}?at_revision=1")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "streamfold-revision"), "1");
+    assert_eq!(r.text().await.unwrap(), then.state);
+    let state: Value = serde_json::from_str(&then.state).unwrap();
+    assert_eq!(state["email"], "alice@example.com", "before EmailChanged");
+
+    let r = h.get(&format!("{STATE}?at_revision=9")).await;
+    problem(r, StatusCode::NOT_FOUND, "not-found").await;
+    let r = h
+        .get(&format!("{STATE}?at_revision=1&as_of=2030-01-01T00:00:00Z"))
+        .await;
+    problem(r, StatusCode::BAD_REQUEST, "invalid-input").await;
+}
+
+#[tokio::test]
+async fn reducer_replays_through_an_inactive_version_and_leaves_the_active_one() {
+    let h = Harness::start().await;
+    let v1 = h.register(plugins::USER, true).await;
+    let v2 = h.register(plugins::USER_V2, false).await;
+    assert_eq!(v2.info.version, "0.2.0");
+    seed(&h).await;
+
+    let r = h.get(&format!("{STATE}?reducer={}", v2.info.version)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "streamfold-reducer-digest"),
+        format!("sha256:{}", v2.info.digest)
+    );
+    assert_eq!(header(&r, "etag"), format!("\"{}:2\"", v2.info.digest));
+    let under_v2: Value = r.json().await.unwrap();
+    assert_eq!(under_v2["name"], "ALICE", "{under_v2}");
+    assert_eq!(under_v2["v2_events"], 2, "{under_v2}");
+
+    // By digest too.
+    let r = h
+        .get(&format!("{STATE}?reducer={}", &v2.info.digest[..16]))
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap(), under_v2);
+
+    let r = h.get(STATE).await;
+    assert_eq!(
+        header(&r, "streamfold-reducer-digest"),
+        format!("sha256:{}", v1.info.digest)
+    );
+    let active: Value = r.json().await.unwrap();
+    assert_eq!(active["name"], "Alice");
+    assert!(active.get("v2_events").is_none(), "{active}");
+    assert_eq!(
+        h.rt.active_plugin("user").await.unwrap().info().digest,
+        v1.info.digest,
+        "nothing was activated"
+    );
+
+    let r = h.get(&format!("{STATE}?reducer=9.9.9")).await;
+    problem(r, StatusCode::NOT_FOUND, "not-found").await;
+}
+
+#[tokio::test]
+async fn a_state_without_an_active_reducer_is_404() {
+    let h = Harness::start().await;
+    h.append(
+        "cart",
+        "1",
+        vec![ev("CartOpened", json!({"customer": "alice"}))],
+    )
+    .await;
+    let r = h.get("/v1/aggregates/cart/1/state").await;
+    let body = problem(r, StatusCode::NOT_FOUND, "not-found").await;
+    assert!(body["detail"].as_str().unwrap().contains("cart"), "{body}");
+    // And with a reducer but no events.
+    h.register(plugins::USER, true).await;
+    let r = h.get("/v1/aggregates/user/nobody/state").await;
+    problem(r, StatusCode::NOT_FOUND, "not-found").await;
+}
+
+#[tokio::test]
+async fn a_trapping_reducer_is_422_reducer_failed_naming_plugin_and_aggregate() {
+    let h = Harness::start().await;
+    let trap = h.register(plugins::TRAP, true).await;
+    seed(&h).await;
+    let r = h.get(STATE).await;
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "reducer-failed").await;
+    let reducer = &body["reducer"];
+    assert_eq!(reducer["plugin"]["name"], trap.info.name.as_str(), "{body}");
+    assert_eq!(
+        reducer["plugin"]["digest"],
+        trap.info.digest.as_str(),
+        "{body}"
+    );
+    assert_eq!(reducer["aggregate"], "user/1", "{body}");
+    assert!(
+        reducer["cause"].is_object() || reducer["cause"].is_string(),
+        "{body}"
+    );
+
+    // The server goes on serving.
+    let (status, _) = status_and_text(h.get("/healthz").await).await;
+    assert_eq!(status, StatusCode::OK);
+    json_body(h.get("/v1/aggregates/user/1/events").await, StatusCode::OK).await;
+}
