@@ -869,7 +869,10 @@ fn the_readmes_service_examples_run_against_a_real_server_which_drains_on_sigter
         &sf,
         dir.path(),
     );
-    assert_eq!(python.trim(), "cy@example.com at revision 1");
+    assert_eq!(
+        python.trim(),
+        "cy@example.com at revision 1\nevent UserCreated\ncaught up"
+    );
 
     let js = run_example(
         "node",

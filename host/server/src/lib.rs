@@ -10,7 +10,9 @@
 //!   until the shutdown future completes, then lets requests in flight finish
 //!   within [`ServerConfig::shutdown_timeout`].
 //! - `routes/`: one file per resource — `events` (appends, histories, the category
-//!   feed), `state` (replays, with ETags), `plugins` (the registry), `ops`
+//!   feed), `state` (replays, with ETags), `subscribe` (live subscriptions as
+//!   Server-Sent Events, resumable with `Last-Event-ID`, with `state=true` pushing
+//!   the reducer's state), `plugins` (the registry), `ops`
 //!   (`/healthz`, `/readyz`); `metrics` serves `/metrics` (Prometheus text).
 //! - [`auth`]: tokens (hashes only), roles and the middleware.
 //! - [`problem`]: every error, with its status and the fields a caller acts on.
@@ -60,6 +62,13 @@ pub struct ServerConfig {
     pub max_concurrent_replays: usize,
     /// Largest page of events a read may ask for. Default 10,000.
     pub max_page: usize,
+    /// Live subscriptions open at once; more get 503. Default 1,024.
+    pub max_subscribers: usize,
+    /// How long a subscriber may leave its buffer of events full before it is
+    /// disconnected (a client too slow to keep up). Default 30 s.
+    pub slow_client_timeout: Duration,
+    /// How often an idle subscription gets a keep-alive comment. Default 15 s.
+    pub heartbeat: Duration,
     /// How long requests in flight may take to finish after a shutdown signal.
     /// Default 10 s.
     pub shutdown_timeout: Duration,
@@ -77,6 +86,9 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_concurrent_replays: 16,
             max_page: 10_000,
+            max_subscribers: 1024,
+            slow_client_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -123,6 +135,21 @@ impl ServerConfig {
         self.max_concurrent_replays = n.max(1);
         self
     }
+    /// Sets [`ServerConfig::max_subscribers`].
+    pub fn max_subscribers(mut self, n: usize) -> Self {
+        self.max_subscribers = n.max(1);
+        self
+    }
+    /// Sets [`ServerConfig::slow_client_timeout`].
+    pub fn slow_client_timeout(mut self, t: Duration) -> Self {
+        self.slow_client_timeout = t;
+        self
+    }
+    /// Sets [`ServerConfig::heartbeat`].
+    pub fn heartbeat(mut self, t: Duration) -> Self {
+        self.heartbeat = t;
+        self
+    }
     /// Sets [`ServerConfig::shutdown_timeout`].
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.shutdown_timeout = t;
@@ -136,9 +163,9 @@ pub(crate) struct AppState {
     pub(crate) runtime: Runtime,
     pub(crate) tokens: Option<Arc<Tokens>>,
     pub(crate) replays: Arc<Semaphore>,
+    pub(crate) subscribers: Arc<Semaphore>,
     pub(crate) config: Arc<ServerConfig>,
     /// Turns true when the server starts shutting down (long-lived responses end).
-    #[allow(dead_code)] // read by the live subscriptions, which come next
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     pub(crate) metrics: Arc<metrics::Metrics>,
 }
@@ -188,6 +215,7 @@ impl Server {
             runtime,
             tokens: config.tokens.clone().map(Arc::new),
             replays: Arc::new(Semaphore::new(config.max_concurrent_replays)),
+            subscribers: Arc::new(Semaphore::new(config.max_subscribers)),
             config: Arc::new(config.clone()),
             stopping,
             metrics: metrics::Metrics::new(config.max_concurrent_replays),

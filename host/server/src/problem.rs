@@ -135,6 +135,13 @@ impl Problem {
 
 impl From<streamfold::Error> for Problem {
     fn from(e: streamfold::Error) -> Self {
+        Problem::of(&e)
+    }
+}
+
+impl Problem {
+    /// The problem a library error answers with.
+    pub fn of(e: &streamfold::Error) -> Self {
         let detail = e.to_string();
         match e.kind() {
             ErrorKind::Conflict => {

@@ -41,6 +41,12 @@ pub(crate) struct Args {
     /// Replays running at once; more get 503 with Retry-After.
     #[arg(long, env = "STREAMFOLD_MAX_REPLAYS", default_value_t = 16)]
     max_replays: usize,
+    /// Live subscriptions open at once; more get 503.
+    #[arg(long, env = "STREAMFOLD_MAX_SUBSCRIBERS", default_value_t = 1024)]
+    max_subscribers: usize,
+    /// How long a subscriber may stop reading before it is disconnected, e.g. 30s.
+    #[arg(long, env = "STREAMFOLD_SLOW_CLIENT_TIMEOUT", default_value = "30s", value_parser = parse::duration)]
+    slow_client_timeout: Duration,
     /// How long requests in flight may take to finish on shutdown, e.g. 10s.
     #[arg(long, env = "STREAMFOLD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse::duration)]
     shutdown_timeout: Duration,
@@ -60,6 +66,8 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
         .max_events_per_append(args.max_events_per_append)
         .request_timeout(args.request_timeout)
         .max_concurrent_replays(args.max_replays)
+        .max_subscribers(args.max_subscribers)
+        .slow_client_timeout(args.slow_client_timeout)
         .shutdown_timeout(args.shutdown_timeout);
     let rt = connect::runtime(g).await?;
     let server = Server::bind(rt, config).await?;

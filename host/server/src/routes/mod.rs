@@ -5,6 +5,7 @@ mod events;
 mod ops;
 mod plugins;
 mod state;
+mod subscribe;
 
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
@@ -49,6 +50,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             bounded_in_time(req, next, timeout)
         }))
+        // Live subscriptions last as long as the client stays: no request timeout.
+        .route("/categories/{type}/subscribe", get(subscribe::category))
+        .route(
+            "/aggregates/{type}/{id}/subscribe",
+            get(subscribe::aggregate),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,

@@ -1,0 +1,262 @@
+//! Live subscriptions as Server-Sent Events.
+//!
+//! `GET /v1/categories/{type}/subscribe?after=&partition=` and
+//! `GET /v1/aggregates/{type}/{id}/subscribe?after=&state=true`: the events already
+//! there after `after` (or `Last-Event-ID`, which wins), then one event named
+//! `caught-up`, then events as they are appended. Each event is named `event`, its
+//! `id:` is its stream position and its data the event's JSON; reconnecting with
+//! `Last-Event-ID` resumes exactly after it, with no gap and no duplicate. With
+//! `state=true` every event is followed by an event named `state` holding
+//! `{"revision", "state"}`, computed on a live reducer session (never a full replay
+//! per event); a `state` event also opens the stream, and one follows a reducer
+//! change (hot reload). Comments (`: keep-alive`) keep idle connections open.
+//!
+//! Bounds: at most `max_subscribers` streams at once (503 beyond); a client that
+//! takes longer than `slow_client_timeout` to accept the next event is
+//! disconnected, never buffered without bound; every stream ends when the server
+//! shuts down.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::StreamExt;
+use serde::Deserialize;
+use streamfold::{Live, LiveUpdate, SubscribeOptions};
+use tokio::sync::mpsc;
+
+use super::{Path, Query};
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::problem::Problem;
+
+/// Events buffered for one subscriber before it counts as slow.
+const BUFFER: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CategoryQuery {
+    after: Option<String>,
+    partition: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AggregateQuery {
+    after: Option<String>,
+    state: Option<bool>,
+}
+
+/// Where to resume: `Last-Event-ID` wins over `after`.
+fn resume(headers: &HeaderMap, after: Option<String>) -> SubscribeOptions {
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    match last.or(after) {
+        Some(position) => SubscribeOptions::new().after(position),
+        None => SubscribeOptions::new(),
+    }
+}
+
+fn slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    state.subscribers.clone().try_acquire_owned().map_err(|_| {
+        Problem::busy(
+            format!(
+                "{} subscriptions are open, the most this server keeps; retry later",
+                state.config.max_subscribers
+            ),
+            5,
+        )
+    })
+}
+
+fn event(e: &streamfold::RecordedEvent) -> Event {
+    Event::default()
+        .event("event")
+        .id(e.position.clone())
+        .data(serde_json::to_string(e).expect("events serialize"))
+}
+
+fn state_event(revision: u64, state: &str) -> Event {
+    // The state is the reducer's JSON document, checked to be JSON: embedded as is.
+    Event::default()
+        .event("state")
+        .data(format!("{{\"revision\":{revision},\"state\":{state}}}"))
+}
+
+fn caught_up(position: Option<&str>) -> Event {
+    Event::default()
+        .event("caught-up")
+        .data(serde_json::json!({ "position": position }).to_string())
+}
+
+fn failure(e: &streamfold::Error) -> Event {
+    let problem = Problem::of(e);
+    Event::default()
+        .event("error")
+        .data(serde_json::to_string(&problem).unwrap_or_default())
+}
+
+/// Runs `produce` as the stream's producer: it sends into a bounded buffer, and a
+/// subscriber that leaves it full for `slow_client_timeout` is disconnected. The
+/// stream ends when the producer does, the client goes, or the server stops.
+fn sse<F, Fut>(state: AppState, permit: tokio::sync::OwnedSemaphorePermit, produce: F) -> Response
+where
+    F: FnOnce(Sender) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Event>(BUFFER);
+    let sender = Sender {
+        tx,
+        timeout: state.config.slow_client_timeout,
+    };
+    let mut stopping = state.stopping.clone();
+    let metrics = state.metrics.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        metrics.subscribers.inc();
+        tokio::select! {
+            _ = produce(sender) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+        metrics.subscribers.dec();
+    });
+    let stream = tokio_stream_from(rx).map(Ok::<_, Infallible>);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(state.config.heartbeat))
+        .into_response()
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Event>) -> impl futures::Stream<Item = Event> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The producer's end: `send` fails (and the producer stops) when the client is
+/// gone or too slow.
+pub(crate) struct Sender {
+    tx: mpsc::Sender<Event>,
+    timeout: Duration,
+}
+
+impl Sender {
+    async fn send(&self, e: Event) -> bool {
+        match self.tx.send_timeout(e, self.timeout).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::info!("disconnecting a subscriber that stopped reading");
+                false
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+        }
+    }
+}
+
+/// `GET /v1/categories/{type}/subscribe`.
+pub(crate) async fn category(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(aggregate_type): Path<String>,
+    Query(q): Query<CategoryQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    caller.require(Role::Read, Some(&aggregate_type))?;
+    let permit = slot(&state)?;
+    let opts = resume(&headers, q.after);
+    let mut sub = state
+        .runtime
+        .store()
+        .subscribe_category(&aggregate_type, q.partition.unwrap_or(0), opts)
+        .await
+        .map_err(streamfold::Error::from)?;
+    Ok(sse(state, permit, move |out| async move {
+        while let Some(item) = sub.next().await {
+            let sent = match item {
+                Ok(Live::Event(e)) => out.send(event(&e)).await,
+                Ok(Live::CaughtUp { position }) => out.send(caught_up(position.as_deref())).await,
+                Ok(_) => true,
+                Err(e) => {
+                    out.send(failure(&streamfold::Error::from(e))).await;
+                    false
+                }
+            };
+            if !sent {
+                break;
+            }
+        }
+    }))
+}
+
+/// `GET /v1/aggregates/{type}/{id}/subscribe`.
+pub(crate) async fn aggregate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((aggregate_type, aggregate_id)): Path<(String, String)>,
+    Query(q): Query<AggregateQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    caller.require(Role::Read, Some(&aggregate_type))?;
+    let permit = slot(&state)?;
+    let opts = resume(&headers, q.after);
+    let store = state.runtime.store();
+    if !q.state.unwrap_or(false) {
+        let mut sub = store
+            .subscribe(&aggregate_type, &aggregate_id, opts)
+            .await
+            .map_err(streamfold::Error::from)?;
+        return Ok(sse(state, permit, move |out| async move {
+            while let Some(item) = sub.next().await {
+                let sent = match item {
+                    Ok(Live::Event(e)) => out.send(event(&e)).await,
+                    Ok(Live::CaughtUp { position }) => {
+                        out.send(caught_up(position.as_deref())).await
+                    }
+                    Ok(_) => true,
+                    Err(e) => {
+                        out.send(failure(&streamfold::Error::from(e))).await;
+                        false
+                    }
+                };
+                if !sent {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut live = state
+        .runtime
+        .subscribe_state(&aggregate_type, &aggregate_id, opts)
+        .await?;
+    Ok(sse(state, permit, move |out| async move {
+        while let Some(item) = live.next().await {
+            let sent = match item {
+                Ok(LiveUpdate::Start {
+                    state, revision, ..
+                })
+                | Ok(LiveUpdate::ReducerChanged {
+                    state, revision, ..
+                }) => out.send(state_event(revision, &state)).await,
+                Ok(LiveUpdate::Event { event: e, state }) => {
+                    out.send(event(&e)).await && out.send(state_event(e.revision, &state)).await
+                }
+                Ok(LiveUpdate::CaughtUp { position, .. }) => {
+                    out.send(caught_up(position.as_deref())).await
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    out.send(failure(&e)).await;
+                    false
+                }
+            };
+            if !sent {
+                break;
+            }
+        }
+    }))
+}
