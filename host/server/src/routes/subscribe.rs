@@ -106,13 +106,17 @@ fn failure(e: &streamfold::Error) -> Event {
 
 /// Runs `produce` as the stream's producer: it sends into a bounded buffer, and a
 /// subscriber that leaves it full for `slow_client_timeout` is disconnected. The
-/// stream ends when the producer does, the client goes, or the server stops.
+/// stream ends when the producer does, the client goes (noticed even while the
+/// producer waits for an event), or the server stops.
 fn sse<F, Fut>(state: AppState, permit: tokio::sync::OwnedSemaphorePermit, produce: F) -> Response
 where
     F: FnOnce(Sender) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Event>(BUFFER);
+    // Watches for the client going: the producer only notices when it sends, and an
+    // idle aggregate may send nothing for ever (keeping a slot and the gauge).
+    let gone = tx.clone();
     let sender = Sender {
         tx,
         timeout: state.config.slow_client_timeout,
@@ -125,12 +129,18 @@ where
         tokio::select! {
             _ = produce(sender) => {}
             _ = stopping.wait_for(|s| *s) => {}
+            _ = gone.closed() => {}
         }
+        drop(gone);
         metrics.subscribers.dec();
     });
     let stream = tokio_stream_from(rx).map(Ok::<_, Infallible>);
     Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(state.config.heartbeat))
+        .keep_alive(
+            KeepAlive::new()
+                .interval(state.config.heartbeat)
+                .text("keep-alive"),
+        )
         .into_response()
 }
 

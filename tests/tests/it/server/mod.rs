@@ -7,12 +7,14 @@
 //! - `plugins`: the registry over HTTP.
 //! - `auth`: tokens and roles, and the refusal to listen openly without them.
 //! - `ops`: liveness and readiness, bounded replays, graceful shutdown, routes.
+//! - `subscribe`: live subscriptions as Server-Sent Events.
 
 mod auth;
 mod events;
 mod ops;
 mod plugins;
 mod state;
+mod subscribe;
 
 use std::net::SocketAddr;
 use std::time::Duration;
