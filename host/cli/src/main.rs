@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             });
         }
     };
-    logging::init();
+    logging::init(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -736,6 +736,24 @@ fn reducer_log_lines_go_to_stderr_filtered_by_streamfold_log() {
         ("STREAMFOLD_LOG", "streamfold::reducer=error"),
     ]);
     assert!(stderr.contains(log_line), "STREAMFOLD_LOG wins: {stderr}");
+
+    // JSON logs: one object per line, the reducer's line with its plugin and aggregate.
+    let stderr = state(&[("STREAMFOLD_LOG_FORMAT", "json")]);
+    let line: Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["target"] == "streamfold::reducer")
+        .unwrap_or_else(|| panic!("no JSON log line from the reducer: {stderr}"));
+    assert_eq!(line["fields"]["message"], log_line, "{line}");
+    assert_eq!(line["fields"]["aggregate"], "user/0", "{line}");
+    assert!(
+        line["fields"]["plugin"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("fixture-trap@")),
+        "{line}"
+    );
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
 }
 
 #[test]

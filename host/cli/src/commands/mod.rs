@@ -60,6 +60,16 @@ pub(crate) struct Global {
     /// asks for more is stopped and the replay fails.
     #[arg(long, global = true, env = "STREAMFOLD_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse::bytes)]
     pub memory_limit: usize,
+    /// How log lines on stderr are written: `text` for people, `json` (one object
+    /// per line, with timestamps) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFOLD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::logging::Format,
 }
 
 #[derive(Debug, Subcommand)]
