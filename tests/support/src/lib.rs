@@ -182,3 +182,19 @@ impl Env {
         }
     }
 }
+
+/// The first instant whose millisecond is past `t`'s, waited for (not slept):
+/// stream ids, and so `as_of`, have millisecond resolution.
+pub async fn a_millisecond_after(
+    t: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    wait_until(
+        "the clock to pass a millisecond",
+        Duration::from_secs(30),
+        || {
+            let now = chrono::Utc::now();
+            async move { (now.timestamp_millis() > t.timestamp_millis()).then_some(now) }
+        },
+    )
+    .await
+}

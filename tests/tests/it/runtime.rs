@@ -9,7 +9,7 @@ use streamfold::{ExpectedRevision, NewEvent, ReadOptions, Snapshot};
 use streamfold::{FailedEvent, FailureCause, Limits, LoadSource, RejectionKind};
 use streamfold_tests::plugins;
 
-use streamfold_test_support::{Env, wait_until};
+use streamfold_test_support::{Env, a_millisecond_after};
 
 /// Quick limits so the misbehaving reducers fail fast.
 fn test_config() -> RuntimeConfig {
@@ -695,17 +695,4 @@ async fn reducers_log_through_the_host() {
         "{lines:?}"
     );
     assert!(!lines[0].field("message").is_empty(), "{lines:?}");
-}
-
-/// The first instant whose millisecond is past `t`'s, waited for.
-async fn a_millisecond_after(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-    wait_until(
-        "the clock to pass a millisecond",
-        Duration::from_secs(10),
-        || {
-            let now = chrono::Utc::now();
-            async move { (now.timestamp_millis() > t.timestamp_millis()).then_some(now) }
-        },
-    )
-    .await
 }

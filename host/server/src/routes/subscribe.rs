@@ -168,6 +168,25 @@ impl Sender {
     }
 }
 
+/// Sends a store subscription's events, then `caught-up`, until it or the client
+/// ends; a failure is sent as an `error` event holding its problem.
+async fn forward(mut sub: streamfold::Subscription, out: Sender) {
+    while let Some(item) = sub.next().await {
+        let sent = match item {
+            Ok(Live::Event(e)) => out.send(event(&e)).await,
+            Ok(Live::CaughtUp { position }) => out.send(caught_up(position.as_deref())).await,
+            Ok(_) => true,
+            Err(e) => {
+                out.send(failure(&streamfold::Error::from(e))).await;
+                false
+            }
+        };
+        if !sent {
+            break;
+        }
+    }
+}
+
 /// `GET /v1/categories/{type}/subscribe`.
 pub(crate) async fn category(
     State(state): State<AppState>,
@@ -179,28 +198,13 @@ pub(crate) async fn category(
     caller.require(Role::Read, Some(&aggregate_type))?;
     let permit = slot(&state)?;
     let opts = resume(&headers, q.after);
-    let mut sub = state
+    let sub = state
         .runtime
         .store()
         .subscribe_category(&aggregate_type, q.partition.unwrap_or(0), opts)
         .await
         .map_err(streamfold::Error::from)?;
-    Ok(sse(state, permit, move |out| async move {
-        while let Some(item) = sub.next().await {
-            let sent = match item {
-                Ok(Live::Event(e)) => out.send(event(&e)).await,
-                Ok(Live::CaughtUp { position }) => out.send(caught_up(position.as_deref())).await,
-                Ok(_) => true,
-                Err(e) => {
-                    out.send(failure(&streamfold::Error::from(e))).await;
-                    false
-                }
-            };
-            if !sent {
-                break;
-            }
-        }
-    }))
+    Ok(sse(state, permit, move |out| forward(sub, out)))
 }
 
 /// `GET /v1/aggregates/{type}/{id}/subscribe`.
@@ -216,28 +220,11 @@ pub(crate) async fn aggregate(
     let opts = resume(&headers, q.after);
     let store = state.runtime.store();
     if !q.state.unwrap_or(false) {
-        let mut sub = store
+        let sub = store
             .subscribe(&aggregate_type, &aggregate_id, opts)
             .await
             .map_err(streamfold::Error::from)?;
-        return Ok(sse(state, permit, move |out| async move {
-            while let Some(item) = sub.next().await {
-                let sent = match item {
-                    Ok(Live::Event(e)) => out.send(event(&e)).await,
-                    Ok(Live::CaughtUp { position }) => {
-                        out.send(caught_up(position.as_deref())).await
-                    }
-                    Ok(_) => true,
-                    Err(e) => {
-                        out.send(failure(&streamfold::Error::from(e))).await;
-                        false
-                    }
-                };
-                if !sent {
-                    break;
-                }
-            }
-        }));
+        return Ok(sse(state, permit, move |out| forward(sub, out)));
     }
     let mut live = state
         .runtime

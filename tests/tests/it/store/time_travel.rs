@@ -1,24 +1,8 @@
 //! Time travel: reading a history as it was at a revision or at an instant.
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use streamfold_store::{ExpectedRevision, ReadOptions};
-use streamfold_test_support::{Env, counted_events, revisions, wait_until};
-
-/// The first instant whose millisecond is past `t`'s, waited for (stream ids, and so
-/// `as_of`, have millisecond resolution).
-async fn a_millisecond_after(t: DateTime<Utc>) -> DateTime<Utc> {
-    wait_until(
-        "the clock to pass a millisecond",
-        Duration::from_secs(30),
-        || {
-            let now = Utc::now();
-            async move { (now.timestamp_millis() > t.timestamp_millis()).then_some(now) }
-        },
-    )
-    .await
-}
+use streamfold_test_support::{Env, a_millisecond_after, counted_events, revisions};
 
 #[tokio::test]
 async fn as_of_reads_what_was_stored_by_that_instant() {
