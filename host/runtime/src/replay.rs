@@ -177,9 +177,11 @@ pub(crate) async fn fold_history(
             .await?
             .filter(|s| options.at_revision.is_none_or(|r| s.revision <= r))
             .filter(|s| {
-                options
-                    .as_of
-                    .is_none_or(|t| position_millis(&s.position) <= t.timestamp_millis())
+                options.as_of.is_none_or(|t| {
+                    s.stored_at_ms().is_some_and(|ms| {
+                        i64::try_from(ms).is_ok_and(|ms| ms <= t.timestamp_millis())
+                    })
+                })
             })
     } else {
         None
@@ -240,26 +242,16 @@ pub(super) async fn save_snapshot(
     aggregate_id: &str,
     replayed: &Replayed,
 ) -> Result<()> {
-    let snapshot = Snapshot {
-        state: replayed.state.clone(),
-        revision: replayed.revision,
-        position: replayed.position.clone(),
-        reducer_digest: replayed.plugin.digest.clone(),
-        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    };
+    let snapshot = Snapshot::new(
+        replayed.state.clone(),
+        replayed.revision,
+        replayed.position.clone(),
+        replayed.plugin.digest.clone(),
+    );
     Ok(rt
         .store()
         .save_snapshot(aggregate_type, aggregate_id, &snapshot)
         .await?)
-}
-
-/// The milliseconds part of a stream id (`1700000000000-3` → 1700000000000).
-fn position_millis(position: &str) -> i64 {
-    position
-        .split('-')
-        .next()
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or(i64::MAX)
 }
 
 pub(crate) struct Folded {

@@ -213,7 +213,7 @@ impl RecordedEvent {
 
     /// The millisecond Unix time of the entry's stream id: when Redis stored it.
     pub fn stored_at_ms(&self) -> Option<u64> {
-        self.position.split('-').next()?.parse().ok()
+        stream_id_ms(&self.position)
     }
 }
 
@@ -263,6 +263,17 @@ impl Snapshot {
             created_at: format_timestamp(Utc::now()),
         }
     }
+
+    /// The millisecond Unix time Redis stored the last event the snapshot covers
+    /// (from its stream id), for time travel by instant.
+    pub fn stored_at_ms(&self) -> Option<u64> {
+        stream_id_ms(&self.position)
+    }
+}
+
+/// The milliseconds part of a stream id (`1700000000000-3` → 1700000000000).
+fn stream_id_ms(position: &str) -> Option<u64> {
+    position.split('-').next()?.parse().ok()
 }
 
 /// Checks a stream id as given by a caller (`ms-seq` or `ms`): it ends up in an `XRANGE`
