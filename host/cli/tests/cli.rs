@@ -946,3 +946,22 @@ fn token_new_prints_a_token_and_a_line_holding_only_its_hash() {
         Some(streamfold_server::Role::Write)
     );
 }
+
+#[test]
+fn serve_print_openapi_prints_the_document_without_redis() {
+    let cli = Cli::new();
+    // No Redis is needed: an unreachable one is never asked.
+    let out = cli.ok(&[
+        "--redis",
+        "redis://127.0.0.1:1/",
+        "serve",
+        "--print-openapi",
+    ]);
+    let doc: Value = serde_json::from_str(&out).expect("the document is JSON");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{out}");
+    assert_eq!(
+        doc,
+        serde_json::to_value(streamfold_server::openapi()).unwrap(),
+        "the same document the server serves"
+    );
+}

@@ -21,6 +21,7 @@ use streamfold_sandbox::PluginInfo;
 
 /// A registered reducer version, as listed by the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisteredPlugin {
     /// What the reducer says it is, and its digest.
     #[serde(flatten)]
@@ -34,6 +35,7 @@ pub struct RegisteredPlugin {
 
 /// One entry of a type's activation history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Activation {
     /// The digest that became active.
     pub digest: String,

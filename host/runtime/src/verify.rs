@@ -54,6 +54,7 @@ impl VerifyOptions {
 
 /// An aggregate whose state differs between the two reducers.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Difference {
     /// The aggregate's id.
     pub aggregate_id: String,
@@ -67,6 +68,7 @@ pub struct Difference {
 
 /// An aggregate the candidate cannot replay.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CandidateFailure {
     /// The aggregate's id.
     pub aggregate_id: String,
@@ -78,6 +80,7 @@ pub struct CandidateFailure {
 
 /// The outcome of [`Runtime::verify`].
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     /// The aggregate type verified.
     pub aggregate_type: String,

@@ -11,6 +11,7 @@ use crate::plugin::PluginInfo;
 /// touched; the host goes on serving. Every text in it that came from the reducer
 /// (its messages, a trap's backtrace) is already bounded and escaped.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReducerFailure {
     /// The plugin that failed.
     pub plugin: PluginInfo,
@@ -26,6 +27,7 @@ pub struct ReducerFailure {
 /// The event (or batch of events) a reducer failed on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "scope", rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailedEvent {
     /// The reducer named this event.
     Event {
@@ -48,6 +50,7 @@ pub enum FailedEvent {
 /// The reducer's own verdict, from the WIT `error-kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RejectionKind {
     /// An event's data is not what the reducer expects.
     InvalidData,
@@ -61,6 +64,7 @@ pub enum RejectionKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailureCause {
     /// The reducer returned its typed error.
     Rejected {
@@ -79,6 +83,7 @@ pub enum FailureCause {
     Timeout {
         /// The budget.
         #[serde(with = "millis")]
+        #[cfg_attr(feature = "openapi", schema(value_type = u64))]
         limit: Duration,
     },
     /// The reducer tried to grow its memory past the limit.

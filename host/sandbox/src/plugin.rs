@@ -21,6 +21,7 @@ const EXPORT_NAME: &str = "streamfold:reducer/reducer@0.1.0";
 
 /// What a registered reducer is: what it said about itself, plus its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginInfo {
     /// The reducer's name (`info.name`).
     pub name: String,

@@ -20,7 +20,8 @@
 //! The server always follows activations (hot reload): a newly activated reducer
 //! serves the next request. Replays run on the runtime's blocking pool, never on the
 //! threads that answer requests, and at most [`ServerConfig::max_concurrent_replays`]
-//! run at once: beyond that a request gets 503 with `Retry-After`.
+//! run at once: beyond that a request waits for a slot at most
+//! [`ServerConfig::replay_queue_timeout`], then gets 503 with `Retry-After`.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -39,6 +40,11 @@ use tokio::sync::Semaphore;
 
 pub use auth::{Caller, Role, Tokens, new_token};
 pub use problem::Problem;
+
+/// The API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::openapi::document()
+}
 
 /// How a server is set up. Every field has a sensible, safe default.
 #[derive(Debug, Clone)]
@@ -60,6 +66,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Replays (and verifications) running at once; more get 503. Default 16.
     pub max_concurrent_replays: usize,
+    /// How long a replay waits for a slot when all are taken, before 503. Default 1 s
+    /// (zero: refuse at once).
+    pub replay_queue_timeout: Duration,
     /// Largest page of events a read may ask for. Default 10,000.
     pub max_page: usize,
     /// Live subscriptions open at once; more get 503. Default 1,024.
@@ -85,6 +94,7 @@ impl Default for ServerConfig {
             max_events_per_append: 1000,
             request_timeout: Duration::from_secs(30),
             max_concurrent_replays: 16,
+            replay_queue_timeout: Duration::from_secs(1),
             max_page: 10_000,
             max_subscribers: 1024,
             slow_client_timeout: Duration::from_secs(30),
@@ -135,6 +145,12 @@ impl ServerConfig {
         self.max_concurrent_replays = n.max(1);
         self
     }
+    /// Sets [`ServerConfig::replay_queue_timeout`].
+    pub fn replay_queue_timeout(mut self, t: Duration) -> Self {
+        self.replay_queue_timeout = t;
+        self
+    }
+
     /// Sets [`ServerConfig::max_subscribers`].
     pub fn max_subscribers(mut self, n: usize) -> Self {
         self.max_subscribers = n.max(1);

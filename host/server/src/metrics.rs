@@ -259,6 +259,14 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 }
 
 /// `GET /metrics`.
+/// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (text exposition format)",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)),
+)]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(

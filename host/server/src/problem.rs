@@ -133,6 +133,84 @@ impl Problem {
     }
 }
 
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        let integer = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .description(Some(
+                "An error (RFC 9457). Besides the four standard members, a problem carries the fields a caller acts on: `aggregate`, `expected_revision` and `actual_revision` (conflict), `reducer` (a reducer's failure: plugin, aggregate, event and cause), `verify` (a failed verification's report), `max_events` (too many events), `digest` (the active plugin), `readiness` (not ready).",
+            ))
+            .property(
+                "type",
+                text("`urn:streamfold:problem:{slug}`: invalid-input, invalid-plugin, unauthorized, forbidden, not-found, method-not-allowed, conflict, active-plugin, too-large, unsupported-media-type, reducer-rejected, reducer-failed, verification-failed, unavailable, busy, timeout, internal"),
+            )
+            .required("type")
+            .property("title", text("A short, fixed summary of the type"))
+            .required("title")
+            .property("status", integer("The HTTP status"))
+            .required("status")
+            .property("detail", text("What happened, for people"))
+            .required("detail")
+            .property("aggregate", text("Conflict: the aggregate, `type/id`"))
+            .property(
+                "expected_revision",
+                utoipa::openapi::RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "ExpectedRevision",
+                )),
+            )
+            .property("actual_revision", integer("Conflict: the aggregate's revision"))
+            .property(
+                "reducer",
+                utoipa::openapi::RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "ReducerFailure",
+                )),
+            )
+            .property(
+                "verify",
+                utoipa::openapi::RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "VerifyReport",
+                )),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            "ExpectedRevision".to_owned(),
+            streamfold::ExpectedRevision::schema(),
+        ));
+        schemas.push((
+            "ReducerFailure".to_owned(),
+            streamfold::ReducerFailure::schema(),
+        ));
+        <streamfold::ReducerFailure as utoipa::ToSchema>::schemas(schemas);
+        schemas.push((
+            "VerifyReport".to_owned(),
+            streamfold::VerifyReport::schema(),
+        ));
+        <streamfold::VerifyReport as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 impl From<streamfold::Error> for Problem {
     fn from(e: streamfold::Error) -> Self {
         Problem::of(&e)

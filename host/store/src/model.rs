@@ -78,6 +78,34 @@ impl<'de> Deserialize<'de> for ExpectedRevision {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ExpectedRevision {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .description(Some(
+                "What the append expects of the aggregate's current revision: \"any\" (no check, the default), \"no-stream\" (no events yet), \"exists\" (at least one event) or the exact revision.",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["any", "no-stream", "exists"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+                        utoipa::openapi::schema::KnownFormat::Int64,
+                    )))
+                    .minimum(Some(0)),
+            )
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ExpectedRevision {}
+
 /// An event to append. The store fills in what is missing: a fresh UUID v4 for the id,
 /// the current time for the timestamp, `"1"` for the schema version.
 ///
@@ -174,6 +202,7 @@ pub struct AppendResult {
 /// Serializes with the seed's field names plus `revision` and `position`, and with
 /// `data` as the embedded JSON value (not a string holding JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Event))]
 pub struct RecordedEvent {
     /// The event's id (a UUID, as text).
     pub event_id: String,
@@ -185,6 +214,7 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// The payload, JSON text.
     #[serde(serialize_with = "serialize_json_text")]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub data: String,
     /// When it happened, RFC 3339 (as written; the seed wrote it without a zone).
     pub timestamp: String,

@@ -179,7 +179,9 @@ impl LocalRedis {
     }
 
     /// Starts the server again on the same port and in the same directory, e.g. to
-    /// test that clients recover after a restart. The data is gone (no persistence).
+    /// test that clients recover after a restart. The data is gone (no persistence)
+    /// unless a `SAVE` wrote `dump.rdb` just before: the server loads it from its
+    /// directory, as a persistent Redis would.
     pub fn start_again(&mut self) -> Result<()> {
         self.kill();
         self.launch()

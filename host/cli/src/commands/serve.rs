@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use streamfold_server::{Server, ServerConfig, Tokens};
 
 use super::Global;
+use crate::output::outln;
 use crate::{connect, parse};
 
 /// Run the host as an HTTP service: JSON under /v1, bearer tokens, hot reload.
@@ -38,9 +39,12 @@ pub(crate) struct Args {
     /// Longest a request may take, e.g. 30s.
     #[arg(long, env = "STREAMFOLD_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse::duration)]
     request_timeout: Duration,
-    /// Replays running at once; more get 503 with Retry-After.
+    /// Replays running at once; more wait for a slot (see --replay-queue-timeout).
     #[arg(long, env = "STREAMFOLD_MAX_REPLAYS", default_value_t = 16)]
     max_replays: usize,
+    /// How long a replay waits for a slot before 503 with Retry-After, e.g. 1s.
+    #[arg(long, env = "STREAMFOLD_REPLAY_QUEUE_TIMEOUT", default_value = "1s", value_parser = parse::duration)]
+    replay_queue_timeout: Duration,
     /// Live subscriptions open at once; more get 503.
     #[arg(long, env = "STREAMFOLD_MAX_SUBSCRIBERS", default_value_t = 1024)]
     max_subscribers: usize,
@@ -50,9 +54,19 @@ pub(crate) struct Args {
     /// How long requests in flight may take to finish on shutdown, e.g. 10s.
     #[arg(long, env = "STREAMFOLD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse::duration)]
     shutdown_timeout: Duration,
+    /// Print the API's OpenAPI 3.1 document (what GET /v1/openapi.json serves) and exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
 pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
+    if args.print_openapi {
+        let doc = streamfold_server::openapi()
+            .to_pretty_json()
+            .context("the OpenAPI document")?;
+        outln!("{doc}")?;
+        return Ok(());
+    }
     let tokens = match &args.tokens {
         Some(path) => Some(Tokens::load(path).map_err(anyhow::Error::msg)?),
         None => None,
@@ -66,6 +80,7 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
         .max_events_per_append(args.max_events_per_append)
         .request_timeout(args.request_timeout)
         .max_concurrent_replays(args.max_replays)
+        .replay_queue_timeout(args.replay_queue_timeout)
         .max_subscribers(args.max_subscribers)
         .slow_client_timeout(args.slow_client_timeout)
         .shutdown_timeout(args.shutdown_timeout);

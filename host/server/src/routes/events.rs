@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use streamfold::{CategoryReadOptions, ExpectedRevision, NewEvent, ReadOptions, RecordedEvent};
 
-use super::{Json, Path, Query};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{AggregatePath, Json, Path, Query, TypePath};
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::problem::Problem;
@@ -16,34 +18,70 @@ use crate::problem::Problem;
 /// The default page of a read.
 const DEFAULT_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+/// One batch to append, all or nothing.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AppendRequest)]
 pub(crate) struct AppendBody {
+    /// What the append expects of the aggregate's revision; default `"any"`.
     #[serde(default)]
     expected_revision: ExpectedRevision,
+    /// The events, in order (at least one).
     events: Vec<EventBody>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An event to append.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EventBody {
+#[schema(as = NewEvent)]
+pub(crate) struct EventBody {
+    /// What happened, e.g. `UserCreated`.
     event_type: String,
+    /// The payload: any JSON value.
+    #[schema(value_type = serde_json::Value)]
     data: Box<RawValue>,
+    /// The event's id. Give one to make a retry safe: an append whose ids are
+    /// already stored answers 200 with `already_appended` and writes nothing.
     event_id: Option<uuid::Uuid>,
+    /// The payload's schema version; default `"1"`.
     version: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Appended {
+/// What an append wrote (or, for a retry, what the original append wrote).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Appended {
+    /// Revision of the batch's first event.
     first_revision: u64,
+    /// Revision of its last event: the aggregate's revision after the append.
     last_revision: u64,
+    /// The events' positions (stream ids) in the aggregate's stream.
     positions: Vec<String>,
+    /// The events' ids, including the ones the server generated.
     event_ids: Vec<uuid::Uuid>,
+    /// True for a retry of an append that had already succeeded: nothing was written.
     already_appended: bool,
 }
 
 /// `POST /v1/aggregates/{type}/{id}/events`: 201, or 200 for a retry that was
 /// already appended (nothing written), 409 for a wrong expected revision.
+#[utoipa::path(
+    post,
+    path = "/v1/aggregates/{type}/{id}/events",
+    tag = "events",
+    operation_id = "append",
+    summary = "Append a batch of events",
+    params(AggregatePath),
+    request_body = AppendBody,
+    responses(
+        (status = 201, description = "Appended", body = Appended),
+        (status = 200, description = "A retry of an append that already succeeded (same event ids): nothing was written", body = Appended),
+        (status = 400, description = "Malformed JSON, a bad event or name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Wrong expected revision: `expected_revision` and `actual_revision` say what was expected and what is", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the append limit, or too many events (`max_events`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn append(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,17 +154,24 @@ pub(crate) async fn append(
     Ok((status, axum::Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
+    /// The first revision of the page (default 1).
     from_revision: Option<u64>,
+    /// The last revision to read (default: the latest).
     to_revision: Option<u64>,
+    /// Only events stored at or before this instant (RFC 3339).
     as_of: Option<DateTime<Utc>>,
+    /// Events per page (default 1,000; at most the server's maximum page, 10,000 by default).
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-struct HistoryPage {
+/// One page of an aggregate's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HistoryPage {
+    /// The events, oldest first.
     events: Vec<RecordedEvent>,
     /// Where the next page starts (`from_revision`), or `null` after the last page.
     next_from_revision: Option<u64>,
@@ -144,6 +189,20 @@ fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, Problem> {
 }
 
 /// `GET /v1/aggregates/{type}/{id}/events`: one page of the history.
+#[utoipa::path(
+    get,
+    path = "/v1/aggregates/{type}/{id}/events",
+    tag = "events",
+    operation_id = "history",
+    summary = "Read an aggregate's history, a page at a time",
+    params(AggregatePath, HistoryQuery),
+    responses(
+        (status = 200, description = "A page of events; `next_from_revision` says where the next starts", body = HistoryPage),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The aggregate has no events", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -196,16 +255,22 @@ pub(crate) async fn history(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CategoryQuery {
+    /// Read after this position (a stream id); default: from the start.
     after: Option<String>,
+    /// Events per page (default 1,000).
     limit: Option<usize>,
+    /// The category partition (default 0).
     partition: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
-struct CategoryPage {
+/// One page of a category feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CategoryPage {
+    /// The events, in the order they were stored.
     events: Vec<RecordedEvent>,
     /// The position to pass as `after` for the next page (the last one read, or
     /// the one given when nothing new was there).
@@ -213,6 +278,19 @@ struct CategoryPage {
 }
 
 /// `GET /v1/categories/{type}/events`: one page of a type's category feed.
+#[utoipa::path(
+    get,
+    path = "/v1/categories/{type}/events",
+    tag = "events",
+    operation_id = "category",
+    summary = "Read a type's category feed, a page at a time",
+    params(TypePath, CategoryQuery),
+    responses(
+        (status = 200, description = "A page of events; pass `next_after` as `after` for the next", body = CategoryPage),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn category(
     State(state): State<AppState>,
     caller: Caller,

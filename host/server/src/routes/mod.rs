@@ -2,6 +2,7 @@
 //! into a problem+json answer (axum's own rejections are plain text).
 
 mod events;
+pub(crate) mod openapi;
 mod ops;
 mod plugins;
 mod state;
@@ -65,6 +66,8 @@ pub(crate) fn router(state: AppState) -> Router {
             crate::metrics::track,
         ));
     Router::new()
+        // The API's description is public, like the liveness checks.
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(crate::metrics::metrics))
@@ -92,7 +95,11 @@ pub(crate) fn router(state: AppState) -> Router {
                         },
                     ),
                 )
-                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+                // gzip for clients that ask (`Accept-Encoding`); never for the
+                // event streams (tower-http's default predicate leaves
+                // `text/event-stream` alone) nor bodies under 32 bytes.
+                .layer(tower_http::compression::CompressionLayer::new()),
         )
         .with_state(state)
 }
@@ -124,6 +131,26 @@ async fn bounded_in_time(req: Request, next: Next, timeout: std::time::Duration)
         .into_response(),
     }
 }
+
+/// The path of an aggregate (for the OpenAPI document; handlers take `Path<(String, String)>`).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("type", "id"), parameter_in = Path)]
+#[allow(dead_code)] // a description only
+pub(crate) struct AggregatePath(
+    /// The aggregate type, e.g. `user`.
+    String,
+    /// The aggregate's id within its type, e.g. `42`.
+    String,
+);
+
+/// The path of an aggregate type (for the OpenAPI document).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("type"), parameter_in = Path)]
+#[allow(dead_code)] // a description only
+pub(crate) struct TypePath(
+    /// The aggregate type, e.g. `user`.
+    String,
+);
 
 /// A JSON body, or a problem: 400 for bad JSON or a wrong shape (naming the
 /// field), 413 over the body limit, 415 without `Content-Type: application/json`.
@@ -215,16 +242,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
-/// A replay slot, or 503 with `Retry-After` when all are taken: never an unbounded
-/// queue of replays.
-pub(crate) fn replay_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
-    state.replays.clone().try_acquire_owned().map_err(|_| {
-        Problem::busy(
+/// A replay slot: at once if one is free, else the first to free up within
+/// `replay_queue_timeout` (waiters are served in order); after that 503 with
+/// `Retry-After`. Never an unbounded queue of replays.
+pub(crate) async fn replay_slot(
+    state: &AppState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    if let Ok(permit) = state.replays.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
+    let wait = state.config.replay_queue_timeout;
+    match tokio::time::timeout(wait, state.replays.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(Problem::busy(
             format!(
-                "{} replays are running, the most this server runs at once; retry shortly",
+                "{} replays are running, the most this server runs at once, and none ended within {wait:?}; retry shortly",
                 state.config.max_concurrent_replays
             ),
             1,
-        )
-    })
+        )),
+    }
 }

@@ -13,10 +13,27 @@ use crate::problem::Problem;
 /// How long `/readyz` waits for Redis.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: answers while the process lives",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value)),
+)]
 pub(crate) async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: Redis answers",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = serde_json::Value),
+        (status = 503, description = "Redis is unreachable; `detail` says why", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let ping = tokio::time::timeout(READY_TIMEOUT, state.runtime.store().ping()).await;
     let reason = match ping {

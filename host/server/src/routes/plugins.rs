@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use streamfold::{Plugin, RegisterOptions, RegisteredPlugin, VerifyOptions, VerifyReport};
 
-use super::{Body, Json, Path, Query, replay_slot};
+use streamfold::Activation;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Body, Json, Path, Query, TypePath, replay_slot};
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::problem::Problem;
@@ -45,17 +48,25 @@ impl Verify {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UploadQuery {
+    /// Make it the active reducer of its type (default true).
     activate: Option<bool>,
+    /// Replay existing aggregates through it first and compare with the active
+    /// reducer: `none` (default), `sample:N` or `all`.
     verify: Option<String>,
+    /// Register even when the verify finds differences or failures.
     force: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
-struct Uploaded {
+/// A registered plugin and, if it was verified, the report.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Uploaded {
+    /// The registration.
     plugin: RegisteredPlugin,
+    /// The replay-diff report (`null` without `verify`).
     verify: Option<VerifyReport>,
 }
 
@@ -74,13 +85,31 @@ async fn run_verify(
     plugin: Arc<Plugin>,
     options: VerifyOptions,
 ) -> Result<VerifyReport, Problem> {
-    let _slot = replay_slot(state)?;
+    let _slot = replay_slot(state).await?;
     Ok(state.runtime.verify(plugin, options, |_, _| {}).await?)
 }
 
 /// `POST /v1/plugins?activate=&verify=none|sample:N|all&force=`: the `.wasm` is the
 /// body. 201 with the registration and the verify report; 422 when the verify finds
 /// differences or failures and `force` is not set (nothing is registered then).
+#[utoipa::path(
+    post,
+    path = "/v1/plugins",
+    tag = "plugins",
+    operation_id = "upload_plugin",
+    summary = "Register (and by default activate) a reducer component",
+    params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component's bytes"),
+    responses(
+        (status = 201, description = "Registered", body = Uploaded),
+        (status = 400, description = "Not a usable reducer component (`invalid-plugin`), or a bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token, or not for this type", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over the upload limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/wasm`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The verify found differences or failures (`verification-failed`, with the report in `verify`); nothing was registered", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,14 +156,26 @@ pub(crate) async fn upload(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only this aggregate type's versions.
     #[serde(rename = "type")]
     aggregate_type: Option<String>,
 }
 
 /// `GET /v1/plugins?type=`: every registered version, the active ones marked.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    operation_id = "list_plugins",
+    summary = "Every registered reducer version, the active ones marked",
+    params(ListQuery),
+    responses((status = 200, description = "The registered versions", body = Vec<RegisteredPlugin>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,14 +187,33 @@ pub(crate) async fn list(
     Ok(axum::Json(plugins))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which registered version to activate: exactly one of the two.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ActivateRequest)]
 pub(crate) struct ActivateBody {
+    /// Its digest (`sha256:HEX` or `HEX`).
     digest: Option<String>,
+    /// Its version.
     version: Option<String>,
 }
 
 /// `PUT /v1/plugins/{type}/active` with `{"digest"}` or `{"version"}`: also the rollback.
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{type}/active",
+    tag = "plugins",
+    operation_id = "activate_plugin",
+    summary = "Activate a registered version (also the rollback)",
+    params(TypePath),
+    request_body = ActivateBody,
+    responses(
+        (status = 200, description = "Now active: the next request is served by it", body = RegisteredPlugin),
+        (status = 400, description = "Neither or both of digest and version", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such version of this type", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn activate(
     State(state): State<AppState>,
     caller: Caller,
@@ -172,11 +232,21 @@ pub(crate) async fn activate(
 }
 
 /// `GET /v1/plugins/{type}/history`: what was active when, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{type}/history",
+    tag = "plugins",
+    operation_id = "plugin_history",
+    summary = "What was active when, newest first",
+    params(TypePath),
+    responses((status = 200, description = "The activations", body = Vec<Activation>)),
+    security(("bearer" = []))
+)]
 pub(crate) async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(aggregate_type): Path<String>,
-) -> Result<axum::Json<Vec<streamfold::Activation>>, Problem> {
+) -> Result<axum::Json<Vec<Activation>>, Problem> {
     caller.require(Role::Read, Some(&aggregate_type))?;
     Ok(axum::Json(
         state.runtime.activation_history(&aggregate_type).await?,
@@ -184,6 +254,23 @@ pub(crate) async fn history(
 }
 
 /// `DELETE /v1/plugins/{type}/{digest_or_version}`: refuses the active version (409).
+#[utoipa::path(
+    delete,
+    path = "/v1/plugins/{type}/{digest_or_version}",
+    tag = "plugins",
+    operation_id = "remove_plugin",
+    summary = "Remove a registered version (never the active one)",
+    params(
+        ("type" = String, Path, description = "The aggregate type"),
+        ("digest_or_version" = String, Path, description = "A digest (`sha256:HEX` or `HEX`) or a version"),
+    ),
+    responses(
+        (status = 200, description = "Removed", body = RegisteredPlugin),
+        (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It is the active version (`active-plugin`): activate another first", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,16 +299,34 @@ pub(crate) async fn remove(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct VerifyQuery {
+    /// The type the component must fold (checked against its `info`).
     #[serde(rename = "type")]
     aggregate_type: Option<String>,
+    /// How many aggregates to compare: a number, or `all`.
     sample: Option<String>,
 }
 
 /// `POST /v1/plugins/verify?type=&sample=N|all`: the replay-diff report; activates
 /// nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/verify",
+    tag = "plugins",
+    operation_id = "verify_plugin",
+    summary = "Replay existing aggregates through a candidate and compare; activates nothing",
+    params(VerifyQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The candidate component's bytes"),
+    responses(
+        (status = 200, description = "The replay-diff report (`differed` and `failed` empty: it may be activated)", body = VerifyReport),
+        (status = 400, description = "Not a usable reducer component, or a bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many replays are running (`busy`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn verify(
     State(state): State<AppState>,
     caller: Caller,

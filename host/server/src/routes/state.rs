@@ -13,17 +13,25 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use streamfold::{ReplayOptions, Replayed};
 
-use super::{Path, Query, replay_slot};
+use utoipa::IntoParams;
+
+use super::{AggregatePath, Path, Query, replay_slot};
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::problem::Problem;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StateQuery {
+    /// The state as of this revision (time travel).
     at_revision: Option<u64>,
+    /// The state as of this instant, RFC 3339 (time travel).
     as_of: Option<DateTime<Utc>>,
+    /// Start from the latest usable snapshot (default true); false replays every event.
     snapshot: Option<bool>,
+    /// Replay through this registered version (a digest or a version) instead of the
+    /// active one.
     reducer: Option<String>,
 }
 
@@ -42,6 +50,36 @@ fn not_modified(headers: &HeaderMap, tag: &str) -> bool {
         .any(|t| t == tag || t == "*")
 }
 
+/// `GET /v1/aggregates/{type}/{id}/state`.
+#[utoipa::path(
+    get,
+    path = "/v1/aggregates/{type}/{id}/state",
+    tag = "state",
+    operation_id = "state",
+    summary = "An aggregate's state, replayed through its reducer",
+    description = "The body is the reducer's state document itself. `If-None-Match` with the `ETag` of a previous answer gets 304 when neither the events nor the active reducer changed.",
+    params(
+        AggregatePath,
+        StateQuery,
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` of a previous answer"),
+    ),
+    responses(
+        (status = 200, description = "The reducer's state document", body = serde_json::Value,
+            headers(
+                ("ETag" = String, description = "`\"DIGEST:REVISION\"`: the reducer's digest and the revision covered"),
+                ("Streamfold-Revision" = u64, description = "The revision the state covers"),
+                ("Streamfold-Position" = String, description = "The stream position of that revision's event"),
+                ("Streamfold-Reducer" = String, description = "`name@version` of the reducer"),
+                ("Streamfold-Reducer-Digest" = String, description = "`sha256:HEX` of the reducer"),
+            )),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such aggregate, revision, reducer, or no active reducer for the type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The reducer rejected the history (`reducer-rejected`) or failed in the sandbox (`reducer-failed`); `reducer` names the plugin, the aggregate and the event", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis is unavailable, or too many replays are running (`busy`); retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn state(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,7 +120,7 @@ pub(crate) async fn state(
     if let Some(t) = q.as_of {
         options = options.as_of(t);
     }
-    let _slot = replay_slot(&state)?;
+    let _slot = replay_slot(&state).await?;
     let _running = state.metrics.replay_running();
     let started = std::time::Instant::now();
     let replayed = match rt.state(&aggregate_type, &aggregate_id, options).await {

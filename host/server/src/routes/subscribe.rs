@@ -29,7 +29,9 @@ use serde::Deserialize;
 use streamfold::{Live, LiveUpdate, SubscribeOptions};
 use tokio::sync::mpsc;
 
-use super::{Path, Query};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{AggregatePath, Path, Query, TypePath};
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::problem::Problem;
@@ -37,19 +39,46 @@ use crate::problem::Problem;
 /// Events buffered for one subscriber before it counts as slow.
 const BUFFER: usize = 64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CategoryQuery {
+    /// Resume after this position (`Last-Event-ID` wins).
     after: Option<String>,
+    /// The category partition (default 0).
     partition: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AggregateQuery {
+    /// Resume after this position (`Last-Event-ID` wins).
     after: Option<String>,
+    /// Also push the reducer's state after each event (`state` events).
     state: Option<bool>,
 }
+
+/// The data of a `state` event.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // a schema only: the event is written as text
+pub(crate) struct StatePush {
+    /// The revision the state covers.
+    revision: u64,
+    /// The reducer's state document.
+    state: serde_json::Value,
+}
+
+/// The data of the `caught-up` event.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // a schema only
+pub(crate) struct CaughtUp {
+    /// The last position delivered before it (`null`: nothing yet).
+    position: Option<String>,
+}
+
+/// How the Server-Sent Events of a subscription read, for the OpenAPI document.
+const SSE_DESCRIPTION: &str = "A `text/event-stream`: the events already there (after `after` or `Last-Event-ID`), then one `caught-up` event (data: `CaughtUp`), then events as they are appended. Each `event` event's `id:` is its stream position and its data an `Event`; reconnect with `Last-Event-ID` to resume exactly after it. With `state=true`, a `state` event (data: `StatePush`) opens the stream and follows every event and every reducer change. A failure ends the stream with an `error` event holding a `Problem`. `: keep-alive` comments keep idle connections open; a client that stops reading is disconnected.";
 
 /// Where to resume: `Last-Event-ID` wins over `after`.
 fn resume(headers: &HeaderMap, after: Option<String>) -> SubscribeOptions {
@@ -188,6 +217,24 @@ async fn forward(mut sub: streamfold::Subscription, out: Sender) {
 }
 
 /// `GET /v1/categories/{type}/subscribe`.
+#[utoipa::path(
+    get,
+    path = "/v1/categories/{type}/subscribe",
+    tag = "subscribe",
+    operation_id = "subscribe_category",
+    summary = "Follow a type's category feed live (Server-Sent Events)",
+    description = SSE_DESCRIPTION,
+    params(
+        TypePath,
+        CategoryQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 503, description = "Too many subscriptions (`busy`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn category(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,6 +255,25 @@ pub(crate) async fn category(
 }
 
 /// `GET /v1/aggregates/{type}/{id}/subscribe`.
+#[utoipa::path(
+    get,
+    path = "/v1/aggregates/{type}/{id}/subscribe",
+    tag = "subscribe",
+    operation_id = "subscribe_aggregate",
+    summary = "Follow an aggregate live, optionally with its state (Server-Sent Events)",
+    description = SSE_DESCRIPTION,
+    params(
+        AggregatePath,
+        AggregateQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "With `state=true`: no active reducer for the type", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many subscriptions (`busy`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn aggregate(
     State(state): State<AppState>,
     caller: Caller,

@@ -476,3 +476,44 @@ async fn the_category_feed_pages_across_aggregates_with_after() {
         .await;
     problem(r, StatusCode::BAD_REQUEST, "invalid-input").await;
 }
+
+#[tokio::test]
+async fn a_client_that_asks_for_gzip_gets_the_same_page_compressed() {
+    use std::io::Read;
+
+    let h = Harness::start().await;
+    let events: Vec<Value> = (1..=50)
+        .map(|i| {
+            ev(
+                "NoteAdded",
+                json!({"n": i, "text": "the same words compress well"}),
+            )
+        })
+        .collect();
+    h.append("note", "1", events).await;
+    let plain = h.get("/v1/aggregates/note/1/events").await;
+    assert_eq!(super::header(&plain, "content-encoding"), "");
+    let plain = plain.bytes().await.unwrap();
+
+    let r = h
+        .http
+        .get(h.url("/v1/aggregates/note/1/events"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(super::header(&r, "content-encoding"), "gzip");
+    let gzipped = r.bytes().await.unwrap();
+    assert!(
+        gzipped.len() < plain.len() / 2,
+        "{} bytes gzipped, {} plain",
+        gzipped.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gzipped[..])
+        .read_to_end(&mut unzipped)
+        .expect("valid gzip");
+    assert_eq!(unzipped, plain, "the same page");
+}

@@ -8,9 +8,11 @@
 //! - `auth`: tokens and roles, and the refusal to listen openly without them.
 //! - `ops`: liveness and readiness, bounded replays, graceful shutdown, routes.
 //! - `subscribe`: live subscriptions as Server-Sent Events.
+//! - `openapi`: the OpenAPI document against the routes and bodies.
 
 mod auth;
 mod events;
+mod openapi;
 mod ops;
 mod plugins;
 mod state;

@@ -702,3 +702,103 @@ async fn metrics_count_subscribers_requests_and_appends() {
     drop(sub);
     subscribers_become(&h, 0.0).await;
 }
+
+#[tokio::test]
+async fn subscriptions_outlive_a_redis_restart_that_readyz_reports() {
+    let mut h = with_user(|c| c).await;
+    h.append("user", "1", vec![user_created(1, "Alice"), renamed(2)])
+        .await;
+    let mut state = subscribe(&h, "/v1/aggregates/user/1/subscribe?state=true").await;
+    let mut category = subscribe(&h, "/v1/categories/user/subscribe").await;
+    state.expect("state").await;
+    for _ in 0..2 {
+        state.expect("event").await;
+        state.expect("state").await;
+        category.expect("event").await;
+    }
+    state.expect("caught-up").await;
+    category.expect("caught-up").await;
+
+    // A Redis that keeps its data (a snapshot written just before) restarts.
+    let mut raw = h.env.raw().await;
+    let _: () = redis::cmd("SAVE").query_async(&mut raw).await.unwrap();
+    h.env.redis.stop();
+    wait_until("/readyz to report Redis gone", PATIENCE, || async {
+        (h.get("/readyz").await.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    h.env
+        .redis
+        .start_again()
+        .expect("redis-server starts again");
+    wait_until("/readyz to report ready again", PATIENCE, || async {
+        (h.get("/readyz").await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    // An append after it (retried with the same id until Redis takes it) reaches
+    // both streams, which were never reconnected: the next event, no gap, no repeat.
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let mut third = renamed(3);
+    third["event_id"] = json!(event_id);
+    let body = json!({ "events": [third] });
+    wait_until("an append after the restart", PATIENCE, || {
+        let r = h.post_json("/v1/aggregates/user/1/events", &body);
+        async move {
+            let status = r.await.status();
+            assert_ne!(status, StatusCode::BAD_REQUEST);
+            (status == StatusCode::CREATED || status == StatusCode::OK).then_some(())
+        }
+    })
+    .await;
+    let e = state.expect("event").await.json();
+    assert_eq!(
+        (e["revision"].clone(), e["event_id"].clone()),
+        (json!(3), json!(event_id))
+    );
+    let s = state_matches_replay(&h, "1", &state.expect("state").await).await;
+    assert_eq!(s["state"]["name"], "Alice 3", "{s}");
+    let c = category.expect("event").await.json();
+    assert_eq!(c, e, "the category delivers the same event");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_disconnected_not_buffered() {
+    let h = with_user(|c| c.slow_client_timeout(Duration::from_millis(500))).await;
+    h.append("user", "1", vec![user_created(1, "Alice")]).await;
+    let mut sub = subscribe(&h, "/v1/aggregates/user/1/subscribe").await;
+    sub.expect("event").await;
+    sub.expect("caught-up").await;
+    subscribers_become(&h, 1.0).await;
+
+    // The client reads no more while far more is appended than the socket buffers
+    // and the server's bounded queue hold (about 24 MB of events).
+    let text = "x".repeat(4000);
+    let mut appended = 0;
+    while appended < 6000 {
+        let batch: Vec<Value> = (0..200)
+            .map(|_| ev("NoteAdded", json!({ "text": text })))
+            .collect();
+        h.append("user", "1", batch).await;
+        appended += 200;
+        if sample(&metrics(&h).await, "streamfold_sse_subscribers", &[]) == 0.0 {
+            break;
+        }
+    }
+    // The server let it go (its slot and gauge are free) while the client still
+    // holds the connection.
+    subscribers_become(&h, 0.0).await;
+    // What was already on the wire is still readable; then the stream ends instead
+    // of going on for ever.
+    let mut seen = 0u64;
+    while let Some(frame) = sub.next_within().await {
+        if let Frame::Event(e) = frame {
+            assert_eq!(e.event, "event", "{e:?}");
+            seen += 1;
+        }
+    }
+    assert!(
+        seen < appended,
+        "the stream ended after {seen} of {appended} events"
+    );
+}
