@@ -45,6 +45,7 @@ fn main() {
         "fixture-user-v2",
         "fixture-hostile",
         "fixture-bad-info",
+        "fixture-leaky",
     ]);
     for plugin in &plugins {
         if let Some(short) = plugin.name.strip_prefix("fixture-") {

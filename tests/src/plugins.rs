@@ -15,6 +15,7 @@
 //! | [`OTHER_WORLD`] | a valid component of another world (`test:other/other`, exports `run: func()`) |
 //! | [`HOSTILE`] | logs and rejects with terminal escapes, forged lines and 100 KB of text (aggregate `hostile`) |
 //! | [`BAD_INFO`] | its `info.name` holds terminal escapes: must be refused |
+//! | [`LEAKY`] | keeps a global counter across aggregates in its state: replays differ between fresh and warm instances (aggregate `user`) |
 //! | [`NEXT_CONTRACT`] | a reducer built against `streamfold:reducer@0.2.0`, a contract version the host does not speak |
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub const CART_PY: &str = concat!(env!("OUT_DIR"), "/cart-py.wasm");
 pub const SPIN: &str = concat!(env!("OUT_DIR"), "/spin.wasm");
 /// `tests/plugins/bomb`: `apply` allocates without bound, 1 MiB at a time.
 pub const BOMB: &str = concat!(env!("OUT_DIR"), "/bomb.wasm");
+/// `tests/plugins/leaky`: its states count the aggregates its instance started
+/// before (state kept across aggregates).
+pub const LEAKY: &str = concat!(env!("OUT_DIR"), "/leaky.wasm");
 /// `tests/plugins/trap`: `apply` logs one line at `error` level, then panics.
 pub const TRAP: &str = concat!(env!("OUT_DIR"), "/trap.wasm");
 /// The `user` plugin's core module, before it was made a component.

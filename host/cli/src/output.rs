@@ -177,6 +177,25 @@ pub(crate) fn verify(r: &VerifyReport) -> Printed {
                 r.aggregate_type, f.aggregate_id, f.error
             )?;
         }
+        if !r.keeps_state_across_aggregates.is_empty() {
+            writeln!(
+                out,
+                "  keeps state across aggregates: a fresh and a warm instance disagree on {} aggregates (it will be served on fresh instances)",
+                r.keeps_state_across_aggregates.len()
+            )?;
+        }
+        for l in r.keeps_state_across_aggregates.iter().take(20) {
+            let path = if l.path.is_empty() {
+                "(the whole state)"
+            } else {
+                l.path.as_str()
+            };
+            writeln!(
+                out,
+                "  leaks    {}/{}  {path}: fresh {} | warm {}",
+                r.aggregate_type, l.aggregate_id, l.fresh, l.warm
+            )?;
+        }
         let more = r.differed.len().saturating_sub(20) + r.failed.len().saturating_sub(20);
         if more > 0 {
             writeln!(out, "  ... and {more} more (--json lists them all)")?;

@@ -59,8 +59,8 @@ pub use live::{LiveState, LiveUpdate};
 pub use registry::{Activation, RegisteredPlugin};
 pub use replay::{ReplayOptions, Replayed};
 pub use streamfold_sandbox::{
-    CONTRACT, FailedEvent, FailureCause, Limits, LoadSource, Plugin, PluginInfo, ReducerFailure,
-    RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest,
+    CONTRACT, FailedEvent, FailureCause, Instances, Limits, LoadSource, Plugin, PluginInfo,
+    ReducerFailure, RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest,
 };
 pub use streamfold_store::{
     AggregateKeys, AppendResult, CategoryReadOptions, Conflict, EventStore, EventView,
@@ -68,7 +68,7 @@ pub use streamfold_store::{
     PageIter, RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom,
     SubscribeOptions, Subscription,
 };
-pub use verify::{CandidateFailure, Difference, VerifyOptions, VerifyReport};
+pub use verify::{CandidateFailure, Difference, StateLeak, VerifyOptions, VerifyReport};
 
 use streamfold_sandbox::SandboxConfig;
 
@@ -95,6 +95,10 @@ pub struct RuntimeConfig {
     /// components (12-18 MB images) measured 30-40% faster, for up to ~270 MB more
     /// resident memory when all 16 idle slots hold that much; 0 turns it off.
     pub keep_resident_bytes: usize,
+    /// Whether replays, verifies and live sessions reuse warm reducer instances
+    /// (the default) or start each on a fresh one: see [`Instances`] for the
+    /// trade-off.
+    pub instances: Instances,
     /// When following activations ([`Runtime::follow_activations`]), how often to
     /// re-read every active digest in case a notice was missed. Default: 2 s.
     pub activation_check_every: Duration,
@@ -108,6 +112,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("snapshot_every", &self.snapshot_every)
             .field("pooling", &self.pooling)
             .field("keep_resident_bytes", &self.keep_resident_bytes)
+            .field("instances", &self.instances)
             .field("activation_check_every", &self.activation_check_every)
             .finish_non_exhaustive()
     }
@@ -121,6 +126,7 @@ impl Default for RuntimeConfig {
             snapshot_every: Some(1000),
             pooling: true,
             keep_resident_bytes: 16 << 20,
+            instances: Instances::default(),
             activation_check_every: Duration::from_secs(2),
         }
     }
@@ -150,6 +156,11 @@ impl RuntimeConfig {
     /// Sets [`RuntimeConfig::keep_resident_bytes`] (0: off).
     pub fn keep_resident_bytes(mut self, bytes: usize) -> Self {
         self.keep_resident_bytes = bytes;
+        self
+    }
+    /// Sets [`RuntimeConfig::instances`].
+    pub fn instances(mut self, instances: Instances) -> Self {
+        self.instances = instances;
         self
     }
     /// Sets how often a following runtime re-reads the active digests.
@@ -227,6 +238,7 @@ impl Runtime {
                 .limits(config.limits.clone())
                 .cache_dir(config.cache_dir.clone())
                 .pooling(config.pooling)
+                .instances(config.instances)
                 .keep_resident_bytes(config.keep_resident_bytes),
         )?;
         let registry = registry::Registry::new(store.connection(), store.key_prefix());

@@ -1,5 +1,6 @@
 //! Replay: latest valid snapshot + the rest of the history, read in pages and
-//! folded page by page in a reducer session (a fresh instance).
+//! folded page by page in a reducer session (on a warm instance unless the runtime
+//! or the plugin says fresh).
 //!
 //! Reading and folding overlap: a task fetches page N+1 from Redis while the
 //! reducer (on tokio's blocking pool, since Wasmtime calls are synchronous)
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use streamfold_sandbox::{Plugin, PluginInfo, Sandbox, Session, SessionEvent};
+use streamfold_sandbox::{Plugin, PluginInfo, Session, SessionEvent};
 use streamfold_store::{Page, ReadOptions, Snapshot};
 use tokio::sync::mpsc;
 
@@ -24,6 +25,18 @@ pub struct ReplayOptions {
     as_of: Option<DateTime<Utc>>,
     use_snapshots: bool,
     plugin: Option<Arc<Plugin>>,
+    instance: Pick,
+}
+
+/// Which instance a replay runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// As the runtime's policy and the plugin say.
+    Policy,
+    /// A fresh one.
+    Fresh,
+    /// One that served another aggregate before.
+    Warm,
 }
 
 impl Default for ReplayOptions {
@@ -33,6 +46,7 @@ impl Default for ReplayOptions {
             as_of: None,
             use_snapshots: true,
             plugin: None,
+            instance: Pick::Policy,
         }
     }
 }
@@ -58,6 +72,23 @@ impl ReplayOptions {
     /// candidate with the active version, say).
     pub fn plugin(mut self, plugin: Arc<Plugin>) -> Self {
         self.plugin = Some(plugin);
+        self
+    }
+
+    /// Replays on a fresh instance, whatever the runtime's [`Instances`]
+    /// policy (to tell whether a reducer's results depend on what its instance
+    /// served before, say).
+    ///
+    /// [`Instances`]: crate::Instances
+    pub fn fresh_instance(mut self, on: bool) -> Self {
+        self.instance = if on { Pick::Fresh } else { Pick::Policy };
+        self
+    }
+
+    /// Replays on an instance that has served another aggregate before, whatever
+    /// the policy (the other side of [`fresh_instance`](Self::fresh_instance)).
+    pub fn warm_instance(mut self, on: bool) -> Self {
+        self.instance = if on { Pick::Warm } else { Pick::Policy };
         self
     }
 
@@ -218,16 +249,14 @@ pub(crate) async fn fold_history(
     let sandbox = rt.sandbox().clone();
     let (plugin_, id, snap) = (plugin.clone(), aggregate_id.to_string(), snapshot.clone());
     let aggregate_type_ = aggregate_type.to_string();
+    let pick = options.instance;
     let folded = tokio::task::spawn_blocking(move || {
-        fold(
-            &sandbox,
-            plugin_,
-            &aggregate_type_,
-            &id,
-            snap.as_ref(),
-            rx,
-            keep_session,
-        )
+        let session = match pick {
+            Pick::Policy => sandbox.session(plugin_, &aggregate_type_, &id),
+            Pick::Fresh => sandbox.fresh_session(plugin_, &aggregate_type_, &id),
+            Pick::Warm => sandbox.warm_session(plugin_, &aggregate_type_, &id),
+        };
+        fold(session?, snap.as_ref(), rx, keep_session)
     })
     .await
     .map_err(|e| Error::task("replay", e));
@@ -265,15 +294,11 @@ pub(crate) struct Folded {
 /// Runs on a blocking thread: a session, the snapshot restored, every page
 /// applied as it arrives, the state taken; the session kept if asked for.
 fn fold(
-    sandbox: &Sandbox,
-    plugin: Arc<Plugin>,
-    aggregate_type: &str,
-    aggregate_id: &str,
+    mut session: Session,
     snapshot: Option<&Snapshot>,
     mut pages: mpsc::Receiver<streamfold_store::Result<Page>>,
     keep_session: bool,
 ) -> Result<(Folded, Option<Session>)> {
-    let mut session = sandbox.session(plugin, aggregate_type, aggregate_id)?;
     if let Some(s) = snapshot {
         session.restore(&s.state, s.revision, &s.position)?;
     }

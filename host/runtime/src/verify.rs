@@ -6,6 +6,12 @@
 //! through the candidate (from scratch: no snapshot is ever trusted across
 //! digests). Nothing is written: replays through an explicit plugin never save
 //! snapshots.
+//!
+//! The determinism guard: the candidate's replay runs on an instance that has
+//! served another aggregate before, and once more on a fresh instance. A reducer
+//! whose two states differ keeps state across aggregates (global variables): the
+//! report says so, the verify fails, and the plugin is served on fresh instances
+//! from then on ([`Plugin::serve_fresh`]).
 
 use std::sync::Arc;
 
@@ -78,6 +84,22 @@ pub struct CandidateFailure {
     pub failure: Option<ReducerFailure>,
 }
 
+/// An aggregate whose state under the candidate depends on what the candidate's
+/// instance served before: a fresh instance and a warm one disagree, so the
+/// reducer keeps state across aggregates (in global variables, say).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StateLeak {
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// The first differing field, as a JSON pointer.
+    pub path: String,
+    /// Its value on a fresh instance.
+    pub fresh: Value,
+    /// Its value on a warm instance that had served other aggregates.
+    pub warm: Value,
+}
+
 /// The outcome of [`Runtime::verify`].
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -96,6 +118,10 @@ pub struct VerifyReport {
     pub differed: Vec<Difference>,
     /// Aggregates the candidate fails on.
     pub failed: Vec<CandidateFailure>,
+    /// Aggregates whose candidate state differs between a fresh and a warm instance:
+    /// the candidate keeps state across aggregates. Not empty: the verify fails, and
+    /// the candidate is served on fresh instances in this process.
+    pub keeps_state_across_aggregates: Vec<StateLeak>,
     /// Aggregates the active reducer itself fails on (not the candidate's fault;
     /// reported, and counted neither as agreeing nor as differing).
     pub active_failed: Vec<CandidateFailure>,
@@ -106,12 +132,15 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// Whether the candidate may be activated: nothing differs and nothing fails.
     pub fn passed(&self) -> bool {
-        self.differed.is_empty() && self.failed.is_empty()
+        self.differed.is_empty()
+            && self.failed.is_empty()
+            && self.keeps_state_across_aggregates.is_empty()
     }
 }
 
 enum Outcome {
     Agree,
+    Leak(StateLeak),
     Differ(Difference),
     CandidateFailed(CandidateFailure),
     ActiveFailed(CandidateFailure),
@@ -146,6 +175,7 @@ impl Runtime {
             agreed: 0,
             differed: Vec::new(),
             failed: Vec::new(),
+            keeps_state_across_aggregates: Vec::new(),
             active_failed: Vec::new(),
             elapsed_ms: 0,
         };
@@ -164,6 +194,10 @@ impl Runtime {
             report.checked += 1;
             match outcome? {
                 Outcome::Agree => report.agreed += 1,
+                Outcome::Leak(l) => {
+                    report.agreed += 1;
+                    report.keeps_state_across_aggregates.push(l);
+                }
                 Outcome::Differ(d) => report.differed.push(d),
                 Outcome::CandidateFailed(f) => report.failed.push(f),
                 Outcome::ActiveFailed(f) => report.active_failed.push(f),
@@ -176,6 +210,18 @@ impl Runtime {
         report
             .failed
             .sort_by(|a, b| a.aggregate_id.cmp(&b.aggregate_id));
+        report
+            .keeps_state_across_aggregates
+            .sort_by(|a, b| a.aggregate_id.cmp(&b.aggregate_id));
+        if !report.keeps_state_across_aggregates.is_empty() {
+            tracing::warn!(
+                plugin = %candidate.info().label(),
+                "the reducer keeps state across aggregates (a fresh and a warm instance disagree on {} of {} aggregates): it is served on fresh instances",
+                report.keeps_state_across_aggregates.len(),
+                report.checked
+            );
+            candidate.serve_fresh();
+        }
         report.elapsed_ms = started.elapsed().as_millis();
         Ok(report)
     }
@@ -193,12 +239,27 @@ async fn compare(
         error: e.to_string(),
         failure: e.reducer_failure().cloned(),
     };
-    let candidate_run = rt.state(
+    let fresh_run = rt.state(
         aggregate_type,
         &id,
-        ReplayOptions::default().plugin(candidate),
+        ReplayOptions::default()
+            .plugin(candidate.clone())
+            .fresh_instance(true),
     );
-    let (theirs, ours) = match active {
+    let candidate_run = async {
+        let (warm, fresh) = futures::join!(
+            rt.state(
+                aggregate_type,
+                &id,
+                ReplayOptions::default()
+                    .plugin(candidate)
+                    .warm_instance(true)
+            ),
+            fresh_run
+        );
+        (warm, fresh)
+    };
+    let ((theirs, fresh), ours) = match active {
         Some(active) => {
             let active_run = rt.state(aggregate_type, &id, ReplayOptions::default().plugin(active));
             let (theirs, ours) = futures::join!(candidate_run, active_run);
@@ -206,6 +267,19 @@ async fn compare(
         }
         None => (candidate_run.await, None),
     };
+    // The same history on a fresh instance: a warm one must give the same state.
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    if let (Ok(warm), Ok(fresh)) = (&theirs, &fresh)
+        && let Some((path, fresh, warm)) =
+            first_difference(&parse(&fresh.state), &parse(&warm.state), String::new())
+    {
+        return Ok(Outcome::Leak(StateLeak {
+            aggregate_id: id,
+            path,
+            fresh,
+            warm,
+        }));
+    }
     // The aggregate vanished meanwhile: nothing to compare. Other errors (Redis) end
     // the verification.
     let settle = |r: Result<_>| match r {
@@ -226,7 +300,6 @@ async fn compare(
         (Err(e), Some(Ok(_))) => return Ok(Outcome::CandidateFailed(failure(&id, e))),
         (Ok(theirs), Some(Ok(ours))) => (theirs, ours),
     };
-    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
     let (a, b) = (parse(&ours.state), parse(&theirs.state));
     Ok(match first_difference(&a, &b, String::new()) {
         None => Outcome::Agree,

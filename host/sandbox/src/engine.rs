@@ -172,6 +172,12 @@ impl HostState {
         }
     }
 
+    /// Readies a warm instance's state for the next session: its log context and
+    /// budget. (An instance that hit a limit is never reused.)
+    pub(crate) fn start_session(&mut self, log: LogContext) {
+        self.log = log;
+    }
+
     /// The memory request that broke the limit, if one did during this store's life.
     pub(crate) fn memory_limit_hit(&self) -> Option<usize> {
         self.limiter.hit

@@ -11,8 +11,11 @@
 //! - [`Sandbox::load`] validates a component — a component, not a core module; the
 //!   contract version this host speaks; only the imports we provide; the reducer
 //!   world's exports; sane [`PluginInfo`] — and compiles it once into a [`Plugin`].
-//! - [`Sandbox::session`] starts a [`Session`]: a fresh instance folding one
-//!   aggregate. Restore a snapshot, apply pages of [`SessionEvent`]s, take the state.
+//! - [`Sandbox::session`] starts a [`Session`]: a new `aggregate` resource on a
+//!   warm instance (one kept from earlier sessions) or a fresh one, as
+//!   [`Instances`] says. Restore a snapshot, apply pages of [`SessionEvent`]s, take
+//!   the state. An instance that failed in any way is never used again; a plugin
+//!   that keeps state across aggregates is served fresh ([`Plugin::serve_fresh`]).
 //!   Every call is bounded by [`Limits`]; a failure is a [`ReducerFailure`] naming the
 //!   plugin, the aggregate and the event.
 //! - Reducer text is untrusted: messages, log lines and `info` are bounded and
@@ -40,6 +43,7 @@ pub use plugin::{
     CONTRACT, MAX_HANDLES, MAX_INFO_NAME, MAX_INFO_VERSION, Plugin, PluginInfo, digest,
     short_digest,
 };
+use session::Keep;
 pub use session::{Session, SessionEvent};
 
 /// How a [`Sandbox`] is set up. Every field has a sensible default.
@@ -56,6 +60,8 @@ pub struct SandboxConfig {
     /// in its slot (up to 16 idle slots), so the next instance of the same reducer
     /// does not fault it in again. Default 16 MiB; 0 turns it off.
     pub keep_resident_bytes: usize,
+    /// Whether sessions reuse warm instances. Default [`Instances::Warm`].
+    pub instances: Instances,
 }
 
 impl Default for SandboxConfig {
@@ -65,6 +71,45 @@ impl Default for SandboxConfig {
             cache_dir: None,
             pooling: true,
             keep_resident_bytes: 16 << 20,
+            instances: Instances::default(),
+        }
+    }
+}
+
+/// Which instance a session runs on.
+///
+/// A fresh instance per session is the strictest isolation: nothing an instance did
+/// for one aggregate can reach another. It costs an instantiation per session
+/// (about 300 µs for a small Rust reducer on a 2-core machine, milliseconds for the
+/// JavaScript and Python interpreters), which dominates replays of small
+/// aggregates. A warm instance skips it: each session still gets its own
+/// `aggregate` resource, log budget and time limits, and an instance that failed in
+/// any way is dropped at once; but the reducer's global variables survive from one
+/// aggregate to the next. A reducer that keeps state in them would give results
+/// that depend on what its instance served before: `verify` detects that (it
+/// replays on fresh and on warm instances), and such a plugin is served fresh
+/// ([`Plugin::serve_fresh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Instances {
+    /// A new instance for every session.
+    Fresh,
+    /// Reuse instances: each serves at most `sessions_per_instance` sessions, and at
+    /// most `idle_per_plugin` wait between sessions (each holds its memory).
+    Warm {
+        /// Sessions an instance serves before it is replaced by a new one.
+        sessions_per_instance: u32,
+        /// Idle instances kept per plugin.
+        idle_per_plugin: usize,
+    },
+}
+
+impl Default for Instances {
+    /// Warm: 1,000 sessions per instance, 4 idle per plugin.
+    fn default() -> Self {
+        Instances::Warm {
+            sessions_per_instance: 1000,
+            idle_per_plugin: 4,
         }
     }
 }
@@ -83,6 +128,11 @@ impl SandboxConfig {
     /// Turns the pooling allocator on or off.
     pub fn pooling(mut self, on: bool) -> Self {
         self.pooling = on;
+        self
+    }
+    /// Sets [`SandboxConfig::instances`].
+    pub fn instances(mut self, instances: Instances) -> Self {
+        self.instances = instances;
         self
     }
     /// Sets [`SandboxConfig::keep_resident_bytes`] (0: off).
@@ -114,6 +164,7 @@ struct Inner {
     linker: Linker<engine::HostState>,
     cache: plugin::CodeCache,
     limits: Limits,
+    keep: Keep,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -139,6 +190,16 @@ impl Sandbox {
                 linker,
                 cache,
                 limits: config.limits,
+                keep: match config.instances {
+                    Instances::Fresh => Keep::No,
+                    Instances::Warm {
+                        sessions_per_instance,
+                        idle_per_plugin,
+                    } => Keep::Warm {
+                        max_sessions: sessions_per_instance.max(1),
+                        max_idle: idle_per_plugin,
+                    },
+                },
             }),
         })
     }
@@ -155,6 +216,7 @@ impl Sandbox {
     pub fn load(&self, bytes: &[u8]) -> Result<(Arc<Plugin>, LoadSource)> {
         let i = &self.inner;
         let (plugin, hit) = plugin::load(&i.engine, &i.linker, &i.cache, &i.limits, bytes)?;
+        self.warm_up(&plugin);
         let source = if hit {
             LoadSource::DiskCache
         } else {
@@ -163,9 +225,34 @@ impl Sandbox {
         Ok((plugin, source))
     }
 
-    /// Starts a session of `plugin` for one aggregate: a fresh instance and a new
-    /// `aggregate` resource. Blocking (it enters the reducer).
+    /// Starts a session of `plugin` for one aggregate: a new `aggregate` resource on
+    /// a warm instance or a fresh one (see [`Instances`]). Blocking (it enters the
+    /// reducer).
     pub fn session(
+        &self,
+        plugin: Arc<Plugin>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Session> {
+        let keep = if plugin.serves_fresh() {
+            Keep::No
+        } else {
+            self.inner.keep
+        };
+        Session::start(
+            &self.inner.engine,
+            &self.inner.limits,
+            keep,
+            false,
+            plugin,
+            aggregate_type,
+            aggregate_id,
+        )
+    }
+
+    /// Starts a session on a fresh instance, whatever the policy, which is dropped
+    /// with the session (to compare with warm ones, say). Blocking.
+    pub fn fresh_session(
         &self,
         plugin: Arc<Plugin>,
         aggregate_type: &str,
@@ -174,9 +261,47 @@ impl Sandbox {
         Session::start(
             &self.inner.engine,
             &self.inner.limits,
+            Keep::No,
+            false,
             plugin,
             aggregate_type,
             aggregate_id,
         )
+    }
+
+    /// Starts a session on an instance that has served another aggregate before
+    /// (an idle one, or a new one that serves a throwaway aggregate first),
+    /// whatever the policy: to tell whether a reducer's results depend on what its
+    /// instance served before. The instance is kept afterwards as the policy says.
+    /// Blocking.
+    pub fn warm_session(
+        &self,
+        plugin: Arc<Plugin>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Session> {
+        Session::start(
+            &self.inner.engine,
+            &self.inner.limits,
+            self.inner.keep,
+            true,
+            plugin,
+            aggregate_type,
+            aggregate_id,
+        )
+    }
+
+    /// With warm instances: makes the first one and enters it once (`state` of an
+    /// empty aggregate), so that whatever a reducer's first call costs (the start
+    /// of a JavaScript or Python interpreter) is paid at load, not by the first
+    /// request. A failure here is not reported: the reducer fails the same way when
+    /// it is used, with the aggregate named.
+    fn warm_up(&self, plugin: &Arc<Plugin>) {
+        if self.inner.keep == Keep::No || plugin.idle_instances() > 0 {
+            return;
+        }
+        if let Ok(mut s) = self.session(plugin.clone(), "streamfold", "warm-up") {
+            let _ = s.state();
+        }
     }
 }

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -13,6 +14,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 use crate::bindings;
 use crate::engine::{self, HostState, Limits, LogContext};
 use crate::error::{Error, Result};
+use crate::session::Instance;
 use crate::text;
 
 /// The WIT package every reducer implements, and the versions this host accepts.
@@ -65,8 +67,9 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// A validated, compiled reducer. Cheap to share; each replay makes a fresh
-/// instance from it (a trapped instance is never reused).
+/// A validated, compiled reducer. Cheap to share. Sessions run on instances made
+/// from it: warm ones kept between sessions (see [`Reuse`](crate::Reuse)), or
+/// fresh ones; an instance that failed in any way is never used again.
 pub struct Plugin {
     info: PluginInfo,
     handles: HashSet<String>,
@@ -75,6 +78,13 @@ pub struct Plugin {
     indices: bindings::PluginIndices,
     /// `[method]aggregate.apply`, called with borrowed events (see `EventArg`).
     apply: ComponentExportIndex,
+    /// Idle instances, ready for the next session (most recently used last).
+    idle: Mutex<Vec<Instance>>,
+    /// Serve every session on a fresh instance (a reducer that keeps state across
+    /// aggregates, say).
+    fresh_only: AtomicBool,
+    /// Instances made so far.
+    instances_made: AtomicU64,
 }
 
 impl fmt::Debug for Plugin {
@@ -94,6 +104,52 @@ impl Plugin {
     /// Whether the reducer wants events of this type.
     pub fn handles(&self, event_type: &str) -> bool {
         self.handles.is_empty() || self.handles.contains(event_type)
+    }
+
+    /// Serves every later session of this plugin on a fresh instance, and lets the
+    /// idle ones go: for a reducer whose results depend on what its instance served
+    /// before (it keeps state across aggregates). Sessions already running finish
+    /// on their instances, which are then dropped.
+    pub fn serve_fresh(&self) {
+        self.fresh_only.store(true, Ordering::SeqCst);
+        self.idle.lock().expect("idle instances").clear();
+    }
+
+    /// Whether [`serve_fresh`](Self::serve_fresh) was called.
+    pub fn serves_fresh(&self) -> bool {
+        self.fresh_only.load(Ordering::SeqCst)
+    }
+
+    /// How many instances were made of this plugin so far (fresh and warm).
+    pub fn instances_made(&self) -> u64 {
+        self.instances_made.load(Ordering::Relaxed)
+    }
+
+    /// How many idle instances are kept for the next sessions.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().expect("idle instances").len()
+    }
+
+    pub(crate) fn take_idle(&self) -> Option<Instance> {
+        if self.serves_fresh() {
+            return None;
+        }
+        self.idle.lock().expect("idle instances").pop()
+    }
+
+    /// Keeps `instance` for a later session, if fewer than `max_idle` are kept.
+    pub(crate) fn keep_idle(&self, instance: Instance, max_idle: usize) {
+        if self.serves_fresh() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("idle instances");
+        if idle.len() < max_idle {
+            idle.push(instance);
+        }
+    }
+
+    pub(crate) fn made_instance(&self) {
+        self.instances_made.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn pre(&self) -> &InstancePre<HostState> {
@@ -294,6 +350,9 @@ pub(crate) fn load(
             pre,
             indices,
             apply,
+            idle: Mutex::new(Vec::new()),
+            fresh_only: AtomicBool::new(false),
+            instances_made: AtomicU64::new(0),
         }),
         cache_hit,
     ))

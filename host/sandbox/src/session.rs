@@ -47,15 +47,68 @@ pub struct SessionEvent<'a> {
     pub version: &'a str,
 }
 
-/// A reducer instance folding one aggregate. Not `Sync`: one caller at a time,
-/// on a thread that may block (reducer calls are CPU-bound).
-pub struct Session {
-    plugin: Arc<Plugin>,
+/// One reducer instance: its store (memory, tables, host state) and its exports.
+/// Between sessions it waits in its plugin's idle list.
+pub(crate) struct Instance {
     store: Store<HostState>,
     exports: bindings::Plugin,
     apply: Func,
+    /// Sessions started on it, this one included.
+    sessions: u32,
+}
+
+const IN_USE: &str = "a session has its instance until it ends";
+
+impl Instance {
+    /// Folds an empty throwaway aggregate (constructor, `state`, destructor), so
+    /// that the instance has served another aggregate before the real one.
+    fn serve_throwaway(&mut self, limits: &Limits, plugin: &Plugin, aggregate: &str) -> Result<()> {
+        self.sessions += 1;
+        engine::arm_deadline(&mut self.store, limits);
+        let guest = self.exports.streamfold_reducer_reducer().aggregate();
+        let run = guest
+            .call_constructor(&mut self.store, "streamfold-throwaway")
+            .and_then(|h| {
+                engine::arm_deadline(&mut self.store, limits);
+                let _ = guest.call_state(&mut self.store, h)?;
+                engine::arm_deadline(&mut self.store, limits);
+                h.resource_drop(&mut self.store)
+            });
+        run.map_err(|e| {
+            Error::from(ReducerFailure {
+                plugin: plugin.info().clone(),
+                aggregate: aggregate.to_owned(),
+                event: None,
+                cause: classify(&self.store, limits, e),
+            })
+        })
+    }
+}
+
+/// Whether a session's instance may serve later sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Drop it with the session.
+    No,
+    /// Return it to the plugin's idle list (at most `max_idle` kept) unless it has
+    /// served `max_sessions`.
+    Warm { max_sessions: u32, max_idle: usize },
+}
+
+/// A reducer instance folding one aggregate. Not `Sync`: one caller at a time,
+/// on a thread that may block (reducer calls are CPU-bound).
+///
+/// The instance is fresh, or warm: one that served other aggregates before (each
+/// session has its own `aggregate` resource, and its own log budget). After any
+/// failure (a trap, a limit, the reducer's own error, output the contract
+/// forbids) the instance is never entered again, and never reused.
+pub struct Session {
+    plugin: Arc<Plugin>,
+    /// Taken out only when the session ends.
+    instance: Option<Instance>,
     handle: ResourceAny,
     limits: Limits,
+    keep: Keep,
     aggregate: String,
     revision: u64,
     position: String,
@@ -69,15 +122,20 @@ impl std::fmt::Debug for Session {
             .field("plugin", &self.plugin.info().label())
             .field("aggregate", &self.aggregate)
             .field("revision", &self.revision)
+            .field("warm", &self.is_warm())
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
 
 impl Session {
+    /// Starts a session; with `served_before`, on an instance that has served
+    /// another aggregate first (a new one serves a throwaway aggregate before).
     pub(crate) fn start(
         engine: &wasmtime::Engine,
         limits: &Limits,
+        keep: Keep,
+        served_before: bool,
         plugin: Arc<Plugin>,
         aggregate_type: &str,
         aggregate_id: &str,
@@ -90,49 +148,97 @@ impl Session {
             lines_left: limits.log_lines_per_replay,
             dropped: 0,
         };
-        let mut store = engine::store(engine, limits, log);
-        let started = plugin.pre().instantiate(&mut store).and_then(|i| {
-            let exports = plugin.indices().load(&mut store, &i)?;
-            Ok((i, exports))
-        });
-        let fail = |store: &Store<HostState>, e| {
-            Error::from(ReducerFailure {
-                plugin: plugin.info().clone(),
-                aggregate: aggregate.clone(),
-                event: None,
-                cause: classify(store, limits, e),
-            })
+        let warm = match keep {
+            Keep::No => None,
+            Keep::Warm { .. } => plugin.take_idle(),
         };
-        let (instance, exports) = started.map_err(|e| fail(&store, e))?;
-        let Some(apply) = instance.get_func(&mut store, plugin.apply_export()) else {
-            return Err(Error::from(ReducerFailure {
-                plugin: plugin.info().clone(),
-                aggregate,
-                event: None,
-                cause: FailureCause::BadOutput {
-                    message: "its instance has no aggregate.apply".to_owned(),
-                },
-            }));
+        let mut instance = match warm {
+            Some(mut instance) => {
+                instance.store.data_mut().start_session(log);
+                instance
+            }
+            None => {
+                let mut fresh = Self::instantiate(engine, limits, &plugin, &aggregate, log)?;
+                if served_before {
+                    fresh.serve_throwaway(limits, &plugin, &aggregate)?;
+                }
+                fresh
+            }
         };
-        engine::arm_deadline(&mut store, limits);
-        let handle = exports
+        instance.sessions += 1;
+        engine::arm_deadline(&mut instance.store, limits);
+        let handle = instance
+            .exports
             .streamfold_reducer_reducer()
             .aggregate()
-            .call_constructor(&mut store, aggregate_id)
-            .map_err(|e| fail(&store, e))?;
+            .call_constructor(&mut instance.store, aggregate_id);
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(Error::from(ReducerFailure {
+                    plugin: plugin.info().clone(),
+                    aggregate,
+                    event: None,
+                    cause: classify(&instance.store, limits, e),
+                }));
+            }
+        };
         Ok(Session {
             plugin,
-            store,
-            exports,
-            apply,
+            instance: Some(instance),
             handle,
             limits: limits.clone(),
+            keep,
             aggregate,
             revision: 0,
             position: String::new(),
             events_applied: 0,
             failed: false,
         })
+    }
+
+    fn instantiate(
+        engine: &wasmtime::Engine,
+        limits: &Limits,
+        plugin: &Arc<Plugin>,
+        aggregate: &str,
+        log: LogContext,
+    ) -> Result<Instance> {
+        let mut store = engine::store(engine, limits, log);
+        plugin.made_instance();
+        let started = plugin.pre().instantiate(&mut store).and_then(|i| {
+            let exports = plugin.indices().load(&mut store, &i)?;
+            Ok((i, exports))
+        });
+        let (instance, exports) = started.map_err(|e| {
+            Error::from(ReducerFailure {
+                plugin: plugin.info().clone(),
+                aggregate: aggregate.to_owned(),
+                event: None,
+                cause: classify(&store, limits, e),
+            })
+        })?;
+        let Some(apply) = instance.get_func(&mut store, plugin.apply_export()) else {
+            return Err(Error::from(ReducerFailure {
+                plugin: plugin.info().clone(),
+                aggregate: aggregate.to_owned(),
+                event: None,
+                cause: FailureCause::BadOutput {
+                    message: "its instance has no aggregate.apply".to_owned(),
+                },
+            }));
+        };
+        Ok(Instance {
+            store,
+            exports,
+            apply,
+            sessions: 0,
+        })
+    }
+
+    /// Whether this session runs on an instance that served other sessions before.
+    pub fn is_warm(&self) -> bool {
+        self.instance.as_ref().is_some_and(|i| i.sessions > 1)
     }
 
     /// The plugin this session runs.
@@ -159,9 +265,10 @@ impl Session {
     /// history up to `revision` at stream `position`.
     pub fn restore(&mut self, state: &str, revision: u64, position: &str) -> Result<()> {
         self.check_usable()?;
-        engine::arm_deadline(&mut self.store, &self.limits);
-        let guest = self.exports.streamfold_reducer_reducer().aggregate();
-        match guest.call_restore(&mut self.store, self.handle, state) {
+        let inst = self.instance.as_mut().expect(IN_USE);
+        engine::arm_deadline(&mut inst.store, &self.limits);
+        let guest = inst.exports.streamfold_reducer_reducer().aggregate();
+        match guest.call_restore(&mut inst.store, self.handle, state) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(self.fail(None, rejection(e))),
             Err(e) => return Err(self.trap(None, e)),
@@ -210,17 +317,18 @@ impl Session {
     }
 
     fn call_apply(&mut self, batch: &[EventArg<'_>], ids: &[&str]) -> Result<()> {
-        engine::arm_deadline(&mut self.store, &self.limits);
+        let inst = self.instance.as_mut().expect(IN_USE);
+        engine::arm_deadline(&mut inst.store, &self.limits);
         let whole_batch = FailedEvent::Batch {
             first_revision: batch[0].revision,
             last_revision: batch[batch.len() - 1].revision,
         };
-        let call = self
+        let call = inst
             .apply
             .typed::<(ResourceAny, &[EventArg<'_>]), (std::result::Result<(), ReducerError>,)>(
-                &self.store,
+                &inst.store,
             )
-            .and_then(|f| f.call(&mut self.store, (self.handle, batch)))
+            .and_then(|f| f.call(&mut inst.store, (self.handle, batch)))
             .map(|(r,)| r);
         let e = match call {
             Ok(Ok(())) => return Ok(()),
@@ -250,9 +358,10 @@ impl Session {
     /// The state as the reducer serializes it: checked to be one JSON document.
     pub fn state(&mut self) -> Result<String> {
         self.check_usable()?;
-        engine::arm_deadline(&mut self.store, &self.limits);
-        let guest = self.exports.streamfold_reducer_reducer().aggregate();
-        let state = match guest.call_state(&mut self.store, self.handle) {
+        let inst = self.instance.as_mut().expect(IN_USE);
+        engine::arm_deadline(&mut inst.store, &self.limits);
+        let guest = inst.exports.streamfold_reducer_reducer().aggregate();
+        let state = match guest.call_state(&mut inst.store, self.handle) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(self.fail(None, rejection(e))),
             Err(e) => return Err(self.trap(None, e)),
@@ -286,14 +395,23 @@ impl Session {
     }
 
     fn trap(&mut self, event: Option<FailedEvent>, e: wasmtime::Error) -> Error {
-        let cause = classify(&self.store, &self.limits, e);
+        let cause = classify(
+            &self.instance.as_ref().expect(IN_USE).store,
+            &self.limits,
+            e,
+        );
         self.fail(event, cause)
     }
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        let dropped = self.store.data().dropped_log_lines();
+impl Session {
+    /// Ends the session: its `aggregate` resource is dropped (the guest's
+    /// destructor runs) and a healthy instance goes back to the idle list.
+    fn finish(&mut self) {
+        let Some(mut instance) = self.instance.take() else {
+            return;
+        };
+        let dropped = instance.store.data().dropped_log_lines();
         if dropped > 0 {
             tracing::warn!(
                 target: "streamfold::reducer",
@@ -303,6 +421,29 @@ impl Drop for Session {
                 self.limits.log_lines_per_replay
             );
         }
+        let Keep::Warm {
+            max_sessions,
+            max_idle,
+        } = self.keep
+        else {
+            return;
+        };
+        if self.failed || instance.sessions >= max_sessions {
+            return;
+        }
+        engine::arm_deadline(&mut instance.store, &self.limits);
+        if self.handle.resource_drop(&mut instance.store).is_err()
+            || instance.store.data().memory_limit_hit().is_some()
+        {
+            return; // the destructor failed: the instance goes with the session
+        }
+        self.plugin.keep_idle(instance, max_idle);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

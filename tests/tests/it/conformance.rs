@@ -5,7 +5,9 @@
 //! The tables are data, one file per type (`tests/conformance/<type>.json`); see
 //! `tests/conformance/README.md` for their format. For each case, each reducer:
 //!
-//! - replays the history from scratch; the state must equal the expected one after
+//! - replays the history from scratch on a warm instance (one that served the
+//!   cases before it), and again on a fresh one, which must print the same bytes;
+//!   the state must equal the expected one after
 //!   JSON normalisation (parsed and printed again by serde_json: key order kept,
 //!   integers exact up to 64 bits), or the replay must fail with the expected error
 //!   kind at the expected revision (and message, when the case gives one);
@@ -333,6 +335,29 @@ async fn conform(aggregate_type: &str) {
                         .use_snapshots(false),
                 )
                 .await;
+            // That ran on a warm instance (the default, which served the cases
+            // before); a fresh instance must print exactly the same state.
+            if let Ok(r) = &replayed {
+                let fresh = rt
+                    .state(
+                        aggregate_type,
+                        &id,
+                        ReplayOptions::default()
+                            .plugin(plugin.clone())
+                            .use_snapshots(false)
+                            .fresh_instance(true),
+                    )
+                    .await;
+                match fresh {
+                    Ok(f) if f.state == r.state => {}
+                    Ok(f) => problems.push(format!(
+                        "{what}: a fresh instance prints\n      {}\n    a warm one\n      {}",
+                        clip(&f.state),
+                        clip(&r.state)
+                    )),
+                    Err(e) => problems.push(format!("{what}: fails on a fresh instance: {e}")),
+                }
+            }
             match (replayed, &expected, &case.error) {
                 (Ok(r), Some(expected), _) => {
                     match normalise(&r.state) {

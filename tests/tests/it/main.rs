@@ -2,6 +2,7 @@
 //! Each module starts its own `redis-server` on a free loopback port.
 
 mod conformance;
+mod instances;
 mod live;
 mod logs;
 mod runtime;

@@ -128,10 +128,11 @@ pub(crate) async fn upload(
                 "verification-failed",
                 "Verification found differences",
                 format!(
-                    "{} of {} aggregates differ and {} fail in the candidate; nothing was registered (force=true registers anyway)",
+                    "{} of {} aggregates differ, {} fail in the candidate and {} show it keeps state across aggregates; nothing was registered (force=true registers anyway)",
                     r.differed.len(),
                     r.checked,
-                    r.failed.len()
+                    r.failed.len(),
+                    r.keeps_state_across_aggregates.len()
                 ),
             )
             .with("verify", &r));

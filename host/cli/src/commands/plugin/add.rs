@@ -45,10 +45,11 @@ pub(crate) async fn run(rt: &Runtime, args: Args) -> Result<()> {
                 return Err(Explained {
                     status: VERIFY_FAILED,
                     message: format!(
-                        "{} was not registered: verification found {} differing and {} failing aggregates (use --force to {} anyway)",
+                        "{} was not registered: verification found {} differing and {} failing aggregates{} (use --force to {} anyway)",
                         file.display(),
                         report.differed.len(),
                         report.failed.len(),
+                        leaks(&report),
                         if activate { "activate" } else { "register" },
                     ),
                 }
@@ -77,4 +78,13 @@ pub(crate) async fn run(rt: &Runtime, args: Args) -> Result<()> {
         outln!("digest: sha256:{}", reg.info.digest)?;
     }
     Ok(())
+}
+
+/// ", and it keeps state across aggregates" when the verify found that.
+pub(super) fn leaks(report: &streamfold::VerifyReport) -> &'static str {
+    if report.keeps_state_across_aggregates.is_empty() {
+        ""
+    } else {
+        ", and it keeps state across aggregates (a fresh and a warm instance disagree)"
+    }
 }

@@ -45,10 +45,11 @@ pub(crate) async fn run(rt: &Runtime, args: Args) -> Result<()> {
         return Err(Explained {
             status: VERIFY_FAILED,
             message: format!(
-                "verification failed: {} of {} aggregates differ, {} fail in the candidate",
+                "verification failed: {} of {} aggregates differ, {} fail in the candidate{}",
                 report.differed.len(),
                 report.checked,
-                report.failed.len()
+                report.failed.len(),
+                super::add::leaks(&report)
             ),
         }
         .into());
