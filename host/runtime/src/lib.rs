@@ -387,6 +387,18 @@ impl Runtime {
         self.inner.registry.list(aggregate_type).await
     }
 
+    /// Every plugin loaded in this process (for figures such as
+    /// [`Plugin::instances_made`]), in no particular order.
+    pub fn loaded_plugins(&self) -> Vec<Arc<Plugin>> {
+        self.inner
+            .loaded
+            .lock()
+            .expect("plugin map")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// The plugin registered under `digest`, loaded and ready.
     pub async fn plugin(&self, digest: &str) -> Result<Arc<Plugin>> {
         if let Some(p) = self.inner.loaded.lock().expect("plugin map").get(digest) {

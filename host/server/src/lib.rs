@@ -236,6 +236,7 @@ impl Server {
             stopping,
             metrics: metrics::Metrics::new(config.max_concurrent_replays),
         };
+        state.metrics.watch_instances(state.runtime.clone());
         Ok(Server {
             listener,
             router: routes::router(state),

@@ -164,6 +164,13 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// Adds the reducer instance figures, read from the runtime at each scrape.
+    pub(crate) fn watch_instances(&self, runtime: streamfold::Runtime) {
+        let mut r = self.registry.lock().expect("metrics registry");
+        r.sub_registry_with_prefix("streamfold")
+            .register_collector(Box::new(Instances(runtime)));
+    }
+
     /// A replay that returned a state, and how long it took.
     pub(crate) fn replayed(&self, r: &Replayed, started: Instant) {
         let labels = ReducerLabels {
@@ -274,4 +281,59 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// `streamfold_reducer_instances_made_total` and `streamfold_reducer_instances_idle`,
+/// by reducer, for every plugin loaded in this process.
+struct Instances(streamfold::Runtime);
+
+impl std::fmt::Debug for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Instances")
+    }
+}
+
+impl prometheus_client::collector::Collector for Instances {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let mut plugins: Vec<_> = self
+            .0
+            .loaded_plugins()
+            .into_iter()
+            .map(|p| {
+                let labels = ReducerLabels {
+                    reducer: format!("{}@{}", p.info().name, p.info().version),
+                };
+                (labels, p.instances_made(), p.idle_instances())
+            })
+            .collect();
+        plugins.sort_by(|a, b| a.0.reducer.cmp(&b.0.reducer));
+        let counter = ConstCounter::new(0u64);
+        let mut made = encoder.encode_descriptor(
+            "reducer_instances_made",
+            "Reducer instances made (fresh, and warm ones when first made), by reducer",
+            None,
+            counter.metric_type(),
+        )?;
+        for (labels, n, _) in &plugins {
+            ConstCounter::new(*n).encode(made.encode_family(labels)?)?;
+        }
+        let gauge = ConstGauge::new(0i64);
+        let mut idle = encoder.encode_descriptor(
+            "reducer_instances_idle",
+            "Warm reducer instances waiting for the next replay, by reducer",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (labels, _, n) in &plugins {
+            ConstGauge::new(*n as i64).encode(idle.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
 }

@@ -212,3 +212,38 @@ async fn a_trapping_reducer_is_422_reducer_failed_naming_plugin_and_aggregate() 
     assert_eq!(status, StatusCode::OK);
     json_body(h.get("/v1/aggregates/user/1/events").await, StatusCode::OK).await;
 }
+
+/// The value of the sample of `/metrics` whose line starts with `key`.
+fn metric(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn state_reads_reuse_warm_instances_which_metrics_show() {
+    let h = Harness::start().await;
+    h.register(plugins::USER, true).await;
+    for id in 1..=5 {
+        h.append("user", &id.to_string(), vec![user_created(id, "Alice")])
+            .await;
+    }
+    let made = r#"streamfold_reducer_instances_made_total{reducer="user@0.1.0"}"#;
+    let idle = r#"streamfold_reducer_instances_idle{reducer="user@0.1.0"}"#;
+    let (_, before) = status_and_text(h.get("/metrics").await).await;
+    let made_before = metric(&before, made).unwrap_or_else(|| panic!("{made} in {before}"));
+    for id in 1..=5 {
+        let state = json_body(
+            h.get(&format!("/v1/aggregates/user/{id}/state")).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(state["id"], id);
+    }
+    let (_, after) = status_and_text(h.get("/metrics").await).await;
+    assert_eq!(
+        metric(&after, made),
+        Some(made_before),
+        "five sequential reads made no instance: {after}"
+    );
+    assert_eq!(metric(&after, idle), Some(1.0), "{after}");
+}
