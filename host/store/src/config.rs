@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -78,6 +79,9 @@ pub struct StoreConfig {
     /// Keep it small: while Redis is down, every call waits for these retries before
     /// it fails.
     pub reconnect_retries: usize,
+    /// TLS settings for a `rediss://` URL (see [`TlsConfig`]); default: none, which
+    /// with `rediss://` verifies the server against the system's certificate store.
+    pub tls: TlsConfig,
 }
 
 impl Default for StoreConfig {
@@ -92,6 +96,7 @@ impl Default for StoreConfig {
             response_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             reconnect_retries: 3,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -152,6 +157,12 @@ impl StoreConfig {
         self
     }
 
+    /// Sets the TLS settings used with a `rediss://` URL (see [`TlsConfig`]).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The number of category partitions of a type. Always 1 in the seed layout.
     pub fn partitions_of(&self, aggregate_type: &str) -> u32 {
         if self.layout == Layout::Seed {
@@ -184,6 +195,124 @@ impl StoreConfig {
         if self.response_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be longer than zero"));
         }
+        crate::tls::check(&self.tls)?;
         Ok(())
     }
+}
+
+/// TLS settings of a `rediss://` connection: the writes and small commands (the
+/// `redis` crate), pub/sub, and the lean reader use the same ones.
+///
+/// TLS is on when the URL's scheme is `rediss://`; settings given with a `redis://`
+/// URL are refused rather than silently ignored. Without a CA the server is verified
+/// against the system's certificate store. Everything is PEM. The client key is never
+/// printed (`Debug` shows only whether one is set).
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// The CA certificate(s) the server's certificate must chain to (PEM), instead of
+    /// the system's store.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate chain for mutual TLS (PEM), with
+    /// [`client_identity_pem`](Self::client_identity_pem).
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// The client certificate's private key (PEM). Not public: it is a secret.
+    client_key_pem: Option<Vec<u8>>,
+    /// Skip verifying the server's certificate. For development only: anyone on the
+    /// path can read and change the traffic. The store logs a warning when it is used.
+    /// (`rediss://host/#insecure` does the same.)
+    pub insecure: bool,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |b: &Option<Vec<u8>>| if b.is_some() { "<set>" } else { "<none>" };
+        f.debug_struct("TlsConfig")
+            .field("ca_pem", &set(&self.ca_pem))
+            .field("client_cert_pem", &set(&self.client_cert_pem))
+            .field("client_key_pem", &set(&self.client_key_pem))
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// Trusts the CA certificate(s) in `pem` instead of the system's store.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Reads the CA certificate(s) from a PEM file. Fails with
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) naming the file when
+    /// it cannot be read or holds no PEM certificate.
+    pub fn ca_file(self, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let pem = read_pem_file("CA certificate", path)?;
+        crate::tls::parse_certs(&pem)
+            .map_err(|e| Error::invalid(format!("TLS CA file {}: {e}", path.display())))?;
+        Ok(self.ca_pem(pem))
+    }
+
+    /// The client certificate chain and its private key (both PEM), for a server that
+    /// asks for client certificates (`tls-auth-clients yes`).
+    pub fn client_identity_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_cert_pem = Some(cert_pem.into());
+        self.client_key_pem = Some(key_pem.into());
+        self
+    }
+
+    /// Reads the client certificate chain and key from PEM files; errors name the file
+    /// (never the key's contents).
+    pub fn client_identity_files(
+        self,
+        cert_path: impl AsRef<Path>,
+        key_path: impl AsRef<Path>,
+    ) -> Result<Self> {
+        let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
+        let cert = read_pem_file("client certificate", cert_path)?;
+        crate::tls::parse_certs(&cert).map_err(|e| {
+            Error::invalid(format!(
+                "TLS client certificate file {}: {e}",
+                cert_path.display()
+            ))
+        })?;
+        let key = read_pem_file("client key", key_path)?;
+        crate::tls::parse_key(&key).map_err(|e| {
+            Error::invalid(format!("TLS client key file {}: {e}", key_path.display()))
+        })?;
+        Ok(self.client_identity_pem(cert, key))
+    }
+
+    /// Turns certificate verification off (development only; see [`insecure`](Self::insecure)).
+    pub fn insecure(mut self, yes: bool) -> Self {
+        self.insecure = yes;
+        self
+    }
+
+    /// Whether anything is set (a CA, a client identity or `insecure`).
+    pub fn is_set(&self) -> bool {
+        self.ca_pem.is_some()
+            || self.client_cert_pem.is_some()
+            || self.client_key_pem.is_some()
+            || self.insecure
+    }
+
+    /// The client key (PEM), for the crate's connections only.
+    pub(crate) fn client_key(&self) -> Option<&[u8]> {
+        self.client_key_pem.as_deref()
+    }
+}
+
+fn read_pem_file(what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::invalid(format!(
+            "cannot read the TLS {what} file {}: {e}",
+            path.display()
+        ))
+    })
 }

@@ -21,6 +21,15 @@ pub enum ErrorKind {
     InvalidInput,
     /// Redis could not be reached, or did not answer in time: worth retrying. An
     /// append that failed this way is retry-safe (same event ids).
+    ///
+    /// A failed TLS handshake (a server certificate the CA does not vouch for, a
+    /// server that wants a client certificate) is of this kind too, with a message
+    /// that starts with `TLS` and gives rustls's reason: nothing was sent, the
+    /// connection is unusable like a refused one, and the same failure can begin at
+    /// any reconnect of a running host (a server certificate renewed by another CA, or
+    /// expired), where callers already treat an unusable Redis this way (`/readyz`
+    /// 503, retries). TLS settings that cannot even be read (a file that is not PEM, a
+    /// key without its certificate) are [`InvalidInput`](Self::InvalidInput).
     Unavailable,
     /// Data in Redis does not have the shape Streamfold writes (a hand-edited entry,
     /// a key of another application under our prefix).
@@ -49,6 +58,7 @@ enum Repr {
     Conflict(Conflict),
     InvalidInput(String),
     Unreachable { url: String, reason: String },
+    Tls { url: String, reason: String },
     Timeout(Duration),
     Redis(redis::RedisError),
     Corrupt { key: String, reason: String },
@@ -60,7 +70,9 @@ impl Error {
         match &*self.0 {
             Repr::Conflict(_) => ErrorKind::Conflict,
             Repr::InvalidInput(_) => ErrorKind::InvalidInput,
-            Repr::Unreachable { .. } | Repr::Timeout(_) => ErrorKind::Unavailable,
+            Repr::Unreachable { .. } | Repr::Tls { .. } | Repr::Timeout(_) => {
+                ErrorKind::Unavailable
+            }
             Repr::Redis(e) if is_unavailable(e) => ErrorKind::Unavailable,
             Repr::Redis(_) => ErrorKind::Redis,
             Repr::Corrupt { .. } => ErrorKind::Corrupt,
@@ -125,6 +137,15 @@ impl Error {
         .into()
     }
 
+    /// A TLS failure talking to `url` (already redacted): rustls's reason.
+    pub(crate) fn tls(url: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Repr::Tls {
+            url: url.into(),
+            reason: reason.to_string(),
+        }
+        .into()
+    }
+
     pub(crate) fn timeout(after: Duration) -> Self {
         Repr::Timeout(after).into()
     }
@@ -182,6 +203,9 @@ impl fmt::Display for Error {
             }
             Repr::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
             Repr::Unreachable { url, reason } => write!(f, "cannot reach Redis at {url}: {reason}"),
+            Repr::Tls { url, reason } => {
+                write!(f, "TLS connection to Redis at {url} failed: {reason}")
+            }
             Repr::Timeout(d) => write!(f, "Redis did not answer within {d:?}"),
             Repr::Redis(e) => write!(f, "Redis error: {e}"),
             Repr::Corrupt { key, reason } => write!(f, "corrupt data in {key}: {reason}"),

@@ -102,6 +102,7 @@ mod model;
 mod page;
 mod read;
 mod snapshot;
+mod tls;
 mod wire;
 
 use std::fmt;
@@ -109,14 +110,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::RedisResult;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisResult};
 
 use crate::error::redact_url;
 pub use crate::error::{Conflict, Error, ErrorKind, Result};
 
 pub use append::{MAX_BATCH, RETRY_SCAN_LIMIT};
-pub use config::{Layout, StoreConfig};
+pub use config::{Layout, StoreConfig, TlsConfig};
 pub use keys::AggregateKeys;
 pub use live::{
     DEFAULT_BLOCK, DEFAULT_GIVE_UP_AFTER, Live, SubscribeFrom, SubscribeOptions, Subscription,
@@ -160,17 +161,79 @@ fn is_connection_loss(e: &redis::RedisError) -> bool {
 }
 
 impl EventStore {
-    /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:6379/0`).
+    /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:6379/0`,
+    /// `rediss://alice:secret@redis.example:6380/0` for TLS and an ACL user).
+    ///
+    /// Every connection — writes, reads, subscriptions, pub/sub — uses the URL's user
+    /// and password and, for `rediss://`, TLS with [`StoreConfig::tls`].
     ///
     /// Fails fast — one connection attempt bounded by `connect_timeout` — with
-    /// [`ErrorKind::Unavailable`] (password removed from the URL) when Redis is not there,
-    /// and with [`ErrorKind::InvalidInput`] for a bad URL or configuration. After that, the
-    /// connection is re-established by itself whenever Redis comes back.
+    /// [`ErrorKind::Unavailable`] (password removed from the URL) when Redis is not there
+    /// or the TLS handshake fails (the message starts with `TLS` and says why), and with
+    /// [`ErrorKind::InvalidInput`] for a bad URL or configuration (TLS settings with a
+    /// `redis://` URL among them). A wrong password is [`ErrorKind::Redis`] (`WRONGPASS`).
+    /// After that, the connection is re-established by itself whenever Redis comes back.
     pub async fn connect(url: &str, config: StoreConfig) -> Result<Self> {
         config.validate()?;
         let redacted = redact_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::invalid(format!("{redacted} is not a usable Redis URL: {e}")))?;
+        let bad_url = |e: redis::RedisError| {
+            Error::invalid(format!("{redacted} is not a usable Redis URL: {e}"))
+        };
+        let info = url.into_connection_info().map_err(bad_url)?;
+        let (client, wire_tls) = match info.addr().clone() {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: url_insecure,
+                ..
+            } => {
+                tls::install_provider();
+                let tls = &config.tls;
+                let insecure = tls.insecure || url_insecure;
+                if insecure {
+                    tls::warn_insecure(&redacted);
+                }
+                let info = info.set_addr(ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure,
+                    tls_params: None,
+                });
+                let certs = redis::TlsCertificates {
+                    client_tls: match (&tls.client_cert_pem, tls.client_key()) {
+                        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.to_vec(),
+                        }),
+                        _ => None,
+                    },
+                    root_cert: if insecure { None } else { tls.ca_pem.clone() },
+                };
+                let wire_tls = tls::client_config(tls, insecure)?;
+                let client = redis::Client::build_with_tls(info, certs).map_err(|e| {
+                    Error::invalid(format!("{redacted}: unusable TLS settings: {e}"))
+                })?;
+                (client, Some(wire_tls))
+            }
+            _ if config.tls.is_set() => {
+                return Err(Error::invalid(format!(
+                    "TLS settings (a CA, a client certificate or insecure) were given, but \
+                     {redacted} is not a rediss:// URL"
+                )));
+            }
+            _ => (redis::Client::open(info).map_err(bad_url)?, None),
+        };
+        let reader = wire::Reader::new(
+            client.get_connection_info(),
+            &redacted,
+            wire_tls,
+            config.connect_timeout,
+            config.response_timeout,
+            config.reconnect_retries,
+        )?;
+        // The lean reader's attempt first: its TLS errors are typed, and it tells a
+        // plain URL pointed at a TLS port from a server that is not there.
+        reader.probe().await?;
         let unreachable = |e: redis::RedisError| {
             if e.is_io_error()
                 || e.is_timeout()
@@ -207,13 +270,6 @@ impl EventStore {
         let con = ConnectionManager::new_with_config(client.clone(), manager_config)
             .await
             .map_err(unreachable)?;
-        let reader = wire::Reader::new(
-            client.get_connection_info(),
-            &redacted,
-            config.connect_timeout,
-            config.response_timeout,
-            config.reconnect_retries,
-        )?;
         Ok(EventStore {
             inner: Arc::new(Inner {
                 config,

@@ -8,8 +8,9 @@
 //! buffer, checks that it is complete, and lets the caller walk it as slices of that
 //! buffer ([`Frame`]): the only copies are the ones the caller keeps.
 //!
-//! It speaks RESP2 (a server's default; no `HELLO`), sends `AUTH` and `SELECT` as the
-//! URL says, and keeps a few idle connections for the next request. Every request is
+//! It speaks RESP2 (a server's default; no `HELLO`), sends `AUTH` (with the ACL user
+//! if the URL names one) and `SELECT` as the URL says, over TLS for `rediss://` (rustls,
+//! the same CA, client certificate and `insecure` as the `redis` crate's connections), and keeps a few idle connections for the next request. Every request is
 //! bounded by the store's response timeout. A request that finds a reused connection
 //! dead (Redis restarted) is retried once on a new one: the store only sends reads
 //! here, so repeating one is harmless. A connection whose request failed, timed out or
@@ -18,12 +19,15 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{ClientConfig, pki_types::ServerName};
 
 use crate::error::{Error, Result};
 
@@ -51,24 +55,33 @@ pub(crate) struct Reader {
 
 enum Addr {
     Tcp(String, u16),
+    Tls(String, u16, TlsConnector, ServerName<'static>),
     Unix(PathBuf),
 }
 
 impl Reader {
-    /// For the server `info` names; `url` is the redacted URL, for error messages.
+    /// For the server `info` names; `url` is the redacted URL, for error messages;
+    /// `tls` for a `rediss://` URL.
     pub(crate) fn new(
         info: &ConnectionInfo,
         url: &str,
+        tls: Option<Arc<ClientConfig>>,
         connect_timeout: Duration,
         response_timeout: Duration,
         reconnect_retries: usize,
     ) -> Result<Reader> {
-        let addr = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => Addr::Tcp(host.clone(), *port),
-            ConnectionAddr::Unix(path) => Addr::Unix(path.clone()),
+        let addr = match (info.addr(), tls) {
+            (ConnectionAddr::Tcp(host, port), _) => Addr::Tcp(host.clone(), *port),
+            (ConnectionAddr::TcpTls { host, port, .. }, Some(config)) => Addr::Tls(
+                host.clone(),
+                *port,
+                TlsConnector::from(config),
+                crate::tls::server_name(host, url)?,
+            ),
+            (ConnectionAddr::Unix(path), _) => Addr::Unix(path.clone()),
             _ => {
                 return Err(Error::invalid(format!(
-                    "{url}: only redis:// and unix:// addresses are supported (no TLS)"
+                    "{url}: only redis://, rediss:// and unix:// addresses are supported"
                 )));
             }
         };
@@ -158,7 +171,10 @@ impl Reader {
             match tokio::time::timeout(self.connect_timeout, self.open()).await {
                 Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(Failure::Reply(e))) => return Err(Error::from(e)), // AUTH refused
-                Ok(Err(Failure::Io(e))) if last => return Err(self.unreachable(e)),
+                // A handshake refused is refused again: no retries.
+                Ok(Err(Failure::Io(e))) if last || crate::tls::failure_reason(&e).is_some() => {
+                    return Err(self.unreachable(e));
+                }
                 Err(_) if last => {
                     return Err(Error::unreachable(
                         self.url.clone(),
@@ -179,6 +195,11 @@ impl Reader {
                 let s = TcpStream::connect((host.as_str(), *port)).await?;
                 s.set_nodelay(true)?;
                 Io::Tcp(s)
+            }
+            Addr::Tls(host, port, connector, name) => {
+                let s = TcpStream::connect((host.as_str(), *port)).await?;
+                s.set_nodelay(true)?;
+                Io::Tls(Box::new(connector.connect(name.clone(), s).await?))
             }
             Addr::Unix(path) => Io::Unix(UnixStream::connect(path).await?),
         };
@@ -209,7 +230,50 @@ impl Reader {
     }
 
     fn unreachable(&self, e: std::io::Error) -> Error {
-        Error::unreachable(self.url.clone(), e.to_string())
+        unreachable(&self.url, &e)
+    }
+
+    /// One attempt at a new connection and a `PING`, bounded by the connect timeout,
+    /// for [`EventStore::connect`](crate::EventStore::connect) to fail fast and clearly:
+    /// a TLS failure says so, and a plain URL whose server hangs up at once (a TLS
+    /// port) gets a hint.
+    pub(crate) async fn probe(&self) -> Result<()> {
+        let attempt = async {
+            let mut conn = self.open().await?;
+            let mut ping = Vec::new();
+            pack(&mut ping, &[b"PING"]);
+            conn.roundtrip(&ping).await.map(drop)
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Failure::Reply(e))) => Err(Error::from(e)),
+            Ok(Err(Failure::Io(e))) => {
+                let closed = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                );
+                if closed && matches!(self.addr, Addr::Tcp(..)) {
+                    Err(Error::unreachable(
+                        self.url.clone(),
+                        format!("{e} (if this port speaks TLS, use a rediss:// URL)"),
+                    ))
+                } else {
+                    Err(self.unreachable(e))
+                }
+            }
+            Err(_) => Err(Error::unreachable(
+                self.url.clone(),
+                format!("no connection within {:?}", self.connect_timeout),
+            )),
+        }
+    }
+}
+
+/// A broken connection's error: a TLS failure as such, anything else as unreachable.
+fn unreachable(url: &str, e: &std::io::Error) -> Error {
+    match crate::tls::failure_reason(e) {
+        Some(reason) => Error::tls(url, reason),
+        None => Error::unreachable(url, e.to_string()),
     }
 }
 
@@ -247,9 +311,7 @@ impl Dedicated {
             Err(_) => return Err(Error::timeout(timeout)),
             Ok(Ok(len)) => len,
             Ok(Err(Failure::Reply(e))) => return Err(Error::from(e)),
-            Ok(Err(Failure::Io(e))) => {
-                return Err(Error::unreachable(self.url.clone(), e.to_string()));
-            }
+            Ok(Err(Failure::Io(e))) => return Err(unreachable(&self.url, &e)),
         };
         if self.conn.buf.len() != len {
             return Err(Error::unreachable(
@@ -291,6 +353,7 @@ impl From<std::io::Error> for Failure {
 
 enum Io {
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -298,6 +361,10 @@ impl Io {
     async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         match self {
             Io::Tcp(s) => s.write_all(b).await,
+            Io::Tls(s) => {
+                s.write_all(b).await?;
+                s.flush().await
+            }
             Io::Unix(s) => s.write_all(b).await,
         }
     }
@@ -305,6 +372,7 @@ impl Io {
     async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         match self {
             Io::Tcp(s) => s.read_buf(buf).await,
+            Io::Tls(s) => s.read_buf(buf).await,
             Io::Unix(s) => s.read_buf(buf).await,
         }
     }

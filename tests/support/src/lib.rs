@@ -12,7 +12,7 @@ mod local_redis;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use local_redis::{Error, LocalRedis, Result, find_redis_server};
+pub use local_redis::{ClientCerts, Error, LocalRedis, Result, TlsFiles, find_redis_server};
 use streamfold_store::{EventStore, StoreConfig};
 
 /// A test environment: a fresh `redis-server` on a free port and a store connected to

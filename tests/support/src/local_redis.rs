@@ -6,12 +6,17 @@
 //! to come from our process). The server is
 //! killed when the value is dropped. Modeled on redis-rs's `redis-test` server helper.
 //!
+//! [`LocalRedis::start_tls`] runs one that speaks only TLS on its port, with a CA and
+//! certificates made for it by `openssl` in its directory ([`TlsFiles`]); its plain
+//! side is a Unix socket there, for the readiness check and [`LocalRedis::add_user`].
+//!
 //! Everything here is synchronous and quick (tens of milliseconds), so it can be used
 //! from `#[tokio::test]` functions directly.
 
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,6 +66,35 @@ pub struct LocalRedis {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    tls: Option<(TlsFiles, ClientCerts)>,
+}
+
+/// Whether a TLS server asks clients for a certificate (`--tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// Clients may present one (checked if they do): `optional`.
+    Optional,
+    /// Mutual TLS: clients must present one signed by the CA: `yes`.
+    Required,
+}
+
+/// The PEM files of a TLS server, in its directory: a CA, the server's certificate
+/// (for `127.0.0.1` and `localhost`) and a client certificate signed by it, and a
+/// second CA that signed none of them (to test a wrong CA).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub server_cert: PathBuf,
+    /// The server's key.
+    pub server_key: PathBuf,
+    /// A client certificate signed by [`ca`](Self::ca), for mutual TLS.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here.
+    pub other_ca: PathBuf,
 }
 
 impl fmt::Debug for LocalRedis {
@@ -121,11 +155,37 @@ impl LocalRedis {
             dir,
             port: free_port()?,
             child: None,
+            tls: None,
         };
+        server.start_on_a_free_port()?;
+        Ok(server)
+    }
+
+    /// Starts a server that speaks only TLS on its port (no plain TCP port), with a CA
+    /// and certificates made by `openssl` in its directory (see [`tls_files`](Self::tls_files)).
+    pub fn start_tls(clients: ClientCerts) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("streamfold-redis-tls-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a directory for redis-server", e))?;
+        let files = make_certificates(dir.path())?;
+        let mut server = LocalRedis {
+            exe: find_redis_server()?,
+            dir,
+            port: free_port()?,
+            child: None,
+            tls: Some((files, clients)),
+        };
+        server.start_on_a_free_port()?;
+        Ok(server)
+    }
+
+    fn start_on_a_free_port(&mut self) -> Result<()> {
+        let server = self;
         let mut attempt = 1;
         loop {
             match server.launch() {
-                Ok(()) => return Ok(server),
+                Ok(()) => return Ok(()),
                 // Another process may have taken the port between our probe and the
                 // server's bind: try another port. Other failures a new port won't fix.
                 Err(_)
@@ -141,9 +201,78 @@ impl LocalRedis {
         }
     }
 
-    /// The server's URL, `redis://127.0.0.1:<port>/`.
+    /// The server's URL, `redis://127.0.0.1:<port>/` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// The certificates of a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref().map(|(files, _)| files)
+    }
+
+    /// Adds (or resets) an ACL user with `password` and every permission
+    /// (`ACL SETUSER name on >password ~* &* +@all`).
+    pub fn add_user(&self, name: &str, password: &str) -> Result<()> {
+        let password = format!(">{password}");
+        let reply = self.admin(&[
+            "ACL", "SETUSER", name, "reset", "on", &password, "~*", "&*", "+@all",
+        ])?;
+        if reply.starts_with("+OK") {
+            Ok(())
+        } else {
+            Err(Error::io(
+                format!("ACL SETUSER {name}"),
+                std::io::Error::other(reply),
+            ))
+        }
+    }
+
+    /// Sends one command on a plain connection (the Unix socket of a TLS server) and
+    /// returns the first line of the reply.
+    fn admin(&self, args: &[&str]) -> Result<String> {
+        let mut command = format!("*{}\r\n", args.len());
+        for a in args {
+            command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        let context = || format!("sending {} to redis-server", args[0]);
+        let mut stream = self.admin_stream().map_err(|e| Error::io(context(), e))?;
+        stream
+            .write_all(command.as_bytes())
+            .map_err(|e| Error::io(context(), e))?;
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            match stream.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => reply.push(byte[0]),
+                Err(e) => return Err(Error::io(context(), e)),
+            }
+        }
+        Ok(String::from_utf8_lossy(&reply).trim_end().to_owned())
+    }
+
+    fn admin_stream(&self) -> std::io::Result<Box<dyn ReadWrite>> {
+        let timeout = Some(Duration::from_millis(500));
+        if self.tls.is_some() {
+            let s = UnixStream::connect(self.socket_path())?;
+            s.set_read_timeout(timeout)?;
+            Ok(Box::new(s))
+        } else {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+            let s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+            s.set_read_timeout(timeout)?;
+            Ok(Box::new(s))
+        }
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
     }
 
     /// The server's port.
@@ -193,17 +322,34 @@ impl LocalRedis {
 
     fn launch(&mut self) -> Result<()> {
         let port = self.port.to_string();
-        let child = Command::new(&self.exe)
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut command = Command::new(&self.exe);
+        match &self.tls {
+            None => {
+                command.args(["--port", &port]);
+            }
+            Some((files, clients)) => {
+                command
+                    .args(["--port", "0", "--tls-port", &port])
+                    .arg("--tls-cert-file")
+                    .arg(&files.server_cert)
+                    .arg("--tls-key-file")
+                    .arg(&files.server_key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&files.ca)
+                    .args([
+                        "--tls-auth-clients",
+                        match clients {
+                            ClientCerts::Optional => "optional",
+                            ClientCerts::Required => "yes",
+                        },
+                    ])
+                    .arg("--unixsocket")
+                    .arg(self.socket_path())
+                    .args(["--unixsocketperm", "700"]);
+            }
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--logfile", "redis.log"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -236,7 +382,12 @@ impl LocalRedis {
                 return Err(self.failure(format!("redis-server exited at start ({status})")));
             }
             let pid = self.child.as_ref().map(Child::id).unwrap_or_default();
-            if answers(addr, pid) {
+            let ready = if self.tls.is_some() {
+                UnixStream::connect(self.socket_path()).is_ok_and(|s| answers_on(s, pid))
+            } else {
+                answers(addr, pid)
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -270,10 +421,17 @@ impl LocalRedis {
 /// socket and looks for its `process_id`, so that a server someone else started on the
 /// same port in the meantime is not mistaken for ours.
 fn answers(addr: SocketAddr, pid: u32) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    answers_on(stream, pid)
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn answers_on(mut stream: impl Read + Write, pid: u32) -> bool {
     if stream.write_all(b"INFO server\r\n").is_err() {
         return false;
     }
@@ -295,6 +453,108 @@ fn answers(addr: SocketAddr, pid: u32) -> bool {
         }
     }
     false
+}
+
+/// A CA, a server certificate for `127.0.0.1`/`localhost` and a client certificate
+/// signed by it, and another CA, made with `openssl` in `dir` (P-256 keys, 2 days).
+fn make_certificates(dir: &Path) -> Result<TlsFiles> {
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| Error::io(format!("writing {name} for openssl"), e))
+    };
+    let ca_config = |cn: &str| {
+        format!(
+            "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {cn}\n\
+             [v3_ca]\nbasicConstraints = critical,CA:TRUE\n\
+             keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n"
+        )
+    };
+    write("ca.cnf", &ca_config("Streamfold test CA"))?;
+    write("other-ca.cnf", &ca_config("Streamfold other CA"))?;
+    write(
+        "server.ext",
+        "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    write(
+        "client.ext",
+        "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+         extendedKeyUsage = clientAuth\n",
+    )?;
+    let openssl = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                Error::io(
+                    "cannot run openssl (install it with `sudo apt-get install openssl`)",
+                    e,
+                )
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::io(
+                format!("openssl {}", args.join(" ")),
+                std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            ))
+        }
+    };
+    const KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    for ca in ["ca", "other-ca"] {
+        let (cnf, key, crt) = (
+            format!("{ca}.cnf"),
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+        );
+        let mut args = vec!["req", "-x509", "-config", &cnf, "-extensions", "v3_ca"];
+        args.extend(KEY);
+        args.extend(["-nodes", "-keyout", &key, "-out", &crt, "-days", "2"]);
+        openssl(&args)?;
+    }
+    for (leaf, cn) in [
+        ("server", "localhost"),
+        ("client", "streamfold-test-client"),
+    ] {
+        let (key, csr, crt, ext) = (
+            format!("{leaf}.key"),
+            format!("{leaf}.csr"),
+            format!("{leaf}.crt"),
+            format!("{leaf}.ext"),
+        );
+        let subject = format!("/CN={cn}");
+        let mut args = vec!["req", "-new"];
+        args.extend(KEY);
+        args.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subject]);
+        openssl(&args)?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ])?;
+    }
+    Ok(TlsFiles {
+        ca: dir.join("ca.crt"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
+        other_ca: dir.join("other-ca.crt"),
+    })
 }
 
 impl Drop for LocalRedis {

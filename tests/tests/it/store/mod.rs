@@ -13,4 +13,5 @@ mod retry;
 mod seed_layout;
 mod snapshot;
 mod time_travel;
+mod tls;
 mod validation;
