@@ -1,19 +1,48 @@
 //! The store and the runtime as the global flags configure them.
 
 use anyhow::Result;
-use streamfold::{EventStore, Limits, Runtime, RuntimeConfig, StoreConfig};
+use streamfold::{EventStore, Limits, Runtime, RuntimeConfig, StoreConfig, TlsConfig};
 
 use crate::commands::Global;
+use crate::exit::Explained;
 
-pub(crate) fn store_config(g: &Global) -> StoreConfig {
-    StoreConfig::default()
+/// `--prefix`, `--layout` and the `--tls-*` flags (their files read and checked).
+pub(crate) fn store_config(g: &Global) -> Result<StoreConfig> {
+    Ok(StoreConfig::default()
         .prefix(g.prefix.clone())
         .layout(g.layout)
+        .tls(tls_config(g)?))
 }
 
-/// Connects to `--redis` with `--prefix` and `--layout`.
+/// The `--tls-*` flags: files that cannot be read or are not PEM are usage errors
+/// naming the file (never a key's contents).
+fn tls_config(g: &Global) -> Result<TlsConfig> {
+    let mut tls = TlsConfig::default().insecure(g.tls_insecure);
+    if let Some(ca) = &g.tls_ca {
+        tls = tls.ca_file(ca)?;
+    }
+    tls = match (&g.tls_cert, &g.tls_key) {
+        (None, None) => tls,
+        (Some(cert), Some(key)) => tls.client_identity_files(cert, key)?,
+        (Some(_), None) => {
+            return Err(Explained::usage(
+                "--tls-cert needs --tls-key (STREAMFOLD_TLS_KEY), the certificate's private key",
+            )
+            .into());
+        }
+        (None, Some(_)) => {
+            return Err(Explained::usage(
+                "--tls-key needs --tls-cert (STREAMFOLD_TLS_CERT), the certificate it goes with",
+            )
+            .into());
+        }
+    };
+    Ok(tls)
+}
+
+/// Connects to `--redis` with `--prefix`, `--layout` and the `--tls-*` flags.
 pub(crate) async fn store(g: &Global) -> Result<EventStore> {
-    Ok(EventStore::connect(&g.redis, store_config(g)).await?)
+    Ok(EventStore::connect(&g.redis, store_config(g)?).await?)
 }
 
 /// The runtime's settings: the reducer limits and the cache folder from the flags.

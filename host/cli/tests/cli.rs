@@ -965,3 +965,106 @@ fn serve_print_openapi_prints_the_document_without_redis() {
         "the same document the server serves"
     );
 }
+
+#[test]
+fn tls_flags_connect_to_a_redis_that_speaks_only_tls() {
+    use streamfold_test_support::ClientCerts;
+    let server = LocalRedis::start_tls(ClientCerts::Required).expect("a TLS redis-server starts");
+    let files = server.tls_files().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (ca, cert, key) = (
+        path(&files.ca),
+        path(&files.client_cert),
+        path(&files.client_key),
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_streamfold"))
+            .args(["--redis", &server.url()])
+            .args(args)
+            .env("STREAMFOLD_CACHE_DIR", cache.path())
+            .env_remove("STREAMFOLD_REDIS_URL")
+            .env_remove("STREAMFOLD_PREFIX")
+            .env_remove("STREAMFOLD_TLS_CA")
+            .env_remove("STREAMFOLD_TLS_CERT")
+            .env_remove("STREAMFOLD_TLS_KEY")
+            .env_remove("STREAMFOLD_TLS_INSECURE")
+            .output()
+            .expect("the binary runs")
+    };
+    let tls = ["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
+    let append = [
+        "append",
+        "user",
+        "7",
+        "UserCreated",
+        r#"{"id":7}"#,
+        "--json",
+    ];
+    let out = run(&[&tls[..], &append[..]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&[&tls[..], &["history", "user", "7", "--json"][..]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("UserCreated"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // --tls-insecure: no CA, a warning on stderr.
+    let out = run(&[
+        "--tls-insecure",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "history",
+        "user",
+        "7",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("insecure"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Without the client certificate the server refuses the handshake.
+    let out = run(&["--tls-ca", &ca, "history", "user", "7"]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+    // The wrong CA: a TLS error naming the reason.
+    let other = path(&files.other_ca);
+    let out = run(&[
+        "--tls-ca",
+        &other,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "history",
+        "user",
+        "7",
+    ]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A key without its certificate, a CA file that is not there: usage errors.
+    let out = run(&["--tls-ca", &ca, "--tls-key", &key, "history", "user", "7"]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--tls-key needs --tls-cert"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--tls-ca", "/nonexistent/ca.pem", "history", "user", "7"]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/ca.pem"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -66,7 +66,7 @@ pub use streamfold_store::{
     AggregateKeys, AppendResult, CategoryReadOptions, Conflict, EventStore, EventView,
     ExpectedRevision, History, Layout, Live, MAX_BATCH, MAX_CATEGORY_COUNT, NewEvent, Page,
     PageIter, RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom,
-    SubscribeOptions, Subscription,
+    SubscribeOptions, Subscription, TlsConfig,
 };
 pub use verify::{CandidateFailure, Difference, StateLeak, VerifyOptions, VerifyReport};
 

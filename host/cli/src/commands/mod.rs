@@ -42,6 +42,20 @@ pub(crate) struct Global {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis: String,
+    /// CA certificate (PEM) that signed the Redis server's certificate, for a
+    /// `rediss://` URL [default: the system's certificate store].
+    #[arg(long, global = true, env = "STREAMFOLD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a Redis that asks for one (mutual TLS); with
+    /// `--tls-key`.
+    #[arg(long, global = true, env = "STREAMFOLD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); with `--tls-cert`.
+    #[arg(long, global = true, env = "STREAMFOLD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Do not verify the Redis server's certificate: for development only.
+    #[arg(long, global = true, env = "STREAMFOLD_TLS_INSECURE")]
+    pub tls_insecure: bool,
     /// Prefix of every key, so several applications can share one Redis.
     #[arg(long, global = true, env = "STREAMFOLD_PREFIX", default_value = "sf")]
     pub prefix: String,
