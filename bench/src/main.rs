@@ -16,11 +16,13 @@
 mod append;
 mod data;
 mod external;
+mod http;
 mod lifecycle;
 mod machine;
 mod memory;
 mod replay;
 mod report;
+mod server;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +87,7 @@ enum Section {
     Replay,
     Memory,
     Lifecycle,
+    Server,
 }
 
 /// How much of everything a mode does.
@@ -113,6 +116,16 @@ pub struct Plan {
     pub verify_rounds: usize,
     pub memory_long: u64,
     pub memory_small: usize,
+    /// Server section: 10-event state reads per 1-client sample.
+    pub server_state_reads: usize,
+    /// Server section: 10-event state reads per client, 32 clients.
+    pub server_state_reads_each: usize,
+    /// Server section: 100,000-event state reads per sample.
+    pub server_big_reads: usize,
+    /// Server section: seconds of appends at 1,000/s per delivery sample.
+    pub sse_seconds: f64,
+    /// Server section: the soak's length (32 clients).
+    pub soak_seconds: f64,
 }
 
 impl Plan {
@@ -134,6 +147,11 @@ impl Plan {
             verify_rounds: 1,
             memory_long: 10_000,
             memory_small: 10_000,
+            server_state_reads: 1000,
+            server_state_reads_each: 50,
+            server_big_reads: 2,
+            sse_seconds: 2.0,
+            soak_seconds: 10.0,
         }
     }
 
@@ -155,6 +173,11 @@ impl Plan {
             verify_rounds: 3,
             memory_long: 100_000,
             memory_small: 10_000,
+            server_state_reads: 3000,
+            server_state_reads_each: 200,
+            server_big_reads: 3,
+            sse_seconds: 5.0,
+            soak_seconds: 60.0,
         }
     }
 }
@@ -437,9 +460,10 @@ async fn main() -> Result<()> {
         runtime_config(Some(cache_dir.clone())).pooling(!args.no_pooling),
     )?;
     // `--profile` loads only the component it runs (under valgrind, loading the
-    // 12-18 MB JavaScript and Python components alone takes minutes).
+    // 12-18 MB JavaScript and Python components alone takes minutes); the server
+    // section uses only the Rust one.
     let (reducers, mut notes) = load_reducers(&rt, |lang| match &args.profile {
-        None => true,
+        None => args.only.is_empty() || args.only.iter().any(|s| *s != Section::Server),
         Some(v) => *v == format!("wasm-{}", lang.name()),
     })
     .await?;
@@ -511,11 +535,13 @@ async fn main() -> Result<()> {
 
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut rows = Vec::new();
-    let sections: [(Section, &str); 4] = [
+    // The server last: it makes the runtime follow activations.
+    let sections: [(Section, &str); 5] = [
         (Section::Append, "appends"),
         (Section::Replay, "replays"),
         (Section::Memory, "memory"),
         (Section::Lifecycle, "plugin life cycle"),
+        (Section::Server, "through the server"),
     ];
     for (section, title) in sections {
         if !wanted(section) {
@@ -528,6 +554,7 @@ async fn main() -> Result<()> {
             Section::Replay => replay::run(&ctx).await?,
             Section::Memory => memory::run(&ctx).await?,
             Section::Lifecycle => lifecycle::run(&ctx).await?,
+            Section::Server => server::run(&ctx).await?,
         });
         eprintln!("{title}: {:.1} s", t.elapsed().as_secs_f64());
     }
@@ -562,7 +589,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Issue 7's goals, held against this run's figures.
+/// Issue 7's goals (and issue 12's, through the server), held against this run's figures.
 fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
     let ratio = |key: &str, against: &str| -> Option<Stat> {
         r.row(key)?
@@ -692,5 +719,59 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
             )
         }),
     );
+
+    // Issue 12: through the server.
+    goal(
+        "State of a 10-event aggregate through the server vs the library, 1 client".to_owned(),
+        "<= 1.5x the library's time",
+        ratio("server.state10.server", "server.state10.library").map(|s| {
+            (
+                format!("{} the library's time", fmt_stat(s)),
+                s.median <= 1.5,
+            )
+        }),
+    );
+    goal(
+        "Append -> SSE delivery through the server at 1,000 events/s".to_owned(),
+        "p99 < 10 ms",
+        r.row("server.sse.server.pooled-p99").map(|row| {
+            let worst = r
+                .row("server.sse.server.p99")
+                .map_or(f64::NAN, |p| p.value.max);
+            (
+                format!(
+                    "p99 {} ms over all measured rounds (worst round {} ms)",
+                    fmt_num(row.value.median),
+                    fmt_num(worst)
+                ),
+                row.value.median < 10.0,
+            )
+        }),
+    );
+    let soak = r.row("server.soak.errors").map(|row| row.value.median);
+    let soak_goal = "Errors with 32 clients over 60 s (appends and state reads)".to_owned();
+    match soak {
+        Some(errors) if plan.soak_seconds < 60.0 => goals.push(Goal {
+            goal: soak_goal,
+            target: "zero".to_owned(),
+            measured: format!(
+                "{errors:.0} errors over {} s ({} mode; `--full` soaks 60 s)",
+                plan.soak_seconds, plan.mode
+            ),
+            met: None,
+        }),
+        Some(errors) => goals.push(Goal {
+            goal: soak_goal,
+            target: "zero".to_owned(),
+            measured: format!("{errors:.0} errors over {} s", plan.soak_seconds),
+            met: Some(errors == 0.0),
+        }),
+        None => goals.push(Goal {
+            goal: soak_goal,
+            target: "zero".to_owned(),
+            measured: "not measured in this run".to_owned(),
+            met: None,
+        }),
+    }
     goals
 }

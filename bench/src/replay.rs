@@ -175,7 +175,7 @@ pub async fn profile(ctx: &Ctx, name: &str, n: u64, seconds: f64) -> Result<()> 
 }
 
 /// The `replay-N` aggregate of N `user` events, appended now if it is not there.
-async fn ensure_aggregate(ctx: &Ctx, n: u64) -> Result<String> {
+pub async fn ensure_aggregate(ctx: &Ctx, n: u64) -> Result<String> {
     let store = &ctx.store;
     let id = format!("replay-{n}");
     let have = store.revision(TYPE, &id).await?;

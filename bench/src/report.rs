@@ -146,7 +146,7 @@ impl Report {
                 ratio
             );
         }
-        let _ = writeln!(out, "\n### Goals (issue 7)\n");
+        let _ = writeln!(out, "\n### Goals (issues 7 and 12)\n");
         let _ = writeln!(out, "| goal | target | measured | met |");
         let _ = writeln!(out, "| --- | --- | --- | --- |");
         for g in &self.goals {
@@ -175,6 +175,9 @@ impl Report {
 pub fn fmt_num(x: f64) -> String {
     if !x.is_finite() {
         return "-".to_owned();
+    }
+    if x == 0.0 {
+        return "0".to_owned();
     }
     let a = x.abs();
     if a >= 1000.0 {
