@@ -229,38 +229,55 @@ pub(crate) async fn fold_history(
         read = read.as_of(t);
     }
     let mut history = store.history(aggregate_type, aggregate_id, read);
-    let (tx, rx) = mpsc::channel::<streamfold_store::Result<Page>>(2);
-    let fetch = tokio::spawn(async move {
-        loop {
-            let page = history.next_page().await;
-            let last = !matches!(page, Ok(Some(_)));
-            let page = page.transpose();
-            match page {
-                Some(page) => {
-                    if tx.send(page).await.is_err() || last {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-    });
-
+    // Most aggregates are small: their whole history is one page. Read it here, and
+    // when it is all there is, fold it in one blocking call with no reader task.
+    let first = history.next_page().await?;
     let sandbox = rt.sandbox().clone();
     let (plugin_, id, snap) = (plugin.clone(), aggregate_id.to_string(), snapshot.clone());
     let aggregate_type_ = aggregate_type.to_string();
     let pick = options.instance;
-    let folded = tokio::task::spawn_blocking(move || {
-        let session = match pick {
-            Pick::Policy => sandbox.session(plugin_, &aggregate_type_, &id),
-            Pick::Fresh => sandbox.fresh_session(plugin_, &aggregate_type_, &id),
-            Pick::Warm => sandbox.warm_session(plugin_, &aggregate_type_, &id),
-        };
-        fold(session?, snap.as_ref(), rx, keep_session)
-    })
-    .await
-    .map_err(|e| Error::task("replay", e));
-    fetch.abort();
+    let start = move || match pick {
+        Pick::Policy => sandbox.session(plugin_, &aggregate_type_, &id),
+        Pick::Fresh => sandbox.fresh_session(plugin_, &aggregate_type_, &id),
+        Pick::Warm => sandbox.warm_session(plugin_, &aggregate_type_, &id),
+    };
+    let folded = if history.is_done() {
+        let mut first = first.map(Ok);
+        tokio::task::spawn_blocking(move || {
+            fold(start()?, snap.as_ref(), || first.take(), keep_session)
+        })
+        .await
+        .map_err(|e| Error::task("replay", e))
+    } else {
+        // Longer: a task fetches page N+1 while the reducer folds page N.
+        let (tx, mut rx) = mpsc::channel::<streamfold_store::Result<Page>>(2);
+        let fetch = tokio::spawn(async move {
+            if let Some(page) = first
+                && tx.send(Ok(page)).await.is_err()
+            {
+                return;
+            }
+            loop {
+                let page = history.next_page().await;
+                let last = !matches!(page, Ok(Some(_)));
+                match page.transpose() {
+                    Some(page) => {
+                        if tx.send(page).await.is_err() || last {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        });
+        let folded = tokio::task::spawn_blocking(move || {
+            fold(start()?, snap.as_ref(), || rx.blocking_recv(), keep_session)
+        })
+        .await
+        .map_err(|e| Error::task("replay", e));
+        fetch.abort();
+        folded
+    };
     let (folded, session) = folded??;
     Ok((folded, session, snapshot))
 }
@@ -296,14 +313,14 @@ pub(crate) struct Folded {
 fn fold(
     mut session: Session,
     snapshot: Option<&Snapshot>,
-    mut pages: mpsc::Receiver<streamfold_store::Result<Page>>,
+    mut next_page: impl FnMut() -> Option<streamfold_store::Result<Page>>,
     keep_session: bool,
 ) -> Result<(Folded, Option<Session>)> {
     if let Some(s) = snapshot {
         session.restore(&s.state, s.revision, &s.position)?;
     }
     let mut events_read = 0u64;
-    while let Some(page) = pages.blocking_recv() {
+    while let Some(page) = next_page() {
         let page = page?;
         events_read += page.len() as u64;
         session.apply(page.iter().map(|e| SessionEvent {

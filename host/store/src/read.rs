@@ -297,6 +297,15 @@ impl EventStore {
 }
 
 impl History {
+    /// Whether the history is known to be exhausted: [`next_page`](Self::next_page)
+    /// would give `None` without asking Redis (after a short last page, say).
+    pub fn is_done(&self) -> bool {
+        match &self.state {
+            Ok(c) => c.done,
+            Err(e) => e.is_none(),
+        }
+    }
+
     /// The next page of events, `None` when the history is exhausted.
     ///
     /// Pages hold at most the page size of events; fewer at the edges of a
