@@ -77,7 +77,7 @@ impl SeedPython {
         })
     }
 
-    async fn ask(&mut self, request: Value) -> Result<SeedRun> {
+    async fn ask_raw(&mut self, request: Value) -> Result<Value> {
         self.stdin
             .write_all(format!("{request}\n").as_bytes())
             .await?;
@@ -91,6 +91,11 @@ impl SeedPython {
         if let Some(e) = reply.get("error") {
             bail!("the seed reference failed: {e}");
         }
+        Ok(reply)
+    }
+
+    async fn ask(&mut self, request: Value) -> Result<SeedRun> {
+        let reply = self.ask_raw(request).await?;
         Ok(SeedRun {
             seconds: reply["seconds"].as_f64().context("no seconds")?,
             state: reply["state"].as_str().context("no state")?.to_owned(),
@@ -113,6 +118,15 @@ impl SeedPython {
     ) -> Result<SeedRun> {
         self.ask(json!({"op": "replay_snapshot", "key": key, "snapshot_key": snapshot_key, "parser": parser.name()}))
             .await
+    }
+
+    /// The seed's `replay_to_state` over every stream of `keys`, one after another:
+    /// the seconds the whole loop took.
+    pub async fn replay_many(&mut self, keys: &[String], parser: Parser) -> Result<f64> {
+        let reply = self
+            .ask_raw(json!({"op": "replay_many", "keys": keys, "parser": parser.name()}))
+            .await?;
+        reply["seconds"].as_f64().context("no seconds")
     }
 
     pub async fn stop(mut self) {

@@ -23,6 +23,7 @@ mod memory;
 mod replay;
 mod report;
 mod server;
+mod small;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -88,6 +89,7 @@ enum Section {
     Memory,
     Lifecycle,
     Server,
+    Small,
 }
 
 /// How much of everything a mode does.
@@ -116,6 +118,8 @@ pub struct Plan {
     pub verify_rounds: usize,
     pub memory_long: u64,
     pub memory_small: usize,
+    /// Aggregates of 10 events in the many-small-aggregates section.
+    pub small_aggregates: usize,
     /// Server section: 10-event state reads per 1-client sample.
     pub server_state_reads: usize,
     /// Server section: 10-event state reads per client, 32 clients.
@@ -147,6 +151,7 @@ impl Plan {
             verify_rounds: 1,
             memory_long: 10_000,
             memory_small: 10_000,
+            small_aggregates: 1_000,
             server_state_reads: 1000,
             server_state_reads_each: 50,
             server_big_reads: 2,
@@ -173,6 +178,7 @@ impl Plan {
             verify_rounds: 3,
             memory_long: 100_000,
             memory_small: 10_000,
+            small_aggregates: 10_000,
             server_state_reads: 3000,
             server_state_reads_each: 200,
             server_big_reads: 3,
@@ -536,12 +542,13 @@ async fn main() -> Result<()> {
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut rows = Vec::new();
     // The server last: it makes the runtime follow activations.
-    let sections: [(Section, &str); 5] = [
+    let sections: [(Section, &str); 6] = [
         (Section::Append, "appends"),
         (Section::Replay, "replays"),
         (Section::Memory, "memory"),
         (Section::Lifecycle, "plugin life cycle"),
         (Section::Server, "through the server"),
+        (Section::Small, "many small aggregates"),
     ];
     for (section, title) in sections {
         if !wanted(section) {
@@ -555,6 +562,7 @@ async fn main() -> Result<()> {
             Section::Memory => memory::run(&ctx).await?,
             Section::Lifecycle => lifecycle::run(&ctx).await?,
             Section::Server => server::run(&ctx).await?,
+            Section::Small => small::run(&ctx).await?,
         });
         eprintln!("{title}: {:.1} s", t.elapsed().as_secs_f64());
     }
@@ -748,6 +756,30 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
             )
         }),
     );
+    // Issue 13: many small aggregates.
+    let small = |label: &str, against: &str| {
+        ratio(&small::small_key(1, label), &small::small_key(1, against))
+    };
+    goal(
+        "10-event replay, Rust (warm) vs the seed's Python loop, pure-Python parser".to_owned(),
+        ">= 5x faster",
+        small("wasm-rust", "seed-pure")
+            .map(|s| (format!("{} faster", fmt_stat(s)), s.median >= 5.0)),
+    );
+    for lang in ["js", "py"] {
+        goal(
+            format!("10-event replay, {lang} (warm) vs the seed's Python loop, pure-Python parser"),
+            ">= 2x faster",
+            small(&format!("wasm-{lang}"), "seed-pure")
+                .map(|s| (format!("{} faster", fmt_stat(s)), s.median >= 2.0)),
+        );
+    }
+    goal(
+        "10-event replay, Rust (warm) vs the fetch-only floor".to_owned(),
+        "<= 2x the floor's time",
+        small("wasm-rust", "floor")
+            .map(|s| (format!("{} the floor's time", fmt_stat(s)), s.median <= 2.0)),
+    );
     let soak = r.row("server.soak.errors").map(|row| row.value.median);
     let soak_goal = "Errors with 32 clients over 60 s (appends and state reads)".to_owned();
     match soak {
@@ -773,5 +805,6 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
             met: None,
         }),
     }
+
     goals
 }

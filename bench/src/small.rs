@@ -1,0 +1,265 @@
+//! Many small aggregates (issue 13): what most users have. `count` aggregates of
+//! 10 events each (10,000 in full mode), replayed one after another and 8 at a
+//! time, alternating in the same rounds:
+//!
+//! - the floor: each aggregate's `XRANGE` fetched on the store's read connection,
+//!   not decoded;
+//! - the Rust, JavaScript and Python `user` components through `Runtime::state`, on
+//!   warm instances (the default) — and the Rust one on fresh instances, the
+//!   instantiation that warm instances save;
+//! - the seed's Python loop (`replay_to_state` over every aggregate), with redis-py's
+//!   pure-Python parser and with hiredis.
+//!
+//! Figures are microseconds per aggregate (a round's total over the count).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
+use streamfold::{ExpectedRevision, Instances, Plugin, ReplayOptions, Runtime};
+
+use crate::data::{self, TYPE};
+use crate::external::Parser;
+use crate::report::Row;
+use crate::stats::alternate;
+use crate::{Ctx, Lang, faster, fmt_count, row, times};
+
+/// Events per aggregate.
+pub const EVENTS: u64 = 10;
+/// Replays in flight in the concurrent variants.
+pub const CONCURRENCY: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum V {
+    Floor,
+    Warm(Lang),
+    Fresh,
+    Seed(Parser),
+}
+
+impl V {
+    fn label(self) -> &'static str {
+        match self {
+            V::Floor => "floor",
+            V::Warm(Lang::Rust) => "wasm-rust",
+            V::Warm(Lang::JavaScript) => "wasm-js",
+            V::Warm(Lang::Python) => "wasm-py",
+            V::Fresh => "wasm-rust-fresh",
+            V::Seed(Parser::Default) => "seed",
+            V::Seed(Parser::Python) => "seed-pure",
+        }
+    }
+}
+
+struct Data {
+    ids: Vec<String>,
+    keys: Vec<String>,
+    /// A runtime on the same store whose instances are all fresh, and the Rust
+    /// reducer loaded there (a plugin belongs to its runtime's engine).
+    fresh: Runtime,
+    fresh_rust: Arc<Plugin>,
+}
+
+/// Appends `count` aggregates of [`EVENTS`] events (once: kept for later runs).
+async fn ensure_aggregates(ctx: &Ctx, count: usize) -> Result<Vec<String>> {
+    let ids: Vec<String> = (0..count).map(|i| format!("small-{i}")).collect();
+    let store = &ctx.store;
+    futures::stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| async move {
+            if store.revision(TYPE, id).await? == EVENTS {
+                return anyhow::Ok(());
+            }
+            let batch = (1..=EVENTS).map(|r| data::new_event(i as u64, r)).collect();
+            store
+                .append(TYPE, id, batch, ExpectedRevision::NoStream)
+                .await?;
+            Ok(())
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    Ok(ids)
+}
+
+async fn replay_all(
+    rt: &Runtime,
+    plugin: &Arc<Plugin>,
+    ids: &[String],
+    concurrency: usize,
+) -> Result<()> {
+    let options = ReplayOptions::default()
+        .use_snapshots(false)
+        .plugin(plugin.clone());
+    let results: Vec<_> = futures::stream::iter(ids)
+        .map(|id| {
+            let options = options.clone();
+            async move { rt.state(TYPE, id, options).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for r in results {
+        let r = r?;
+        ensure!(r.events_read == EVENTS, "read {} events", r.events_read);
+    }
+    Ok(())
+}
+
+/// One run of a variant over every aggregate: microseconds per aggregate.
+async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f64> {
+    let n = d.ids.len() as f64;
+    let t = Instant::now();
+    let us = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / n;
+    match v {
+        V::Floor => {
+            let store = &ctx.store;
+            let page = store.config().page_size;
+            let got: Vec<_> = futures::stream::iter(&d.keys)
+                .map(|key| crate::replay::floor(store, key, "-", page))
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            for g in got {
+                ensure!(g? == EVENTS as usize, "the floor read another count");
+            }
+        }
+        V::Warm(lang) => replay_all(&ctx.rt, ctx.reducers.get(lang), &d.ids, concurrency).await?,
+        V::Fresh => replay_all(&d.fresh, &d.fresh_rust, &d.ids, concurrency).await?,
+        V::Seed(parser) => {
+            let mut seed = ctx.seed.lock().await;
+            let seconds = seed
+                .as_mut()
+                .context("seed reference")?
+                .replay_many(&d.keys, parser)
+                .await?;
+            return Ok(seconds * 1e6 / n);
+        }
+    }
+    Ok(us(t))
+}
+
+pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
+    let count = ctx.plan.small_aggregates;
+    eprintln!(
+        "  small: {} aggregates of {EVENTS} events",
+        fmt_count(count as u64)
+    );
+    let ids = ensure_aggregates(ctx, count).await?;
+    let keys = ids
+        .iter()
+        .map(|id| Ok(ctx.store.keys(TYPE, id)?.stream))
+        .collect::<Result<Vec<_>>>()?;
+    let fresh = Runtime::new(
+        ctx.store.clone(),
+        ctx.runtime_config(Some(ctx.cache_dir.clone()))
+            .instances(Instances::Fresh),
+    )?;
+    let (fresh_rust, _) = fresh
+        .load_async(ctx.reducers.bytes(Lang::Rust).into())
+        .await?;
+    let d = Data {
+        ids,
+        keys,
+        fresh,
+        fresh_rust,
+    };
+
+    let seed = ctx.seed.lock().await.is_some();
+    let mut rows = Vec::new();
+    for concurrency in [1, CONCURRENCY] {
+        let mut variants = vec![V::Floor];
+        variants.extend(ctx.reducers.langs().map(V::Warm));
+        variants.push(V::Fresh);
+        // The seed's loop is sequential (one redis-py connection).
+        if seed && concurrency == 1 {
+            variants.push(V::Seed(Parser::Python));
+            variants.push(V::Seed(Parser::Default));
+        }
+        let d = &d;
+        let s = alternate(
+            &variants,
+            ctx.plan.warmup,
+            ctx.plan.rounds,
+            |v, _| async move { run_variant(ctx, d, v, concurrency).await },
+        )
+        .await?;
+        let mode = if concurrency == 1 {
+            "sequential".to_owned()
+        } else {
+            format!("{concurrency} at a time")
+        };
+        let section = format!(
+            "Many small aggregates: {} aggregates of {EVENTS} events, {mode} (µs per aggregate)",
+            fmt_count(count as u64)
+        );
+        let k = |name: &str| format!("small.{concurrency}.{name}");
+        let at = |v: V| {
+            variants
+                .iter()
+                .position(|x| *x == v)
+                .map(|i| s[i].as_slice())
+        };
+        let floor = at(V::Floor).context("floor")?;
+        let seed_pure = at(V::Seed(Parser::Python));
+        let seed_default = at(V::Seed(Parser::Default));
+        let warm_rust = at(V::Warm(Lang::Rust)).context("rust")?;
+        for (i, v) in variants.iter().enumerate() {
+            let samples = &s[i];
+            let name = match v {
+                V::Floor => {
+                    "floor: each aggregate's XRANGE on the store's read connection, not decoded"
+                        .to_owned()
+                }
+                V::Warm(lang) => format!("{} reducer, warm instances (the default)", lang.title()),
+                V::Fresh => "Rust reducer, a fresh instance per replay".to_owned(),
+                V::Seed(Parser::Python) => {
+                    "the seed's Python loop, redis-py's pure-Python parser".to_owned()
+                }
+                V::Seed(Parser::Default) => "the seed's Python loop, hiredis".to_owned(),
+            };
+            let mut r = row(&k(v.label()), &section, &name, "µs", samples);
+            if !matches!(v, V::Floor) {
+                r.ratios
+                    .push(times(samples, floor, &k("floor"), "the floor's time"));
+            }
+            if matches!(v, V::Warm(_) | V::Fresh) {
+                if let Some(p) = seed_pure {
+                    r.ratios.push(faster(
+                        samples,
+                        p,
+                        &small_key(1, "seed-pure"),
+                        "faster than the seed (pure-Python parser)",
+                        true,
+                    ));
+                }
+                if let Some(p) = seed_default {
+                    r.ratios.push(faster(
+                        samples,
+                        p,
+                        &small_key(1, "seed"),
+                        "faster than the seed (hiredis)",
+                        true,
+                    ));
+                }
+            }
+            if matches!(v, V::Fresh) {
+                r.ratios.push(times(
+                    samples,
+                    warm_rust,
+                    &k("wasm-rust"),
+                    "the warm instances' time",
+                ));
+            }
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
+/// The key of a row of this section.
+pub fn small_key(concurrency: usize, label: &str) -> String {
+    format!("small.{concurrency}.{label}")
+}
