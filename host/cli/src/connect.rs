@@ -1,7 +1,7 @@
 //! The store and the runtime as the global flags configure them.
 
 use anyhow::Result;
-use streamfold::{EventStore, Limits, Runtime, RuntimeConfig, StoreConfig, TlsConfig};
+use streamfold::{EventStore, Instances, Limits, Runtime, RuntimeConfig, StoreConfig, TlsConfig};
 
 use crate::commands::Global;
 use crate::exit::Explained;
@@ -50,7 +50,10 @@ pub(crate) fn runtime_config(g: &Global) -> RuntimeConfig {
     let limits = Limits::default()
         .call_timeout(g.call_timeout)
         .memory_bytes(g.memory_limit);
-    let config = RuntimeConfig::default().limits(limits);
+    let mut config = RuntimeConfig::default().limits(limits);
+    if g.fresh_instances {
+        config = config.instances(Instances::Fresh);
+    }
     match &g.cache_dir {
         Some(dir) => config.cache_dir(Some(dir.clone())),
         None => config,

@@ -74,6 +74,11 @@ pub(crate) struct Global {
     /// asks for more is stopped and the replay fails.
     #[arg(long, global = true, env = "STREAMFOLD_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse::bytes)]
     pub memory_limit: usize,
+    /// Run every replay on a fresh reducer instance instead of a warm one (the
+    /// default): the strictest isolation, at the cost of an instantiation per
+    /// replay (hundreds of µs for Rust, milliseconds for JavaScript and Python).
+    #[arg(long, global = true, env = "STREAMFOLD_FRESH_INSTANCES")]
+    pub fresh_instances: bool,
     /// How log lines on stderr are written: `text` for people, `json` (one object
     /// per line, with timestamps) for log collectors.
     #[arg(
