@@ -68,7 +68,7 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 /// A validated, compiled reducer. Cheap to share. Sessions run on instances made
-/// from it: warm ones kept between sessions (see [`Reuse`](crate::Reuse)), or
+/// from it: warm ones kept between sessions (see [`Instances`](crate::Instances)), or
 /// fresh ones; an instance that failed in any way is never used again.
 pub struct Plugin {
     info: PluginInfo,
