@@ -152,10 +152,10 @@ impl Plan {
             memory_long: 10_000,
             memory_small: 10_000,
             small_aggregates: 1_000,
-            server_state_reads: 1000,
+            server_state_reads: 600,
             server_state_reads_each: 50,
-            server_big_reads: 2,
-            sse_seconds: 2.0,
+            server_big_reads: 1,
+            sse_seconds: 1.5,
             soak_seconds: 10.0,
         }
     }

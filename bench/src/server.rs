@@ -107,6 +107,7 @@ async fn measure(ctx: &Ctx, addr: SocketAddr, replay_bound: usize) -> Result<Vec
     let one = tokio::sync::Mutex::new(Client::connect(addr).await?);
     let many = tokio::sync::Mutex::new(Client::pool(addr, CLIENTS).await?);
     let mut rows = Vec::new();
+    rows.extend(round_trips(ctx, &one, &tally).await?);
     rows.extend(appends(ctx, &one, &many, &tally).await?);
     rows.extend(states(ctx, &one, &many, &tally, replay_bound).await?);
     rows.extend(delivery(ctx, addr, &tally).await?);
@@ -191,6 +192,54 @@ async fn append_run(
         ensure!(have == batches * size, "{id} has {have} events");
     }
     Ok(t.as_secs_f64())
+}
+
+/// What one call costs at the least: a Redis `PING` on the store's connection
+/// (every library call makes at least one round trip) against `GET /healthz` (one
+/// HTTP request through the server's outer layers, no Redis).
+async fn round_trips(
+    ctx: &Ctx,
+    one: &tokio::sync::Mutex<Client>,
+    tally: &Tally,
+) -> Result<Vec<Row>> {
+    let p = &ctx.plan;
+    let n = p.singles;
+    let healthz: Uri = "/healthz".parse()?;
+    let healthz = &healthz;
+    let s = alternate(&VIAS, p.warmup, p.rounds, |via, round| async move {
+        let t = Instant::now();
+        match via {
+            Via::Library => {
+                for _ in 0..n {
+                    ctx.store.ping().await?;
+                }
+            }
+            Via::Server => {
+                let mut c = one.lock().await;
+                let errors = c.errors.clone();
+                for _ in 0..n {
+                    c.get(healthz.clone()).await;
+                }
+                if round >= p.warmup {
+                    tally.add("healthz", &errors_since(&errors, &c.errors));
+                }
+            }
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+    })
+    .await?;
+    Ok(pair(
+        "server.roundtrip",
+        "Through the server: one round trip, 1 client",
+        (
+            "library: EventStore::ping, one Redis round trip (the least any library call makes)",
+            "server: GET /healthz, one HTTP request through the server's outer layers, no Redis",
+        ),
+        "µs/call",
+        &s,
+        Compare::Time,
+        Some(tally.of("healthz").summary()),
+    ))
 }
 
 async fn appends(
@@ -379,6 +428,30 @@ fn pair(
     vec![lib, srv]
 }
 
+/// Reducer instances the active `user` reducer has made so far (the figure behind
+/// the server's `streamfold_reducer_instances_made_total`).
+async fn instances_made(ctx: &Ctx) -> Result<u64> {
+    Ok(ctx.rt.active_plugin(TYPE).await?.instances_made())
+}
+
+/// New reducer instances per read, per variant, over the measured rounds.
+#[derive(Debug, Default)]
+struct Made(Mutex<[Vec<f64>; 2]>);
+
+impl Made {
+    fn add(&self, via: Via, made: u64, reads: usize) {
+        self.0.lock().expect("made")[via as usize].push(made as f64 / reads as f64);
+    }
+    fn note(&self) -> String {
+        let v = self.0.lock().expect("made");
+        format!(
+            "new reducer instances per read: library {}, server {} (medians; the runtime keeps at most 4 idle instances per reducer by default)",
+            fmt_num(Stat::of(&v[0]).median),
+            fmt_num(Stat::of(&v[1]).median)
+        )
+    }
+}
+
 /// The 10-event aggregates `srv10-0` .. `srv10-1023`, appended now if missing.
 async fn small_aggregates(ctx: &Ctx) -> Result<Vec<String>> {
     let ids: Vec<String> = (0..SMALL).map(|i| format!("srv10-{i}")).collect();
@@ -442,8 +515,10 @@ async fn states(
 
     // One client, the aggregates in turn.
     let reads = p.server_state_reads;
+    let made = &Made::default();
     let s = alternate(&VIAS, p.warmup, p.rounds, |via, round| async move {
         let start = round * 97;
+        let before = instances_made(ctx).await?;
         let t = Instant::now();
         match via {
             Via::Library => {
@@ -454,16 +529,20 @@ async fn states(
             }
             Via::Server => {
                 let mut c = one.lock().await;
-                let before = c.errors.clone();
+                let errors = c.errors.clone();
                 for i in 0..reads {
                     c.get(uris[(start + i) % SMALL].clone()).await;
                 }
                 if round >= p.warmup {
-                    tally.add("state10", &errors_since(&before, &c.errors));
+                    tally.add("state10", &errors_since(&errors, &c.errors));
                 }
             }
         }
-        Ok(t.elapsed().as_secs_f64() * 1e6 / reads as f64)
+        let us = t.elapsed().as_secs_f64() * 1e6 / reads as f64;
+        if round >= p.warmup {
+            made.add(via, instances_made(ctx).await? - before, reads);
+        }
+        Ok(us)
     })
     .await?;
     rows.extend(pair(
@@ -477,16 +556,19 @@ async fn states(
         &s,
         Compare::Time,
         Some(format!(
-            "{}; {} distinct aggregates read in turn; neither side caches states (each read is a replay)",
+            "{}; {} distinct aggregates read in turn; neither side caches states (each read is a replay); {}",
             tally.of("state10").summary(),
-            fmt_count(SMALL as u64)
+            fmt_count(SMALL as u64),
+            made.note()
         )),
     ));
 
     // 32 clients.
     let each = p.server_state_reads_each;
+    let made = &Made::default();
     let s = alternate(&VIAS, p.warmup, p.rounds, |via, round| async move {
         let total = each * CLIENTS;
+        let instances = instances_made(ctx).await?;
         let t;
         match via {
             Via::Library => {
@@ -539,7 +621,11 @@ async fn states(
                 *many.lock().await = clients;
             }
         }
-        Ok(total as f64 / t.elapsed().as_secs_f64())
+        let rate = total as f64 / t.elapsed().as_secs_f64();
+        if round >= p.warmup {
+            made.add(via, instances_made(ctx).await? - instances, total);
+        }
+        Ok(rate)
     })
     .await?;
     rows.extend(pair(
@@ -553,8 +639,9 @@ async fn states(
         &s,
         Compare::Rate,
         Some(format!(
-            "{}; the server runs at most {replay_bound} replays at once (ServerConfig::max_concurrent_replays, default), the others wait for a slot",
-            tally.of("state10x32").summary()
+            "{}; the server runs at most {replay_bound} replays at once (ServerConfig::max_concurrent_replays, default), the others wait for a slot; {}",
+            tally.of("state10x32").summary(),
+            made.note()
         )),
     ));
 
@@ -895,6 +982,7 @@ async fn soak(
     let mut clients = std::mem::take(&mut *many.lock().await);
     let before: Vec<Errors> = clients.iter().map(|c| c.errors.clone()).collect();
     let ids: Vec<String> = (0..SMALL).map(|i| format!("srv10-{i}")).collect();
+    let instances = instances_made(ctx).await?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -933,6 +1021,7 @@ async fn soak(
         clients.push(c);
     }
     let secs = t.elapsed().as_secs_f64();
+    let instances = instances_made(ctx).await? - instances;
     let mut errors = Errors::default();
     for (b, c) in before.iter().zip(&clients) {
         errors.merge(&errors_since(b, &c.errors));
@@ -953,9 +1042,10 @@ async fn soak(
         &[requests as f64 / secs],
     );
     r.note = Some(format!(
-        "{} appends/s and {} state reads/s answered 2xx",
+        "{} appends/s and {} state reads/s answered 2xx; {} new reducer instances per state read",
         fmt_num(appends.len() as f64 / secs),
-        fmt_num(states.len() as f64 / secs)
+        fmt_num(states.len() as f64 / secs),
+        fmt_num(instances as f64 / states.len().max(1) as f64)
     ));
     rows.push(r);
     let mut r = row(
