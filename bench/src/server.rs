@@ -960,7 +960,7 @@ async fn delivery(ctx: &Ctx, addr: SocketAddr, tally: &Tally) -> Result<Vec<Row>
             fmt_num(quantile(all, 0.5)),
             fmt_num(quantile(all, 0.999)),
             fmt_num(all.last().copied().unwrap_or(f64::NAN)),
-            fmt_num(rate)
+            fmt_num(rate.round())
         );
         if i == 1 {
             note = format!("{}; {note}", tally.of("sse").summary());
