@@ -239,15 +239,7 @@ impl Sandbox {
         } else {
             self.inner.keep
         };
-        Session::start(
-            &self.inner.engine,
-            &self.inner.limits,
-            keep,
-            false,
-            plugin,
-            aggregate_type,
-            aggregate_id,
-        )
+        self.start(keep, false, plugin, aggregate_type, aggregate_id)
     }
 
     /// Starts a session on a fresh instance, whatever the policy, which is dropped
@@ -258,15 +250,7 @@ impl Sandbox {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Session> {
-        Session::start(
-            &self.inner.engine,
-            &self.inner.limits,
-            Keep::No,
-            false,
-            plugin,
-            aggregate_type,
-            aggregate_id,
-        )
+        self.start(Keep::No, false, plugin, aggregate_type, aggregate_id)
     }
 
     /// Starts a session on an instance that has served another aggregate before
@@ -280,11 +264,23 @@ impl Sandbox {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Session> {
+        self.start(self.inner.keep, true, plugin, aggregate_type, aggregate_id)
+    }
+
+    fn start(
+        &self,
+        keep: Keep,
+        served_before: bool,
+        plugin: Arc<Plugin>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Session> {
+        let i = &self.inner;
         Session::start(
-            &self.inner.engine,
-            &self.inner.limits,
-            self.inner.keep,
-            true,
+            &i.engine,
+            &i.limits,
+            keep,
+            served_before,
             plugin,
             aggregate_type,
             aggregate_id,
