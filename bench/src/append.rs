@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use redis::aio::ConnectionManager;
 use streamfold::ExpectedRevision;
+use streamfold_store::Connection;
 
 use crate::data::{self, TYPE};
 use crate::external::redis_benchmark;
@@ -322,7 +322,7 @@ fn append_rows(
 
 /// The seed's `EventStore.append`: `XADD events:user MAXLEN ~ 100000 * ...`, then
 /// `XADD events:user:<id> * ...`, two round trips, nothing checked.
-async fn seed_append(con: &mut ConnectionManager, id: &str, revision: u64) -> Result<()> {
+async fn seed_append(con: &mut Connection, id: &str, revision: u64) -> Result<()> {
     for cmd in seed_commands(id, revision) {
         cmd.query_async::<()>(con).await?;
     }
@@ -436,7 +436,7 @@ async fn server_side(ctx: &Ctx) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-async fn reset_stats(con: &mut ConnectionManager) -> Result<()> {
+async fn reset_stats(con: &mut Connection) -> Result<()> {
     redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async::<()>(con)
@@ -445,7 +445,7 @@ async fn reset_stats(con: &mut ConnectionManager) -> Result<()> {
 }
 
 /// `calls` and `usec` of `cmdstat_<command>` in `INFO commandstats`.
-async fn command_stat(con: &mut ConnectionManager, command: &str) -> Result<(f64, f64)> {
+async fn command_stat(con: &mut Connection, command: &str) -> Result<(f64, f64)> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(con)

@@ -5,9 +5,9 @@
 //! broken down per key with `MEMORY USAGE ... SAMPLES 0`.
 
 use anyhow::{Context, Result};
-use redis::aio::ConnectionManager;
 use streamfold::EventStore;
 use streamfold::{ExpectedRevision, StoreConfig};
+use streamfold_store::Connection;
 
 use crate::data::{self, TYPE};
 use crate::report::Row;
@@ -159,12 +159,7 @@ async fn create_small(ctx: &Ctx, n: usize) -> Result<EventStore> {
 
 /// The seed's writes for `ids`, `events` each: `XADD <prefix>:events:user MAXLEN ~
 /// 100000` and `XADD <prefix>:events:user:<id>`, pipelined.
-async fn seed_write(
-    con: &mut ConnectionManager,
-    prefix: &str,
-    ids: &[String],
-    events: u64,
-) -> Result<()> {
+async fn seed_write(con: &mut Connection, prefix: &str, ids: &[String], events: u64) -> Result<()> {
     let mut pipe = redis::pipe();
     let mut queued = 0;
     for id in ids {
@@ -205,7 +200,7 @@ async fn seed_write(
 }
 
 /// `used_memory` of `INFO memory`, in bytes.
-pub async fn used_memory(con: &mut ConnectionManager) -> Result<f64> {
+pub async fn used_memory(con: &mut Connection) -> Result<f64> {
     let info: String = redis::cmd("INFO").arg("memory").query_async(con).await?;
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
@@ -213,7 +208,7 @@ pub async fn used_memory(con: &mut ConnectionManager) -> Result<f64> {
         .context("no used_memory in INFO memory")
 }
 
-async fn memory_usage(con: &mut ConnectionManager, key: &str) -> Result<f64> {
+async fn memory_usage(con: &mut Connection, key: &str) -> Result<f64> {
     let n: Option<i64> = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(key)

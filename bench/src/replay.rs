@@ -18,12 +18,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use redis::Value;
-use redis::aio::ConnectionManager;
 use serde_json::Value as Json;
 use streamfold::Plugin;
 use streamfold::{EventStore, ReplayOptions};
 use streamfold::{ExpectedRevision, Page, ReadOptions, Snapshot};
 use streamfold_guest::{Aggregate, Event, Reducer};
+use streamfold_store::Connection;
 use tokio::sync::mpsc;
 use user::User;
 
@@ -556,7 +556,7 @@ async fn snapshots(ctx: &Ctx, n: u64, id: &str, key: &str, seed: bool) -> Result
 /// Pages of `XRANGE` into `redis::Value`, stopping like `history()` does (a short
 /// page ends it). Returns the number of entries.
 pub async fn floor_value(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
     key: &str,
     start: &str,
     page: usize,

@@ -241,7 +241,7 @@ impl Runtime {
                 .instances(config.instances)
                 .keep_resident_bytes(config.keep_resident_bytes),
         )?;
-        let registry = registry::Registry::new(store.connection(), store.key_prefix());
+        let registry = registry::Registry::new(&store);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 sandbox,

@@ -2,7 +2,9 @@
 //! the same reducers.
 //!
 //! Keys (under the store's prefix; none of them is per-aggregate, so they are
-//! not hash-tagged, and each command touches one key):
+//! not hash-tagged, and each command touches one key, so the registry works on a
+//! Redis Cluster with its keys in any slots: writes that go together are ordered so
+//! that a crash between them leaves nothing visible half-written):
 //! - `P:plugins:blob:DIGEST`  the component's bytes
 //! - `P:plugins:meta:DIGEST`  its [`PluginInfo`] as JSON, plus when it was registered
 //! - `P:plugins:versions:TYPE` sorted set of digests by registration time
@@ -18,6 +20,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use streamfold_sandbox::PluginInfo;
+
+/// Escapes `SCAN ... MATCH`'s glob characters, so a literal prefix matches only itself.
+fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len() + 4);
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// A registered reducer version, as listed by the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,15 +63,17 @@ pub struct Activation {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Registry {
-    conn: redis::aio::ConnectionManager,
+    store: streamfold_store::EventStore,
+    conn: streamfold_store::Connection,
     prefix: String,
 }
 
 impl Registry {
-    pub(crate) fn new(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+    pub(crate) fn new(store: &streamfold_store::EventStore) -> Self {
         Registry {
-            conn,
-            prefix: prefix.to_string(),
+            store: store.clone(),
+            conn: store.connection(),
+            prefix: store.key_prefix().to_string(),
         }
     }
 
@@ -79,22 +95,22 @@ impl Registry {
         };
         let meta = serde_json::to_string(&reg).expect("plugin metadata serializes");
         let mut conn = self.conn.clone();
-        // Bytes first, then the metadata that makes the plugin visible: a crash in
-        // between leaves an orphan blob, never metadata without bytes.
+        // Bytes first, then the type's index, then the metadata that makes the plugin
+        // visible (`get`, and `list` skips indexed digests without it): a crash in
+        // between leaves an orphan blob or index entry, never metadata without bytes,
+        // and registering again completes it.
         let _: () = conn
             .set(self.key(&format!("blob:{}", info.digest)), bytes)
             .await?;
-        let _: () = redis::pipe()
-            .atomic()
-            .set(self.key(&format!("meta:{}", info.digest)), meta)
-            .ignore()
+        let _: () = conn
             .zadd(
                 self.key(&format!("versions:{}", info.aggregate_type)),
                 &info.digest,
                 now.timestamp_millis(),
             )
-            .ignore()
-            .query_async(&mut conn)
+            .await?;
+        let _: () = conn
+            .set(self.key(&format!("meta:{}", info.digest)), meta)
             .await?;
         let _: () = conn
             .publish(
@@ -160,19 +176,16 @@ impl Registry {
                 info.aggregate_type
             )));
         }
+        // The reverse order of `put`: out of the index, then invisible, then gone.
         let mut conn = self.conn.clone();
-        let _: () = redis::pipe()
+        let _: () = conn
             .zrem(
                 self.key(&format!("versions:{}", info.aggregate_type)),
                 &info.digest,
             )
-            .ignore()
-            .del(self.key(&format!("meta:{}", info.digest)))
-            .ignore()
-            .del(self.key(&format!("blob:{}", info.digest)))
-            .ignore()
-            .query_async(&mut conn)
             .await?;
+        let _: () = conn.del(self.key(&format!("meta:{}", info.digest))).await?;
+        let _: () = conn.del(self.key(&format!("blob:{}", info.digest))).await?;
         Ok(())
     }
 
@@ -219,14 +232,15 @@ impl Registry {
         let types: Vec<String> = match aggregate_type {
             Some(t) => vec![t.to_string()],
             None => {
-                let mut types = Vec::new();
-                let mut iter: redis::AsyncIter<'_, String> =
-                    conn.scan_match(self.key("versions:*")).await?;
                 let strip = self.key("versions:");
-                while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                    let key = key?;
-                    types.push(key.trim_start_matches(&strip).to_string());
-                }
+                let pattern = format!("{}*", glob_escape(&strip));
+                let mut types: Vec<String> = self
+                    .store
+                    .scan_keys(&pattern)
+                    .await?
+                    .iter()
+                    .filter_map(|key| key.strip_prefix(&strip).map(str::to_string))
+                    .collect();
                 types.sort();
                 types
             }

@@ -11,6 +11,7 @@ use chrono::Utc;
 use redis::Value;
 use uuid::Uuid;
 
+use crate::config::{Durability, Layout};
 use crate::error::{Error, Result};
 
 use super::EventStore;
@@ -114,6 +115,7 @@ impl EventStore {
     ) -> Result<AppendResult> {
         let keys = aggregate_keys(self.config(), aggregate_type, aggregate_id)?;
         let batch = prepare(events)?;
+        self.check_partitions(aggregate_type, true).await?;
         let (kind, number) = match expected {
             ExpectedRevision::Any => ("any", 0),
             ExpectedRevision::Exists => ("exists", 0),
@@ -148,14 +150,104 @@ impl EventStore {
             .await?;
 
         let event_ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
-        parse_reply(
+        let result = parse_reply(
             reply,
             &keys.revision,
             aggregate_type,
             aggregate_id,
             expected,
             event_ids,
-        )
+        )?;
+        // A retry that finds the batch already there waits too: the first attempt may
+        // have failed exactly here.
+        self.wait_for_replicas(&keys.stream).await?;
+        Ok(result)
+    }
+
+    /// With [`Durability::Replicas`], waits until enough replicas hold what this
+    /// connection wrote (`WAIT` on the node that serves `key`).
+    async fn wait_for_replicas(&self, key: &str) -> Result<()> {
+        let Durability::Replicas { count, timeout } = self.config().durability else {
+            return Ok(());
+        };
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(count).arg(timeout.as_millis().max(1) as u64);
+        let cmd = &cmd;
+        let confirmed: u64 = self
+            .with_reconnect(
+                key,
+                move |mut con| async move { con.query_at(key, cmd).await },
+            )
+            .await?;
+        if confirmed < u64::from(count) {
+            return Err(Error::unreachable(
+                self.url(),
+                format!(
+                    "the append is stored on the primary, but only {confirmed} of the {count} \
+                     replicas required confirmed it within {timeout:?}: it may not survive a \
+                     failover (retrying it with the same event ids is safe)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a type's partition count against the one recorded in Redis (the first
+    /// writer records it; `record` says whether this caller may), once per type and
+    /// store. Two hosts with different counts would write one aggregate's history under
+    /// two keys, so a store configured otherwise than the record is refused.
+    pub(crate) async fn check_partitions(&self, aggregate_type: &str, record: bool) -> Result<()> {
+        if self.config().layout != Layout::Default
+            || self
+                .inner
+                .partitions_checked
+                .lock()
+                .expect("partition checks poisoned")
+                .contains(aggregate_type)
+        {
+            return Ok(());
+        }
+        let key = format!("{}:partitions", self.config().prefix);
+        let configured = self.config().partitions_of(aggregate_type);
+        let mut pipe = redis::pipe();
+        if record {
+            pipe.cmd("HSETNX")
+                .arg(&key)
+                .arg(aggregate_type)
+                .arg(configured)
+                .ignore();
+        }
+        pipe.cmd("HGET").arg(&key).arg(aggregate_type);
+        let pipe = &pipe;
+        let (recorded,): (Option<String>,) = self
+            .with_reconnect(&key, move |mut con| async move {
+                pipe.query_async(&mut con).await
+            })
+            .await?;
+        // Nothing recorded on a read: nothing written since Streamfold records counts.
+        let recorded = match recorded {
+            None => configured,
+            Some(r) => r.parse::<u32>().map_err(|_| {
+                Error::corrupt(
+                    &key,
+                    format!("the partition count of {aggregate_type:?} is {r:?}"),
+                )
+            })?,
+        };
+        if recorded != configured {
+            return Err(Error::invalid(format!(
+                "type {aggregate_type:?} was first written with {recorded} partition(s) (recorded \
+                 in {key}), but this store is configured with {configured}: its aggregates \
+                 would be read and written under other keys. Configure {recorded} for it \
+                 (StoreConfig::partitions_for)"
+            )));
+        }
+        self.inner
+            .partitions_checked
+            .lock()
+            .expect("partition checks poisoned")
+            .insert(aggregate_type.to_owned());
+        Ok(())
     }
 }
 

@@ -82,6 +82,100 @@ pub struct StoreConfig {
     /// TLS settings for a `rediss://` URL (see [`TlsConfig`]); default: none, which
     /// with `rediss://` verifies the server against the system's certificate store.
     pub tls: TlsConfig,
+    /// The Redis is a Redis Cluster (default: a single Redis, or a primary with
+    /// replicas behind one address). With it, [`EventStore::connect`](super::EventStore::connect)
+    /// takes one or more node URLs, comma-separated, discovers the other nodes, and
+    /// sends every command to the node that serves its key.
+    pub cluster: bool,
+    /// When an append is acknowledged (default [`Durability::Primary`]).
+    pub durability: Durability,
+}
+
+/// When an append counts as done.
+///
+/// Redis replicates asynchronously: a primary acknowledges a write before any replica
+/// has it, so a primary that fails right after an append can take the append with it
+/// when a replica is promoted, though the caller was told it succeeded.
+/// [`Replicas`](Self::Replicas) closes that window with `WAIT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Acknowledged when the primary has it (Redis's own default). Fastest; a
+    /// failover within about a second of an append can lose it.
+    #[default]
+    Primary,
+    /// Acknowledged only when at least `count` replicas hold it too (`WAIT count
+    /// timeout` after the append). If fewer confirm within `timeout`, the append fails
+    /// with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable): it is stored on
+    /// the primary and may or may not survive a failover, and retrying it (same event
+    /// ids) is safe.
+    Replicas {
+        /// How many replicas must confirm (>= 1).
+        count: u32,
+        /// How long to wait for them.
+        timeout: Duration,
+    },
+}
+
+impl Durability {
+    /// The default time [`Durability::Replicas`] waits for replicas: 1 s.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::Primary => f.write_str("primary"),
+            Durability::Replicas { count, timeout } if *timeout == Self::DEFAULT_TIMEOUT => {
+                write!(f, "replicas={count}")
+            }
+            Durability::Replicas { count, timeout } => {
+                write!(f, "replicas={count},timeout={}ms", timeout.as_millis())
+            }
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = Error;
+
+    /// `primary`, `replicas=N` or `replicas=N,timeout=MS` (milliseconds, or with an
+    /// `ms` or `s` suffix).
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "unknown durability {s:?} (expected \"primary\", \"replicas=N\" or \"replicas=N,timeout=MS\")"
+            ))
+        };
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("primary") {
+            return Ok(Durability::Primary);
+        }
+        let mut parts = s.split(',');
+        let count = parts
+            .next()
+            .and_then(|p| p.trim().strip_prefix("replicas="))
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(bad)?;
+        let timeout = match parts.next() {
+            None => Self::DEFAULT_TIMEOUT,
+            Some(t) => {
+                let t = t.trim().strip_prefix("timeout=").ok_or_else(bad)?;
+                let (digits, unit) = match t.strip_suffix("ms") {
+                    Some(d) => (d, 1),
+                    None => match t.strip_suffix('s') {
+                        Some(d) => (d, 1000),
+                        None => (t, 1),
+                    },
+                };
+                Duration::from_millis(digits.parse::<u64>().map_err(|_| bad())? * unit)
+            }
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Durability::Replicas { count, timeout })
+    }
 }
 
 impl Default for StoreConfig {
@@ -97,6 +191,8 @@ impl Default for StoreConfig {
             connect_timeout: Duration::from_secs(5),
             reconnect_retries: 3,
             tls: TlsConfig::default(),
+            cluster: false,
+            durability: Durability::Primary,
         }
     }
 }
@@ -163,6 +259,18 @@ impl StoreConfig {
         self
     }
 
+    /// Says the Redis is a Redis Cluster (see [`cluster`](Self::cluster)).
+    pub fn cluster(mut self, yes: bool) -> Self {
+        self.cluster = yes;
+        self
+    }
+
+    /// Sets when an append is acknowledged (see [`Durability`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
     /// The number of category partitions of a type. Always 1 in the seed layout.
     pub fn partitions_of(&self, aggregate_type: &str) -> u32 {
         if self.layout == Layout::Seed {
@@ -196,6 +304,24 @@ impl StoreConfig {
             return Err(Error::invalid("timeouts must be longer than zero"));
         }
         crate::tls::check(&self.tls)?;
+        if let Durability::Replicas { count, timeout } = self.durability {
+            if count == 0 {
+                return Err(Error::invalid(
+                    "durability replicas=0 waits for nothing: use \"primary\" or at least 1",
+                ));
+            }
+            if timeout.is_zero() {
+                return Err(Error::invalid(
+                    "the durability timeout must be longer than zero (WAIT 0 would wait forever)",
+                ));
+            }
+        }
+        if self.cluster && self.layout == Layout::Seed {
+            return Err(Error::invalid(
+                "the seed key layout has no hash tags, so an aggregate's keys would be spread \
+                 over a cluster's slots: use the default layout on a Redis Cluster",
+            ));
+        }
         Ok(())
     }
 }

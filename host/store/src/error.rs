@@ -161,8 +161,28 @@ impl Error {
 }
 
 /// The connection is gone or the reply is late: the caller may retry.
+///
+/// A cluster's transient answers are of this kind too: `CLUSTERDOWN` (slots without a
+/// master, e.g. during a failover), `TRYAGAIN` and `MOVED`/`ASK` (slots moving),
+/// `MASTERDOWN` and `READONLY` (a node that is, or just stopped being, a replica), and
+/// `LOADING` (a node reading its data after a restart). The command did not run.
 fn is_unavailable(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || matches!(
+            e.code(),
+            Some(
+                "CLUSTERDOWN"
+                    | "TRYAGAIN"
+                    | "MOVED"
+                    | "ASK"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "LOADING"
+            )
+        )
 }
 
 impl From<Repr> for Error {

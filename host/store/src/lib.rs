@@ -94,7 +94,9 @@
 #![warn(missing_docs)]
 
 mod append;
+mod cluster;
 mod config;
+mod connection;
 mod error;
 mod keys;
 mod live;
@@ -111,13 +113,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisResult};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::cluster::{ClusterReader, Reads};
+use crate::connection::Con;
 
 use crate::error::redact_url;
 pub use crate::error::{Conflict, Error, ErrorKind, Result};
 
 pub use append::{MAX_BATCH, RETRY_SCAN_LIMIT};
-pub use config::{Layout, StoreConfig, TlsConfig};
+pub use config::{Durability, Layout, StoreConfig, TlsConfig};
+pub use connection::Connection;
 pub use keys::AggregateKeys;
 pub use live::{
     DEFAULT_BLOCK, DEFAULT_GIVE_UP_AFTER, Live, SubscribeFrom, SubscribeOptions, Subscription,
@@ -132,17 +139,86 @@ pub use read::{CategoryReadOptions, History, MAX_CATEGORY_COUNT, ReadOptions};
 #[derive(Clone)]
 pub struct EventStore {
     inner: Arc<Inner>,
-    con: ConnectionManager,
+    con: Connection,
 }
 
 struct Inner {
     config: StoreConfig,
-    /// For connections of other kinds (pub/sub). Never printed: it holds the password.
-    client: redis::Client,
-    /// The URL with any password removed: the only form we keep.
+    /// For connections of other kinds (pub/sub): one per configured node. Never
+    /// printed: they hold the password.
+    clients: Vec<redis::Client>,
+    /// The URL(s) with any password removed: the only form we keep.
     url: String,
-    /// Lean connections for stream reads (`XRANGE`), see [`wire`].
-    reader: wire::Reader,
+    /// Lean connections for stream reads (`XRANGE`), see [`wire`] and [`cluster`].
+    reader: Reads,
+    /// Types whose partition count was checked against the one recorded in Redis.
+    partitions_checked: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// One URL, ready for the `redis` crate and the lean reader.
+struct Node {
+    info: ConnectionInfo,
+    client: redis::Client,
+    certs: Option<redis::TlsCertificates>,
+    wire_tls: Option<Arc<ClientConfig>>,
+}
+
+/// Parses one URL and applies the TLS settings to it.
+fn prepare(url: &str, config: &StoreConfig) -> Result<Node> {
+    let redacted = redact_url(url);
+    let bad_url =
+        |e: redis::RedisError| Error::invalid(format!("{redacted} is not a usable Redis URL: {e}"));
+    let info = url.into_connection_info().map_err(bad_url)?;
+    match info.addr().clone() {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: url_insecure,
+            ..
+        } => {
+            tls::install_provider();
+            let tls = &config.tls;
+            let insecure = tls.insecure || url_insecure;
+            if insecure {
+                tls::warn_insecure(&redacted);
+            }
+            let info = info.set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                tls_params: None,
+            });
+            let certs = redis::TlsCertificates {
+                client_tls: match (&tls.client_cert_pem, tls.client_key()) {
+                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.to_vec(),
+                    }),
+                    _ => None,
+                },
+                root_cert: if insecure { None } else { tls.ca_pem.clone() },
+            };
+            let wire_tls = tls::client_config(tls, insecure)?;
+            let client = redis::Client::build_with_tls(info.clone(), certs.clone())
+                .map_err(|e| Error::invalid(format!("{redacted}: unusable TLS settings: {e}")))?;
+            Ok(Node {
+                info,
+                client,
+                certs: Some(certs),
+                wire_tls: Some(wire_tls),
+            })
+        }
+        _ if config.tls.is_set() => Err(Error::invalid(format!(
+            "TLS settings (a CA, a client certificate or insecure) were given, but \
+             {redacted} is not a rediss:// URL"
+        ))),
+        _ => Ok(Node {
+            client: redis::Client::open(info.clone()).map_err(bad_url)?,
+            info,
+            certs: None,
+            wire_tls: None,
+        }),
+    }
 }
 
 impl fmt::Debug for EventStore {
@@ -175,65 +251,39 @@ impl EventStore {
     /// After that, the connection is re-established by itself whenever Redis comes back.
     pub async fn connect(url: &str, config: StoreConfig) -> Result<Self> {
         config.validate()?;
-        let redacted = redact_url(url);
-        let bad_url = |e: redis::RedisError| {
-            Error::invalid(format!("{redacted} is not a usable Redis URL: {e}"))
-        };
-        let info = url.into_connection_info().map_err(bad_url)?;
-        let (client, wire_tls) = match info.addr().clone() {
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: url_insecure,
-                ..
-            } => {
-                tls::install_provider();
-                let tls = &config.tls;
-                let insecure = tls.insecure || url_insecure;
-                if insecure {
-                    tls::warn_insecure(&redacted);
-                }
-                let info = info.set_addr(ConnectionAddr::TcpTls {
-                    host,
-                    port,
-                    insecure,
-                    tls_params: None,
-                });
-                let certs = redis::TlsCertificates {
-                    client_tls: match (&tls.client_cert_pem, tls.client_key()) {
-                        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                            client_cert: cert.clone(),
-                            client_key: key.to_vec(),
-                        }),
-                        _ => None,
-                    },
-                    root_cert: if insecure { None } else { tls.ca_pem.clone() },
-                };
-                let wire_tls = tls::client_config(tls, insecure)?;
-                let client = redis::Client::build_with_tls(info, certs).map_err(|e| {
-                    Error::invalid(format!("{redacted}: unusable TLS settings: {e}"))
-                })?;
-                (client, Some(wire_tls))
-            }
-            _ if config.tls.is_set() => {
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let redacted = urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        match urls.len() {
+            0 => return Err(Error::invalid("no Redis URL given")),
+            1 => {}
+            n if !config.cluster => {
                 return Err(Error::invalid(format!(
-                    "TLS settings (a CA, a client certificate or insecure) were given, but \
-                     {redacted} is not a rediss:// URL"
+                    "{n} Redis URLs given ({redacted}): several URLs are the nodes of a Redis \
+                     Cluster, and the store is not configured for one (StoreConfig::cluster)"
                 )));
             }
-            _ => (redis::Client::open(info).map_err(bad_url)?, None),
-        };
-        let reader = wire::Reader::new(
-            client.get_connection_info(),
-            &redacted,
-            wire_tls,
-            config.connect_timeout,
-            config.response_timeout,
-            config.reconnect_retries,
-        )?;
-        // The lean reader's attempt first: its TLS errors are typed, and it tells a
-        // plain URL pointed at a TLS port from a server that is not there.
-        reader.probe().await?;
+            _ => {}
+        }
+        let nodes = urls
+            .iter()
+            .map(|u| prepare(u, &config))
+            .collect::<Result<Vec<_>>>()?;
+        if nodes
+            .iter()
+            .any(|n| n.wire_tls.is_some() != nodes[0].wire_tls.is_some())
+        {
+            return Err(Error::invalid(format!(
+                "{redacted}: either every node URL is rediss:// (TLS) or none is"
+            )));
+        }
         let unreachable = |e: redis::RedisError| {
             if e.is_io_error()
                 || e.is_timeout()
@@ -246,44 +296,143 @@ impl EventStore {
             }
         };
 
-        // One plain attempt first: the manager would retry with back-off, and a caller
-        // pointing at the wrong address should hear about it at once.
-        let probe_config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout));
-        let mut probe = client
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-            .map_err(unreachable)?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut probe)
-            .await
-            .map_err(unreachable)?;
-        drop(probe);
+        let (reader, con) = if config.cluster {
+            let infos: Vec<ConnectionInfo> = nodes.iter().map(|n| n.info.clone()).collect();
+            let reader = ClusterReader::new(
+                &infos,
+                &redacted,
+                nodes[0].wire_tls.clone(),
+                config.connect_timeout,
+                config.response_timeout,
+                config.reconnect_retries,
+            )?;
+            // Reads the slot map: fails fast, with typed TLS errors, when no node answers.
+            reader.probe().await?;
+            let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
+                .min_retry_wait(100)
+                .max_retry_wait(1000);
+            if let Some(certs) = &nodes[0].certs {
+                builder = builder.certs(certs.clone());
+            }
+            let client = builder.build().map_err(|e| {
+                Error::invalid(format!("{redacted}: unusable cluster settings: {e}"))
+            })?;
+            let con = client.get_async_connection().await.map_err(unreachable)?;
+            (Reads::Cluster(reader), Con::Cluster(con))
+        } else {
+            let node = &nodes[0];
+            let reader = wire::Reader::new(
+                node.client.get_connection_info(),
+                &redacted,
+                node.wire_tls.clone(),
+                config.connect_timeout,
+                config.response_timeout,
+                config.reconnect_retries,
+            )?;
+            // The lean reader's attempt first: its TLS errors are typed, and it tells a
+            // plain URL pointed at a TLS port from a server that is not there.
+            reader.probe().await?;
 
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(config.reconnect_retries)
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_secs(1));
-        let con = ConnectionManager::new_with_config(client.clone(), manager_config)
-            .await
-            .map_err(unreachable)?;
+            // One plain attempt first: the manager would retry with back-off, and a
+            // caller pointing at the wrong address should hear about it at once.
+            let probe_config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.response_timeout));
+            let mut probe = node
+                .client
+                .get_multiplexed_async_connection_with_config(&probe_config)
+                .await
+                .map_err(unreachable)?;
+            let _: String = redis::cmd("PING")
+                .query_async(&mut probe)
+                .await
+                .map_err(unreachable)?;
+            drop(probe);
+
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.response_timeout))
+                .set_number_of_retries(config.reconnect_retries)
+                .set_min_delay(Duration::from_millis(100))
+                .set_max_delay(Duration::from_secs(1));
+            let con = ConnectionManager::new_with_config(node.client.clone(), manager_config)
+                .await
+                .map_err(unreachable)?;
+            (Reads::Single(reader), Con::Single(con))
+        };
         Ok(EventStore {
             inner: Arc::new(Inner {
                 config,
-                client,
+                clients: nodes.into_iter().map(|n| n.client).collect(),
                 url: redacted,
                 reader,
+                partitions_checked: Default::default(),
             }),
-            con,
+            con: Connection(con),
         })
     }
 
     /// A pub/sub connection to the same Redis (for plugin activation notices).
+    ///
+    /// On a cluster it is classic (not sharded) pub/sub on the first configured node
+    /// that answers: Redis Cluster forwards every `PUBLISH` to all nodes, so one
+    /// connection to any node hears every host's notices. Notices are rare (a plugin
+    /// registered or activated), so the broadcast costs nothing that matters, and a
+    /// subscriber whose node fails reconnects to another without knowing the slot map.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        Ok(self.inner.client.get_async_pubsub().await?)
+        let mut last = None;
+        for client in &self.inner.clients {
+            match client.get_async_pubsub().await {
+                Ok(pubsub) => return Ok(pubsub),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => self.map_err(e, "pub/sub"),
+            None => Error::unreachable(self.inner.url.clone(), "no node to subscribe on"),
+        })
+    }
+
+    /// Keys matching a `SCAN ... MATCH` pattern, on every master of a cluster, for
+    /// other modules' keys under the store's prefix (the plugin registry). Walks the
+    /// whole keyspace: for rare listings, not for request paths.
+    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
+        let nodes: Vec<Option<cluster::Node>> = match &self.inner.reader {
+            Reads::Cluster(c) => c.masters().await?.into_iter().map(Some).collect(),
+            Reads::Single(_) => vec![None],
+        };
+        let mut keys = std::collections::BTreeSet::new();
+        for node in &nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let cmd = &cmd;
+                let (next, found): (u64, Vec<String>) = self
+                    .with_reconnect(pattern, move |mut con| async move {
+                        con.query_on(node.as_ref(), cmd).await
+                    })
+                    .await?;
+                keys.extend(found);
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.con.is_cluster()
     }
 
     /// The settings the store was made with.
@@ -294,7 +443,7 @@ impl EventStore {
     /// A clone of the store's connection, for other modules that keep their data in the
     /// same Redis (the plugin registry). Keys they write should start with
     /// [`key_prefix`](Self::key_prefix) followed by `:` and a name without `{`.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.con.clone()
     }
 
@@ -370,41 +519,45 @@ impl EventStore {
         if limit == 0 {
             return Ok(ids);
         }
+        // Each prefix holds its partition's hash tag, so on a cluster every key it
+        // matches lives on the master of that slot: the cursor stays on that node.
         for prefix in keys::aggregate_stream_prefixes(self.config(), aggregate_type)? {
             let pattern = format!("{}*", keys::glob_escape(&prefix));
-            let mut cursor: u64 = 0;
-            loop {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("TYPE")
-                    .arg("stream");
-                let cmd = &cmd;
-                let (next, found): (u64, Vec<Vec<u8>>) = self
-                    .with_reconnect(&pattern, move |mut con| async move {
-                        cmd.query_async(&mut con).await
-                    })
-                    .await?;
-                for key in found {
-                    let Some(id) = key.strip_prefix(prefix.as_bytes()) else {
-                        continue;
-                    };
-                    let Ok(id) = String::from_utf8(id.to_vec()) else {
-                        continue; // not a key we could have written
-                    };
-                    if !id.is_empty() && seen.insert(id.clone()) {
-                        ids.push(id);
-                        if ids.len() >= limit {
-                            return Ok(ids);
+            {
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("TYPE")
+                        .arg("stream");
+                    let (cmd, prefix) = (&cmd, prefix.as_str());
+                    let (next, found): (u64, Vec<Vec<u8>>) = self
+                        .with_reconnect(&pattern, move |mut con| async move {
+                            con.query_at(prefix, cmd).await
+                        })
+                        .await?;
+                    for key in found {
+                        let Some(id) = key.strip_prefix(prefix.as_bytes()) else {
+                            continue;
+                        };
+                        let Ok(id) = String::from_utf8(id.to_vec()) else {
+                            continue; // not a key we could have written
+                        };
+                        if !id.is_empty() && seen.insert(id.clone()) {
+                            ids.push(id);
+                            if ids.len() >= limit {
+                                return Ok(ids);
+                            }
                         }
                     }
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
                 }
             }
         }
@@ -416,7 +569,7 @@ impl EventStore {
     /// carries the same event ids and is recognised if the first one got through.
     pub(crate) async fn with_reconnect<T, F, Fut>(&self, key: &str, op: F) -> Result<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         match op(self.con.clone()).await {

@@ -297,6 +297,7 @@ impl EventStore {
     ) -> Result<Subscription> {
         let keys = aggregate_keys(self.config(), aggregate_type, aggregate_id)?;
         let page_size = self.live_page_size(&opts)?;
+        self.check_partitions(aggregate_type, false).await?;
         let from_end = opts.start == SubscribeFrom::End;
         let (last, revision) = match opts.start {
             SubscribeFrom::Beginning => (None, 0),
@@ -365,6 +366,7 @@ impl EventStore {
         opts: SubscribeOptions,
     ) -> Result<Subscription> {
         let key = category_key(self.config(), aggregate_type, partition)?;
+        self.check_partitions(aggregate_type, false).await?;
         let page_size = self.live_page_size(&opts)?;
         let (last, catch_up) = match opts.start {
             SubscribeFrom::Beginning => (None, CatchUp::Category),
@@ -494,7 +496,7 @@ impl EventStore {
     ) -> Result<T> {
         self.inner
             .reader
-            .request(args, walk)
+            .request(key, args, walk)
             .await
             .map_err(|e| self.map_lean(e, key))
     }
@@ -647,7 +649,7 @@ impl Follower {
         let mut conn: Option<Dedicated> = None;
         loop {
             if conn.is_none() {
-                match self.store.inner.reader.dedicated().await {
+                match self.store.inner.reader.dedicated(&self.key).await {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
                         let e = self.store.map_lean(e, &self.key);

@@ -219,6 +219,7 @@ impl EventStore {
         opts: CategoryReadOptions,
     ) -> Result<Vec<RecordedEvent>> {
         let key = category_key(self.config(), aggregate_type, opts.partition)?;
+        self.check_partitions(aggregate_type, false).await?;
         let count = opts
             .count
             .unwrap_or(self.config().page_size)
@@ -261,7 +262,7 @@ impl EventStore {
         ];
         self.inner
             .reader
-            .request(&args, walk)
+            .request(key, &args, walk)
             .await
             .map_err(|e| match e.into_redis() {
                 Ok(e) => self.map_err(e, key),
@@ -320,6 +321,9 @@ impl History {
                 };
             }
         };
+        self.store
+            .check_partitions(&cursor.aggregate_type, false)
+            .await?;
         loop {
             if cursor.done {
                 return Ok(None);

@@ -119,13 +119,29 @@ impl Reader {
     /// Errors: [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when no connection can be made or it breaks,
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the reply takes longer than the response timeout,
     /// [`ErrorKind::Redis`](crate::ErrorKind::Redis) for an error reply (`WRONGTYPE` and friends), and whatever
-    /// `walk` returns.
-    pub(crate) async fn request<T>(
-        &self,
-        args: &[&[u8]],
-        walk: impl FnOnce(Frame<'_>) -> Result<T>,
-    ) -> Result<T> {
+    /// `walk` returns. A cluster redirect (this node does not serve the key's slot) is
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable): a router follows it with [`send`](Self::send).
+    pub(crate) async fn request<T, W>(&self, args: &[&[u8]], walk: W) -> Result<T>
+    where
+        W: FnOnce(Frame<'_>) -> Result<T>,
+    {
+        match self.send(args, false, walk).await {
+            Routed::Done(out) => out,
+            Routed::Redirect(to, _) => Err(to.error(&self.url)),
+        }
+    }
+
+    /// [`request`](Self::request), but a `MOVED` or `ASK` reply comes back as
+    /// [`Routed::Redirect`] with `walk` unused, for the cluster router to follow.
+    /// `asking` sends `ASKING` first (after an `ASK` redirect).
+    pub(crate) async fn send<T, W>(&self, args: &[&[u8]], asking: bool, walk: W) -> Routed<T, W>
+    where
+        W: FnOnce(Frame<'_>) -> Result<T>,
+    {
         let mut command = Vec::with_capacity(64);
+        if asking {
+            pack(&mut command, &[b"ASKING"]);
+        }
         pack(&mut command, args);
         let mut retried = false;
         loop {
@@ -133,15 +149,25 @@ impl Reader {
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => self.connect().await?,
+                None => match self.connect().await {
+                    Ok(c) => c,
+                    Err(e) => return Routed::Done(Err(e)),
+                },
             };
-            let sent = tokio::time::timeout(self.response_timeout, conn.roundtrip(&command));
+            let sent = tokio::time::timeout(
+                self.response_timeout,
+                conn.roundtrip(&command, usize::from(asking)),
+            );
             let len = match sent.await {
-                Err(_) => return Err(Error::timeout(self.response_timeout)),
+                Err(_) => return Routed::Done(Err(Error::timeout(self.response_timeout))),
                 Ok(Ok(len)) => len,
                 Ok(Err(Failure::Reply(e))) => {
                     self.keep(conn);
-                    return Err(Error::from(e));
+                    return Routed::Done(Err(Error::from(e)));
+                }
+                Ok(Err(Failure::Redirect(to))) => {
+                    self.keep(conn);
+                    return Routed::Redirect(to, walk);
                 }
                 Ok(Err(Failure::Io(_))) if reused && !retried => {
                     // Idle connections die together (a restart): drop them all, and
@@ -150,14 +176,19 @@ impl Reader {
                     retried = true;
                     continue;
                 }
-                Ok(Err(Failure::Io(e))) => return Err(self.unreachable(e)),
+                Ok(Err(Failure::Io(e))) => return Routed::Done(Err(self.unreachable(e))),
             };
             let out = walk(Frame::new(&conn.buf[..len]));
             if conn.buf.len() == len {
                 self.keep(conn);
             } // else: bytes nobody asked for; the connection is not trusted again
-            return out;
+            return Routed::Done(out);
         }
+    }
+
+    /// Drops the idle connections (their node went away or changed role).
+    pub(crate) fn forget_idle(&self) {
+        self.idle.lock().expect("reader pool poisoned").clear();
     }
 
     /// A new connection, authenticated and on the right database. Refused or failed
@@ -171,6 +202,7 @@ impl Reader {
             match tokio::time::timeout(self.connect_timeout, self.open()).await {
                 Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(Failure::Reply(e))) => return Err(Error::from(e)), // AUTH refused
+                Ok(Err(Failure::Redirect(to))) => return Err(to.error(&self.url)),
                 // A handshake refused is refused again: no retries.
                 Ok(Err(Failure::Io(e))) if last || crate::tls::failure_reason(&e).is_some() => {
                     return Err(self.unreachable(e));
@@ -242,11 +274,12 @@ impl Reader {
             let mut conn = self.open().await?;
             let mut ping = Vec::new();
             pack(&mut ping, &[b"PING"]);
-            conn.roundtrip(&ping).await.map(drop)
+            conn.roundtrip(&ping, 0).await.map(drop)
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(Failure::Reply(e))) => Err(Error::from(e)),
+            Ok(Err(Failure::Redirect(to))) => Err(to.error(&self.url)),
             Ok(Err(Failure::Io(e))) => {
                 let closed = matches!(
                     e.kind(),
@@ -285,6 +318,7 @@ impl Reader {
         Ok(Dedicated {
             conn: self.connect().await?,
             url: self.url.clone(),
+            moved: None,
         })
     }
 }
@@ -294,6 +328,9 @@ impl Reader {
 pub(crate) struct Dedicated {
     conn: Conn,
     url: String,
+    /// Set when the node answers with a cluster redirect, so that the router reads
+    /// the slot map again before the caller's next connection.
+    pub(crate) moved: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Dedicated {
@@ -307,10 +344,16 @@ impl Dedicated {
     ) -> Result<T> {
         let mut command = Vec::with_capacity(64);
         pack(&mut command, args);
-        let len = match tokio::time::timeout(timeout, self.conn.roundtrip(&command)).await {
+        let len = match tokio::time::timeout(timeout, self.conn.roundtrip(&command, 0)).await {
             Err(_) => return Err(Error::timeout(timeout)),
             Ok(Ok(len)) => len,
             Ok(Err(Failure::Reply(e))) => return Err(Error::from(e)),
+            Ok(Err(Failure::Redirect(to))) => {
+                if let Some(moved) = &self.moved {
+                    moved.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(to.error(&self.url));
+            }
             Ok(Err(Failure::Io(e))) => return Err(unreachable(&self.url, &e)),
         };
         if self.conn.buf.len() != len {
@@ -343,6 +386,63 @@ enum Failure {
     Io(std::io::Error),
     /// The server answered with an error.
     Reply(redis::RedisError),
+    /// A cluster node answered `MOVED` or `ASK`: another node serves the key.
+    Redirect(Redirect),
+}
+
+/// A cluster node's `-MOVED <slot> <host>:<port>` or `-ASK <slot> <host>:<port>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Redirect {
+    /// `ASK`: this one command goes to the other node (a slot being migrated), after
+    /// `ASKING`. `MOVED`: the slot lives there now.
+    pub(crate) ask: bool,
+    pub(crate) slot: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Redirect {
+    /// Parses an error reply's line (without `-` and CRLF).
+    fn parse(line: &[u8]) -> Option<Redirect> {
+        let line = std::str::from_utf8(line).ok()?;
+        let mut parts = line.split_ascii_whitespace();
+        let ask = match parts.next()? {
+            "MOVED" => false,
+            "ASK" => true,
+            _ => return None,
+        };
+        let slot = parts.next()?.parse().ok()?;
+        let (host, port) = parts.next()?.rsplit_once(':')?;
+        Some(Redirect {
+            ask,
+            slot,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: port.parse().ok()?,
+        })
+    }
+
+    /// As an error for a caller that does not follow redirects: unavailable (the
+    /// cluster is moving the slot, or our slot map is old), so retried like a restart.
+    pub(crate) fn error(&self, url: &str) -> Error {
+        let what = if self.ask { "ASK" } else { "MOVED" };
+        Error::unreachable(
+            url,
+            format!(
+                "slot {} is served by {}:{} ({what} redirect)",
+                self.slot, self.host, self.port
+            ),
+        )
+    }
+}
+
+/// What [`Reader::send`] got: the walked reply (or an error), or a redirect with the
+/// unused `walk`.
+pub(crate) enum Routed<T, W> {
+    Done(Result<T>),
+    Redirect(Redirect, W),
 }
 
 impl From<std::io::Error> for Failure {
@@ -385,10 +485,20 @@ struct Conn {
 }
 
 impl Conn {
-    /// Writes `command` and reads the whole reply; its length in `buf`.
-    async fn roundtrip(&mut self, command: &[u8]) -> std::result::Result<usize, Failure> {
+    /// Writes `command` and reads the whole reply; its length in `buf`. `skip` replies
+    /// come first (an `ASKING`'s `+OK`), each checked for an error and dropped.
+    async fn roundtrip(
+        &mut self,
+        command: &[u8],
+        skip: usize,
+    ) -> std::result::Result<usize, Failure> {
         self.buf.clear();
         self.io.write_all(command).await?;
+        for _ in 0..skip {
+            let len = self.read_frame().await?;
+            self.check_error(len)?;
+            self.buf.drain(..len);
+        }
         let len = self.read_frame().await?;
         self.check_error(len)?;
         Ok(len)
@@ -418,6 +528,9 @@ impl Conn {
     fn check_error(&self, len: usize) -> std::result::Result<(), Failure> {
         if self.buf.first() != Some(&b'-') {
             return Ok(());
+        }
+        if let Some(to) = Redirect::parse(&self.buf[1..len.saturating_sub(2)]) {
+            return Err(Failure::Redirect(to));
         }
         let reply = redis::parse_redis_value(&self.buf[..len]).and_then(|v| v.extract_error());
         Err(match reply {
