@@ -379,7 +379,7 @@ impl ClusterReader {
 /// The store's lean reads: one Redis, or a cluster routed by key.
 pub(crate) enum Reads {
     Single(Reader),
-    Cluster(ClusterReader),
+    Cluster(Box<ClusterReader>),
 }
 
 impl Reads {

@@ -321,7 +321,7 @@ impl EventStore {
                 Error::invalid(format!("{redacted}: unusable cluster settings: {e}"))
             })?;
             let con = client.get_async_connection().await.map_err(unreachable)?;
-            (Reads::Cluster(reader), Con::Cluster(con))
+            (Reads::Cluster(Box::new(reader)), Con::Cluster(con))
         } else {
             let node = &nodes[0];
             let reader = wire::Reader::new(
