@@ -6,12 +6,19 @@ use streamfold::{EventStore, Instances, Limits, Runtime, RuntimeConfig, StoreCon
 use crate::commands::Global;
 use crate::exit::Explained;
 
-/// `--prefix`, `--layout` and the `--tls-*` flags (their files read and checked).
+/// `--prefix`, `--layout`, `--cluster`, `--durability`, `--partitions` and the
+/// `--tls-*` flags (their files read and checked).
 pub(crate) fn store_config(g: &Global) -> Result<StoreConfig> {
-    Ok(StoreConfig::default()
+    let mut config = StoreConfig::default()
         .prefix(g.prefix.clone())
         .layout(g.layout)
-        .tls(tls_config(g)?))
+        .cluster(g.cluster)
+        .durability(g.durability)
+        .tls(tls_config(g)?);
+    for (t, n) in &g.partitions {
+        config = config.partitions_for(t.clone(), *n);
+    }
+    Ok(config)
 }
 
 /// The `--tls-*` flags: files that cannot be read or are not PEM are usage errors

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use streamfold::{ExpectedRevision, Layout};
+use streamfold::{Durability, ExpectedRevision, Layout};
 
 /// `500ms`, `5s`, `2m`.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -53,6 +53,28 @@ pub(crate) fn bytes(s: &str) -> Result<usize, String> {
 /// `default` or `seed`.
 pub(crate) fn layout(s: &str) -> Result<Layout, String> {
     s.parse::<Layout>().map_err(|e| e.to_string())
+}
+
+/// `primary`, `replicas=N` or `replicas=N,timeout=MS`.
+pub(crate) fn durability(s: &str) -> Result<Durability, String> {
+    s.parse::<Durability>().map_err(|e| e.to_string())
+}
+
+/// `TYPE=N`: a type's partition count.
+pub(crate) fn partitions(s: &str) -> Result<(String, u32), String> {
+    let (t, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not TYPE=N (e.g. order=8)"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("the partition count in {s:?} is not a number >= 1"))?;
+    if t.trim().is_empty() {
+        return Err(format!("{s:?} names no type (TYPE=N, e.g. order=8)"));
+    }
+    Ok((t.trim().to_owned(), n))
 }
 
 /// `any`, `no-stream`, `exists` or a number.

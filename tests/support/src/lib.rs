@@ -1,30 +1,66 @@
 //! `streamfold-test-support`: what the tests, the benchmarks and the demo share.
 //!
 //! - [`LocalRedis`]: a private `redis-server` on a free loopback port, stopped on drop.
+//! - [`LocalCluster`]: a private Redis Cluster (masters, optionally replicas) on free
+//!   loopback ports, stopped on drop.
 //! - [`Env`]: a server and an [`EventStore`] connected to it, with the server's log
 //!   printed when a test fails.
 //! - [`wait_until`] and [`eventually`]: wait for a condition with a deadline, never
 //!   for a fixed time.
 #![warn(missing_docs)]
 
+mod local_cluster;
 mod local_redis;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use local_cluster::{DEFAULT_NODE_TIMEOUT_MS, LocalCluster};
 pub use local_redis::{ClientCerts, Error, LocalRedis, Result, TlsFiles, find_redis_server};
 use streamfold_store::{EventStore, StoreConfig};
 
-/// A test environment: a fresh `redis-server` on a free port and a store connected to
-/// it. Dropping it stops the server; if the test is failing (panicking) at that point,
-/// the server's log tail is printed first, so a Redis-side cause is visible in the
-/// test output.
+/// What [`Env::start`] runs the store against, from `STREAMFOLD_TEST_REDIS`: `single`
+/// (the default) or `cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One `redis-server` per test.
+    Single,
+    /// A 3-master Redis Cluster per test ([`LocalCluster`]), the store configured
+    /// with [`StoreConfig::cluster`]. `./dev test` runs the store and runtime suites
+    /// once more this way.
+    Cluster,
+}
+
+impl Backend {
+    /// The backend `STREAMFOLD_TEST_REDIS` asks for (panics on an unknown value, so a
+    /// typo does not silently test the other one).
+    pub fn from_env() -> Backend {
+        match std::env::var("STREAMFOLD_TEST_REDIS").as_deref() {
+            Err(_) | Ok("") | Ok("single") => Backend::Single,
+            Ok("cluster") => Backend::Cluster,
+            Ok(other) => {
+                panic!("STREAMFOLD_TEST_REDIS={other:?}: expected \"single\" or \"cluster\"")
+            }
+        }
+    }
+}
+
+/// The servers behind an [`Env`].
+#[derive(Debug)]
+enum Servers {
+    Single(Box<LocalRedis>),
+    Cluster(LocalCluster),
+}
+
+/// A test environment: a fresh `redis-server` on a free port (or a fresh 3-master
+/// cluster, see [`Backend`]) and a store connected to it. Dropping it stops the
+/// servers; if the test is failing (panicking) at that point, the servers' log tails
+/// are printed first, so a Redis-side cause is visible in the test output.
 #[derive(Debug)]
 pub struct Env {
     /// The store, connected with the configuration given to [`Env::start_with`].
     pub store: EventStore,
-    /// The server: stop it, start it again, read its log.
-    pub redis: LocalRedis,
+    servers: Servers,
 }
 
 impl Env {
@@ -36,49 +72,119 @@ impl Env {
     /// A server and a store whose configuration `configure` adjusts (from
     /// [`StoreConfig::default`]).
     pub async fn start_with(configure: impl FnOnce(StoreConfig) -> StoreConfig) -> Env {
-        let redis = match LocalRedis::start() {
-            Ok(redis) => redis,
-            Err(e) => panic!("cannot start redis-server for the test: {e}"),
+        let (servers, url, config) = match Backend::from_env() {
+            Backend::Single => {
+                let redis = LocalRedis::start()
+                    .unwrap_or_else(|e| panic!("cannot start redis-server for the test: {e}"));
+                let url = redis.url();
+                (
+                    Servers::Single(Box::new(redis)),
+                    url,
+                    configure(StoreConfig::default()),
+                )
+            }
+            Backend::Cluster => {
+                let cluster = tokio::task::spawn_blocking(|| LocalCluster::start(3, 0))
+                    .await
+                    .expect("the cluster start did not panic")
+                    .unwrap_or_else(|e| panic!("cannot start a Redis Cluster for the test: {e}"));
+                let url = cluster.url_list();
+                let config = configure(StoreConfig::default().cluster(true));
+                (Servers::Cluster(cluster), url, config)
+            }
         };
-        let store = match EventStore::connect(&redis.url(), configure(StoreConfig::default())).await
-        {
+        let store = match EventStore::connect(&url, config).await {
             Ok(store) => store,
             Err(e) => panic!(
-                "cannot connect to the test's redis-server: {e}\n--- redis log ---\n{}",
-                redis.log_tail()
+                "cannot connect to the test's Redis: {e}\n--- redis log ---\n{}",
+                servers.log_tail()
             ),
         };
-        Env { store, redis }
+        Env { store, servers }
+    }
+
+    /// Which backend this environment runs on.
+    pub fn backend(&self) -> Backend {
+        match self.servers {
+            Servers::Single(_) => Backend::Single,
+            Servers::Cluster(_) => Backend::Cluster,
+        }
+    }
+
+    /// The single `redis-server`, for tests that stop, restart or reconfigure it.
+    /// Panics on a cluster: such tests are about one server (`./dev test` skips them
+    /// in its cluster run).
+    pub fn redis(&self) -> &LocalRedis {
+        match &self.servers {
+            Servers::Single(r) => r,
+            Servers::Cluster(_) => panic!("this test needs a single redis-server, not a cluster"),
+        }
+    }
+
+    /// [`redis`](Self::redis), mutably (to stop and start it).
+    pub fn redis_mut(&mut self) -> &mut LocalRedis {
+        match &mut self.servers {
+            Servers::Single(r) => r,
+            Servers::Cluster(_) => panic!("this test needs a single redis-server, not a cluster"),
+        }
+    }
+
+    /// The cluster, when the backend is [`Backend::Cluster`].
+    pub fn cluster(&self) -> Option<&LocalCluster> {
+        match &self.servers {
+            Servers::Cluster(c) => Some(c),
+            Servers::Single(_) => None,
+        }
+    }
+
+    /// The URL (a cluster: the node URLs, comma-separated) the store connected to.
+    pub fn url(&self) -> String {
+        match &self.servers {
+            Servers::Single(r) => r.url(),
+            Servers::Cluster(c) => c.url_list(),
+        }
     }
 
     /// Another store on the same server, with another configuration (another prefix
-    /// or layout).
+    /// or layout); on a cluster, `cluster` is set for it.
     pub async fn store_with(&self, config: StoreConfig) -> EventStore {
-        match EventStore::connect(&self.redis.url(), config).await {
+        let config = match self.servers {
+            Servers::Cluster(_) => config.cluster(true),
+            Servers::Single(_) => config,
+        };
+        match EventStore::connect(&self.url(), config).await {
             Ok(store) => store,
             Err(e) => panic!("cannot connect another store: {e}"),
         }
     }
 
-    /// A plain connection to the server, for raw commands a test needs (writing
-    /// entries the way another program would, deleting, flushing scripts).
-    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.redis.url()).expect("a valid URL");
-        client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("a raw connection to the test's redis-server")
+    /// A connection to the servers for raw commands a test needs (writing entries the
+    /// way another program would, deleting, flushing scripts): on a cluster each
+    /// command goes to the node serving its key.
+    pub async fn raw(&self) -> streamfold_store::Connection {
+        self.store.connection()
+    }
+}
+
+impl Servers {
+    fn log_tail(&self) -> String {
+        match self {
+            Servers::Single(r) => r.log_tail(),
+            Servers::Cluster(c) => c.log_tails(),
+        }
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            let which = match &self.servers {
+                Servers::Single(r) => format!("port {}, {}", r.port(), r.dir().display()),
+                Servers::Cluster(c) => format!("cluster {}", c.url_list()),
+            };
             eprintln!(
-                "--- redis-server log (port {}, {}) ---\n{}\n--- end of redis-server log ---",
-                self.redis.port(),
-                self.redis.dir().display(),
-                self.redis.log_tail()
+                "--- redis-server log ({which}) ---\n{}\n--- end of redis-server log ---",
+                self.servers.log_tail()
             );
         }
     }

@@ -33,7 +33,7 @@ pub struct Error {
 }
 
 impl Error {
-    fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
         Error {
             context: context.to_string(),
             source,
@@ -67,6 +67,8 @@ pub struct LocalRedis {
     port: u16,
     child: Option<Child>,
     tls: Option<(TlsFiles, ClientCerts)>,
+    /// More `redis-server` arguments, given after ours (so they win).
+    extra_args: Vec<String>,
 }
 
 /// Whether a TLS server asks clients for a certificate (`--tls-auth-clients`).
@@ -137,6 +139,26 @@ fn free_port() -> Result<u16> {
     Ok(port)
 }
 
+/// How far above its port a cluster node listens for its cluster bus.
+const CLUSTER_BUS_OFFSET: u16 = 10000;
+
+/// A free port whose cluster bus port (port + 10000) exists and was free too.
+fn free_cluster_port() -> Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
+            continue;
+        };
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, bus)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::io(
+        "finding a free loopback port with a free cluster bus port (port + 10000)",
+        std::io::Error::new(std::io::ErrorKind::AddrInUse, "no such port found"),
+    ))
+}
+
 impl LocalRedis {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> Result<Self> {
@@ -145,7 +167,21 @@ impl LocalRedis {
 
     /// Starts the given `redis-server` executable on a free port.
     pub fn start_with(exe: impl Into<PathBuf>) -> Result<Self> {
-        let exe = exe.into();
+        Self::start_plain(exe.into(), Vec::new())
+    }
+
+    /// Starts a server on a free port with more `redis-server` arguments after ours
+    /// (`--port`, `--bind 127.0.0.1`, `--save ""`, `--appendonly no`, `--dir`, the
+    /// log file), e.g. `["--cluster-enabled", "yes"]`. Relative paths in them are
+    /// relative to the server's [`dir`](Self::dir). If they contain
+    /// `--cluster-enabled yes`, the port is one whose cluster bus port (port + 10000)
+    /// is free too. [`start_again`](Self::start_again) uses the same arguments.
+    pub fn start_with_args(args: &[&str]) -> Result<Self> {
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::start_plain(find_redis_server()?, args)
+    }
+
+    fn start_plain(exe: PathBuf, extra_args: Vec<String>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("streamfold-redis-")
             .tempdir()
@@ -153,12 +189,27 @@ impl LocalRedis {
         let mut server = LocalRedis {
             exe,
             dir,
-            port: free_port()?,
+            port: 0,
             child: None,
             tls: None,
+            extra_args,
         };
+        server.port = server.pick_port()?;
         server.start_on_a_free_port()?;
         Ok(server)
+    }
+
+    /// A free port, with a free cluster bus port if the server is a cluster node.
+    fn pick_port(&self) -> Result<u16> {
+        let cluster = self
+            .extra_args
+            .windows(2)
+            .any(|w| w[0] == "--cluster-enabled" && w[1] == "yes");
+        if cluster {
+            free_cluster_port()
+        } else {
+            free_port()
+        }
     }
 
     /// Starts a server that speaks only TLS on its port (no plain TCP port), with a CA
@@ -175,6 +226,7 @@ impl LocalRedis {
             port: free_port()?,
             child: None,
             tls: Some((files, clients)),
+            extra_args: Vec::new(),
         };
         server.start_on_a_free_port()?;
         Ok(server)
@@ -194,7 +246,7 @@ impl LocalRedis {
                 {
                     attempt += 1;
                     let _ = std::fs::remove_file(server.log_path());
-                    server.port = free_port()?;
+                    server.port = server.pick_port()?;
                 }
                 Err(e) => return Err(e),
             }
@@ -353,6 +405,7 @@ impl LocalRedis {
             .args(["--daemonize", "no", "--logfile", "redis.log"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,6 +1,7 @@
 //! All integration tests, in one binary (one link, one place to look).
 //! Each module starts its own `redis-server` on a free loopback port.
 
+mod cluster;
 mod conformance;
 mod instances;
 mod live;

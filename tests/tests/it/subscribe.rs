@@ -282,7 +282,7 @@ async fn a_redis_restart_mid_subscription_resumes_without_gap_or_duplicate() {
         .exec_async(&mut env.raw().await)
         .await
         .unwrap();
-    env.redis.stop();
+    env.redis_mut().stop();
     // While it is down, calls fail (and the subscription keeps trying).
     let down = env
         .store
@@ -294,7 +294,7 @@ async fn a_redis_restart_mid_subscription_resumes_without_gap_or_duplicate() {
         )
         .await;
     assert!(down.is_err(), "an append while Redis is down");
-    env.redis.start_again().unwrap();
+    env.redis_mut().start_again().unwrap();
     let more = counted_events(6, 3); // fixed ids: a retried append is recognised
     let store = env.store.clone();
     wait_until("an append after the restart", DEADLINE, || {

@@ -26,8 +26,11 @@ pub(crate) struct Args {}
 const PREFIX: &str = "streamfold-demo";
 
 pub(crate) async fn run(g: &Global, _args: Args) -> Result<()> {
-    // The demo's data lives under its own prefix, in the default layout, whatever the flags say.
-    let config = StoreConfig::default().prefix(PREFIX);
+    // The demo's data lives under its own prefix, in the default layout, whatever the
+    // flags say; the connection flags (TLS, cluster, durability) apply.
+    let config = connect::store_config(g)?
+        .prefix(PREFIX)
+        .layout(streamfold::Layout::Default);
     let explicit = std::env::var_os("STREAMFOLD_REDIS_URL").is_some()
         || std::env::args().any(|a| a == "--redis" || a.starts_with("--redis="));
     // Keep the private server alive until the demo is done; dropping it stops it.
@@ -40,7 +43,8 @@ pub(crate) async fn run(g: &Global, _args: Args) -> Result<()> {
                 g.redis
             )?;
             let server = LocalRedis::start().context("cannot start a private redis-server")?;
-            let store = EventStore::connect(&server.url(), config).await?;
+            let store =
+                EventStore::connect(&server.url(), StoreConfig::default().prefix(PREFIX)).await?;
             _private = Some(server);
             store
         }
@@ -133,15 +137,9 @@ fn pretty(json: &str) -> String {
 /// Deletes every key under the demo's own prefix (SCAN, never KEYS).
 async fn reset(store: &EventStore) -> Result<()> {
     let mut conn = store.connection();
-    let mut keys: Vec<String> = Vec::new();
-    {
-        let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(format!("{PREFIX}:*")).await?;
-        while let Some(k) = futures::StreamExt::next(&mut iter).await {
-            keys.push(k?);
-        }
-    }
-    for chunk in keys.chunks(500) {
-        let _: () = conn.del(chunk).await?;
+    // One key per DEL: on a cluster the keys live in many slots.
+    for key in store.scan_keys(&format!("{PREFIX}:*")).await? {
+        let _: () = conn.del(key).await?;
     }
     Ok(())
 }

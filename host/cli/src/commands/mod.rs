@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use streamfold::Layout;
+use streamfold::{Durability, Layout};
 
 use crate::parse;
 
@@ -34,7 +34,8 @@ pub(crate) struct Cli {
 // struct would become the about text of the command it is flattened into).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Global {
-    /// Redis to use.
+    /// Redis to use: a URL (`redis://`, `rediss://` for TLS, `redis://user:pass@host`
+    /// for an ACL user), or with `--cluster` one or more node URLs, comma-separated.
     #[arg(
         long,
         global = true,
@@ -42,6 +43,20 @@ pub(crate) struct Global {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis: String,
+    /// The Redis is a Redis Cluster: the other nodes are discovered from the ones
+    /// `--redis` names, and each command goes to the node serving its key.
+    #[arg(long, global = true, env = "STREAMFOLD_CLUSTER")]
+    pub cluster: bool,
+    /// When an append is acknowledged: `primary` (when the primary has it), or
+    /// `replicas=N[,timeout=MS]` (only once N replicas hold it too, with `WAIT`; a
+    /// failover then loses no acknowledged append).
+    #[arg(long, global = true, env = "STREAMFOLD_DURABILITY", default_value = "primary", value_parser = parse::durability)]
+    pub durability: Durability,
+    /// A type's number of category partitions, `TYPE=N` (repeatable; default 1). Fixed
+    /// for the life of a type: it is recorded in Redis when the type is first written,
+    /// and a host configured otherwise is refused.
+    #[arg(long = "partitions", global = true, env = "STREAMFOLD_PARTITIONS", value_name = "TYPE=N", value_delimiter = ',', value_parser = parse::partitions)]
+    pub partitions: Vec<(String, u32)>,
     /// CA certificate (PEM) that signed the Redis server's certificate, for a
     /// `rediss://` URL [default: the system's certificate store].
     #[arg(long, global = true, env = "STREAMFOLD_TLS_CA", value_name = "FILE")]

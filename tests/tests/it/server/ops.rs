@@ -168,7 +168,7 @@ async fn readyz_follows_redis_going_away_and_coming_back() {
     let ready = json_body(h.get("/readyz").await, StatusCode::OK).await;
     assert_eq!(ready["status"], "ready");
 
-    h.env.redis.stop();
+    h.env.redis_mut().stop();
     let r = wait_until("/readyz to report Redis gone", PATIENCE, || async {
         let r = h.get("/readyz").await;
         (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
@@ -183,7 +183,7 @@ async fn readyz_follows_redis_going_away_and_coming_back() {
     json_body(h.get("/healthz").await, StatusCode::OK).await;
 
     h.env
-        .redis
+        .redis_mut()
         .start_again()
         .expect("redis-server starts again");
     wait_until("/readyz to report ready again", PATIENCE, || async {

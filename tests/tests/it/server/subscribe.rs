@@ -722,13 +722,13 @@ async fn subscriptions_outlive_a_redis_restart_that_readyz_reports() {
     // A Redis that keeps its data (a snapshot written just before) restarts.
     let mut raw = h.env.raw().await;
     let _: () = redis::cmd("SAVE").query_async(&mut raw).await.unwrap();
-    h.env.redis.stop();
+    h.env.redis_mut().stop();
     wait_until("/readyz to report Redis gone", PATIENCE, || async {
         (h.get("/readyz").await.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
     })
     .await;
     h.env
-        .redis
+        .redis_mut()
         .start_again()
         .expect("redis-server starts again");
     wait_until("/readyz to report ready again", PATIENCE, || async {

@@ -41,7 +41,7 @@ async fn two_events_with_a_short_timeout() -> Env {
 async fn while_redis_is_down_calls_fail_in_bounded_time_naming_the_server() {
     let mut env = two_events_with_a_short_timeout().await;
     let store = env.store.clone();
-    env.redis.stop();
+    env.redis_mut().stop();
     let err = without_hanging(
         "an append while Redis is down",
         store.append(
@@ -78,7 +78,7 @@ async fn while_redis_is_down_calls_fail_in_bounded_time_naming_the_server() {
 async fn after_a_redis_restart_the_same_store_and_its_clones_work_again() {
     let mut env = two_events_with_a_short_timeout().await;
     let store = env.store.clone();
-    env.redis.stop();
+    env.redis_mut().stop();
     let failed = store
         .append(
             "user",
@@ -91,7 +91,7 @@ async fn after_a_redis_restart_the_same_store_and_its_clones_work_again() {
     let failed = store.read_all("user", "1", ReadOptions::default()).await;
     assert!(failed.is_err(), "a read while Redis is down");
 
-    env.redis.start_again().unwrap();
+    env.redis_mut().start_again().unwrap();
     let r = store
         .append(
             "user",
@@ -175,7 +175,7 @@ async fn app_store_in_database_3(env: &Env, timeout: Duration) -> EventStore {
         .exec_async(&mut env.raw().await)
         .await
         .unwrap();
-    let url = format!("redis://app:s3cret@127.0.0.1:{}/3", env.redis.port());
+    let url = format!("redis://app:s3cret@127.0.0.1:{}/3", env.redis().port());
     let store = EventStore::connect(&url, StoreConfig::default().response_timeout(timeout))
         .await
         .unwrap();

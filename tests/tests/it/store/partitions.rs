@@ -110,3 +110,60 @@ async fn the_category_feed_reads_in_steps_after_the_last_position_seen() {
     );
     assert_eq!(event_ids(&seen), event_ids(&whole));
 }
+
+#[tokio::test]
+async fn a_types_partition_count_is_recorded_and_a_store_configured_otherwise_is_refused() {
+    let env = twenty_orders_in_four_partitions().await;
+    // Another host with 2 partitions for `order` would look for o1 under another key.
+    let other = env
+        .store_with(
+            streamfold_store::StoreConfig::default()
+                .prefix("shop")
+                .partitions_for("order", 2),
+        )
+        .await;
+    let e = other
+        .append("order", "o1", counted_events(3, 1), ExpectedRevision::Any)
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    assert!(
+        e.to_string().contains("first written with 4 partition(s)"),
+        "{e}"
+    );
+    let e = other
+        .read_all("order", "o1", streamfold_store::ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "reads are refused too: {e}");
+    assert_eq!(
+        env.store.revision("order", "o1").await.unwrap(),
+        2,
+        "nothing was written"
+    );
+    // Other types keep their own count, and the same count is fine.
+    other
+        .append(
+            "user",
+            "u1",
+            counted_events(2, 1),
+            ExpectedRevision::Exact(1),
+        )
+        .await
+        .unwrap();
+    let same = env
+        .store_with(
+            streamfold_store::StoreConfig::default()
+                .prefix("shop")
+                .partitions_for("order", 4),
+        )
+        .await;
+    same.append(
+        "order",
+        "o1",
+        counted_events(3, 1),
+        ExpectedRevision::Exact(2),
+    )
+    .await
+    .unwrap();
+}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// Writes an event the way the seed's `EventStore.append` does: two plain `XADD`s of
 /// its seven fields (category first, with `MAXLEN`), no revision, no script.
 async fn seed_append(
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut streamfold_store::Connection,
     id: &str,
     event_type: &str,
     data: serde_json::Value,

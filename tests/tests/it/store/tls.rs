@@ -226,8 +226,8 @@ async fn unusable_tls_settings_are_invalid_input_naming_the_file() {
 #[tokio::test]
 async fn an_acl_user_appends_reads_follows_and_publishes() {
     let env = Env::start().await;
-    env.redis.add_user("alice", "s3cret-pw").unwrap();
-    let url = format!("redis://alice:s3cret-pw@127.0.0.1:{}/", env.redis.port());
+    env.redis().add_user("alice", "s3cret-pw").unwrap();
+    let url = format!("redis://alice:s3cret-pw@127.0.0.1:{}/", env.redis().port());
     let store = connect(&url, TlsConfig::default()).await.unwrap();
     assert!(!store.url().contains("s3cret-pw"), "{}", store.url());
     appends_reads_and_follows(&store, "1").await;
