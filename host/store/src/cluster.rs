@@ -317,17 +317,32 @@ impl ClusterReader {
         let mut map = self.map().await?;
         let mut node = self.node_for(&map, slot)?;
         let mut asking = false;
+        let mut moved_on = false;
         for _ in 0..=MAX_REDIRECTS {
             let reader = self.pool(&node)?;
             match reader.send(args, asking, walk).await {
-                Routed::Done(Err(e)) if e.is_unavailable() => {
-                    // The node is gone or changed: the next request asks the cluster
-                    // again (a failover promotes a replica within the node timeout).
+                Routed::Done(out) => return out,
+                Routed::Failed(e, w) if e.is_unavailable() => {
+                    // The node is gone or changed. Ask the cluster again: if another
+                    // node serves the slot now (a replica promoted), go there once;
+                    // else fail, retry-safe, and the next request asks again.
                     reader.forget_idle();
                     self.stale.store(true, Ordering::Release);
-                    return Err(e);
+                    if moved_on {
+                        return Err(e);
+                    }
+                    moved_on = true;
+                    let Ok(fresh) = self.refresh(&map).await else {
+                        return Err(e);
+                    };
+                    match self.node_for(&fresh, slot) {
+                        Ok(next) if next != node => {
+                            (map, node, asking, walk) = (fresh, next, false, w);
+                        }
+                        _ => return Err(e),
+                    }
                 }
-                Routed::Done(out) => return out,
+                Routed::Failed(e, _) => return Err(e),
                 Routed::Redirect(to, w) => {
                     walk = w;
                     asking = to.ask;

@@ -127,6 +127,7 @@ impl Reader {
     {
         match self.send(args, false, walk).await {
             Routed::Done(out) => out,
+            Routed::Failed(e, _) => Err(e),
             Routed::Redirect(to, _) => Err(to.error(&self.url)),
         }
     }
@@ -151,7 +152,7 @@ impl Reader {
                 Some(c) => c,
                 None => match self.connect().await {
                     Ok(c) => c,
-                    Err(e) => return Routed::Done(Err(e)),
+                    Err(e) => return Routed::Failed(e, walk),
                 },
             };
             let sent = tokio::time::timeout(
@@ -159,11 +160,11 @@ impl Reader {
                 conn.roundtrip(&command, usize::from(asking)),
             );
             let len = match sent.await {
-                Err(_) => return Routed::Done(Err(Error::timeout(self.response_timeout))),
+                Err(_) => return Routed::Failed(Error::timeout(self.response_timeout), walk),
                 Ok(Ok(len)) => len,
                 Ok(Err(Failure::Reply(e))) => {
                     self.keep(conn);
-                    return Routed::Done(Err(Error::from(e)));
+                    return Routed::Failed(Error::from(e), walk);
                 }
                 Ok(Err(Failure::Redirect(to))) => {
                     self.keep(conn);
@@ -176,7 +177,7 @@ impl Reader {
                     retried = true;
                     continue;
                 }
-                Ok(Err(Failure::Io(e))) => return Routed::Done(Err(self.unreachable(e))),
+                Ok(Err(Failure::Io(e))) => return Routed::Failed(self.unreachable(e), walk),
             };
             let out = walk(Frame::new(&conn.buf[..len]));
             if conn.buf.len() == len {
@@ -438,10 +439,11 @@ impl Redirect {
     }
 }
 
-/// What [`Reader::send`] got: the walked reply (or an error), or a redirect with the
-/// unused `walk`.
+/// What [`Reader::send`] got: the walked reply (or `walk`'s error), a failure before
+/// any reply was walked, or a redirect; `walk` comes back unused with the last two.
 pub(crate) enum Routed<T, W> {
     Done(Result<T>),
+    Failed(Error, W),
     Redirect(Redirect, W),
 }
 
