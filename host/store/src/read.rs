@@ -242,6 +242,83 @@ impl EventStore {
         Ok(page.to_events())
     }
 
+    /// Reads up to `count` entries of a whole category, every partition, merged by
+    /// stream id, after `after` (a position this method returned; from the start by
+    /// default). Returns the entries and the position to pass next time.
+    ///
+    /// The position lists one stream position per partition, comma-separated (empty
+    /// for a partition not read yet): with one partition it is just that partition's
+    /// position, as [`read_category`](Self::read_category) gives it. Each
+    /// aggregate's events keep their order (an aggregate lives in one partition);
+    /// across partitions the order is the ids' millisecond clocks, which on a cluster
+    /// are different nodes' clocks. A position made for another partition count is
+    /// refused.
+    pub async fn read_category_merged(
+        &self,
+        aggregate_type: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<(Vec<RecordedEvent>, String)> {
+        let partitions = self.config().partitions_of(aggregate_type);
+        let mut positions: Vec<Option<String>> = match after {
+            None => vec![None; partitions as usize],
+            Some(text) => {
+                let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+                if parts.len() != partitions as usize {
+                    return Err(Error::invalid(format!(
+                        "the category position {text:?} has {} part(s), but type \
+                         {aggregate_type:?} has {partitions} partition(s)",
+                        parts.len()
+                    )));
+                }
+                parts
+                    .into_iter()
+                    .map(|p| {
+                        if p.is_empty() {
+                            Ok(None)
+                        } else {
+                            validate_position(p).map(|()| Some(p.to_owned()))
+                        }
+                    })
+                    .collect::<Result<_>>()?
+            }
+        };
+        let count = count.min(MAX_CATEGORY_COUNT);
+        let reads = positions.iter().enumerate().map(|(p, after)| {
+            let mut opts = CategoryReadOptions::new().partition(p as u32).count(count);
+            if let Some(after) = after {
+                opts = opts.after(after.clone());
+            }
+            self.read_category(aggregate_type, opts)
+        });
+        let pages = futures::future::try_join_all(reads).await?;
+        let mut merged: Vec<(StreamId, usize, RecordedEvent)> = pages
+            .into_iter()
+            .enumerate()
+            .flat_map(|(p, events)| {
+                events
+                    .into_iter()
+                    .map(move |e| (StreamId::parse(&e.position), p, e))
+            })
+            .collect();
+        // Stable: within a partition, stream order; across, by id then partition.
+        merged.sort_by_key(|(id, p, _)| (*id, *p));
+        merged.truncate(count);
+        let events: Vec<RecordedEvent> = merged
+            .into_iter()
+            .map(|(_, p, e)| {
+                positions[p] = Some(e.position.clone());
+                e
+            })
+            .collect();
+        let next = positions
+            .iter()
+            .map(|p| p.as_deref().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok((events, next))
+    }
+
     /// One `XRANGE ... COUNT count` on a lean connection, its reply walked by `walk`.
     pub(crate) async fn xrange<T>(
         &self,
@@ -355,5 +432,19 @@ impl History {
                 return Ok(Some(page));
             }
         }
+    }
+}
+
+/// A stream id's two numbers, for ordering entries of different streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamId(u64, u64);
+
+impl StreamId {
+    fn parse(position: &str) -> StreamId {
+        let (ms, seq) = position.split_once('-').unwrap_or((position, "0"));
+        StreamId(
+            ms.parse().unwrap_or(u64::MAX),
+            seq.parse().unwrap_or(u64::MAX),
+        )
     }
 }

@@ -259,11 +259,15 @@ pub(crate) async fn history(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CategoryQuery {
-    /// Read after this position (a stream id); default: from the start.
+    /// Read after this position (`next_after` of the previous page); default: from
+    /// the start. For one partition it is that partition's stream id; for the whole
+    /// feed of a type with several partitions, one stream id per partition,
+    /// comma-separated.
     after: Option<String>,
     /// Events per page (default 1,000).
     limit: Option<usize>,
-    /// The category partition (default 0).
+    /// Read only this category partition; default: every partition, merged by stream
+    /// id (for a type with one partition, the same thing).
     partition: Option<u32>,
 }
 
@@ -299,19 +303,30 @@ pub(crate) async fn category(
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
     caller.require(Role::Read, Some(&aggregate_type))?;
     let limit = limit(&state, q.limit)?.min(streamfold::MAX_CATEGORY_COUNT);
-    let mut opts = CategoryReadOptions::new()
-        .partition(q.partition.unwrap_or(0))
-        .count(limit);
-    if let Some(after) = &q.after {
-        opts = opts.after(after.clone());
-    }
-    let events = state
-        .runtime
-        .store()
-        .read_category(&aggregate_type, opts)
-        .await
-        .map_err(streamfold::Error::from)?;
-    let next_after = events.last().map(|e| e.position.clone()).or(q.after);
+    let store = state.runtime.store();
+    let (events, next_after) = match q.partition {
+        Some(partition) => {
+            let mut opts = CategoryReadOptions::new().partition(partition).count(limit);
+            if let Some(after) = &q.after {
+                opts = opts.after(after.clone());
+            }
+            let events = store
+                .read_category(&aggregate_type, opts)
+                .await
+                .map_err(streamfold::Error::from)?;
+            let next = events.last().map(|e| e.position.clone());
+            (events, next)
+        }
+        None => {
+            let (events, next) = store
+                .read_category_merged(&aggregate_type, q.after.as_deref(), limit)
+                .await
+                .map_err(streamfold::Error::from)?;
+            let next = (!events.is_empty()).then_some(next);
+            (events, next)
+        }
+    };
+    let next_after = next_after.or(q.after);
     Ok(axum::Json(
         serde_json::to_value(CategoryPage { events, next_after }).expect("events serialize"),
     ))

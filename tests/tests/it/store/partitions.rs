@@ -167,3 +167,93 @@ async fn a_types_partition_count_is_recorded_and_a_store_configured_otherwise_is
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_partitioned_category_reads_as_one_feed_merged_by_stream_id() {
+    let env = twenty_orders_in_four_partitions().await;
+    let s = &env.store;
+    let mut after: Option<String> = None;
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    let mut positions: Vec<String> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (events, next) = s
+            .read_category_merged("order", after.as_deref(), 7)
+            .await
+            .unwrap();
+        if events.is_empty() {
+            break;
+        }
+        assert!(events.len() <= 7);
+        assert_eq!(
+            next.split(',').count(),
+            4,
+            "one position per partition: {next}"
+        );
+        for e in &events {
+            seen.push((e.aggregate_id.clone(), e.revision));
+            positions.push(e.position.clone());
+        }
+        after = Some(next);
+        pages += 1;
+        assert!(pages < 20, "the feed never ends");
+    }
+    assert_eq!(pages, 6, "40 events in pages of 7");
+    let mut want: Vec<(String, u64)> = (0..20)
+        .flat_map(|i| [(format!("o{i}"), 1), (format!("o{i}"), 2)])
+        .collect();
+    let mut got = seen.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every order event exactly once");
+    // Each aggregate's events in revision order, and the feed in stream-id order.
+    for i in 0..20 {
+        let id = format!("o{i}");
+        let revs: Vec<u64> = seen
+            .iter()
+            .filter(|(a, _)| *a == id)
+            .map(|(_, r)| *r)
+            .collect();
+        assert_eq!(revs, [1, 2], "{id}");
+    }
+    let ids: Vec<(u64, u64)> = positions
+        .iter()
+        .map(|p| {
+            let (ms, seq) = p.split_once('-').unwrap();
+            (ms.parse().unwrap(), seq.parse().unwrap())
+        })
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "merged by stream id");
+    // Nothing after the end; a new append shows up from the last position.
+    s.append(
+        "order",
+        "o3",
+        counted_events(3, 1),
+        ExpectedRevision::Exact(2),
+    )
+    .await
+    .unwrap();
+    let (events, _) = s
+        .read_category_merged("order", after.as_deref(), 7)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].aggregate_id.as_str(), events[0].revision),
+        ("o3", 3)
+    );
+    // A position of another shape is refused.
+    for bad in ["1-0", "1-0,2-0,3-0,4-0,5-0", "x,,,"] {
+        let e = s
+            .read_category_merged("order", Some(bad), 7)
+            .await
+            .unwrap_err();
+        assert!(e.is_invalid_input(), "{bad}: {e}");
+    }
+    // A type with one partition: the position is the stream's.
+    let (events, next) = s.read_category_merged("user", None, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(next, events[0].position);
+}
