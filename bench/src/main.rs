@@ -14,6 +14,7 @@
 //! `target/bench/results.json`, with the machine (cores, CPU, load averages).
 
 mod append;
+mod cluster;
 mod data;
 mod external;
 mod http;
@@ -90,6 +91,7 @@ enum Section {
     Lifecycle,
     Server,
     Small,
+    Cluster,
 }
 
 /// How much of everything a mode does.
@@ -542,13 +544,14 @@ async fn main() -> Result<()> {
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut rows = Vec::new();
     // The server last: it makes the runtime follow activations.
-    let sections: [(Section, &str); 6] = [
+    let sections: [(Section, &str); 7] = [
         (Section::Append, "appends"),
         (Section::Replay, "replays"),
         (Section::Memory, "memory"),
         (Section::Lifecycle, "plugin life cycle"),
         (Section::Server, "through the server"),
         (Section::Small, "many small aggregates"),
+        (Section::Cluster, "Redis Cluster"),
     ];
     for (section, title) in sections {
         if !wanted(section) {
@@ -563,6 +566,7 @@ async fn main() -> Result<()> {
             Section::Lifecycle => lifecycle::run(&ctx).await?,
             Section::Server => server::run(&ctx).await?,
             Section::Small => small::run(&ctx).await?,
+            Section::Cluster => cluster::run(&ctx).await?,
         });
         eprintln!("{title}: {:.1} s", t.elapsed().as_secs_f64());
     }
