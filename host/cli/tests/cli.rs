@@ -1068,3 +1068,72 @@ fn tls_flags_connect_to_a_redis_that_speaks_only_tls() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn cluster_durability_and_partition_flags_reach_the_store() {
+    let cli = Cli::new();
+    let cluster = streamfold_test_support::LocalCluster::start(3, 0).expect("a cluster starts");
+    let url_list = cluster.url_list();
+    let on_cluster = |args: &[&str]| {
+        let mut all = vec!["--cluster", "--redis", url_list.as_str()];
+        all.extend_from_slice(args);
+        let out = cli.run(&all);
+        (code(&out), text(&out.stdout), text(&out.stderr))
+    };
+    let (status, _, err) = on_cluster(&[
+        "append",
+        "order",
+        "o1",
+        "Placed",
+        r#"{"n":1}"#,
+        "--partitions",
+        "order=4",
+    ]);
+    assert_eq!(status, 0, "{err}");
+    let (status, out, err) = on_cluster(&[
+        "history",
+        "order",
+        "o1",
+        "--json",
+        "--partitions",
+        "order=4",
+    ]);
+    assert_eq!(status, 0, "{err}");
+    assert!(out.contains("\"Placed\""), "{out}");
+    // Another count for the same type is refused, naming the recorded one.
+    let (status, _, err) = on_cluster(&[
+        "append",
+        "order",
+        "o1",
+        "Placed",
+        "{}",
+        "--partitions",
+        "order=2",
+    ]);
+    assert_ne!(status, 0);
+    assert!(err.contains("first written with 4 partition(s)"), "{err}");
+    // Several URLs without --cluster, and bad flag values, are usage errors.
+    let out = cli.run(&["--redis", &url_list, "history", "order", "o1"]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        text(&out.stderr).contains("Redis Cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+    for bad in [["--durability", "replicas=x"], ["--partitions", "order"]] {
+        let out = cli.run(&[bad[0], bad[1], "history", "order", "o1"]);
+        assert_eq!(code(&out), 2, "{bad:?}: {}", text(&out.stderr));
+    }
+    // replicas=1 on a cluster without replicas: stored, but not acknowledged.
+    let (status, _, err) = on_cluster(&[
+        "--durability",
+        "replicas=1,timeout=100ms",
+        "append",
+        "user",
+        "u1",
+        "Created",
+        "{}",
+    ]);
+    assert_ne!(status, 0);
+    assert!(err.contains("0 of the 1 replicas"), "{err}");
+}
