@@ -784,6 +784,51 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
         small("wasm-rust", "floor")
             .map(|s| (format!("{} the floor's time", fmt_stat(s)), s.median <= 2.0)),
     );
+    let nsmall = plan.replay_sizes.iter().copied().min().unwrap_or(0);
+    for lang in [Lang::Rust, Lang::JavaScript, Lang::Python] {
+        let key = |name: &str| format!("snapshot.{nsmall}.{name}");
+        goal(
+            format!(
+                "Snapshot + 100 events ({} events), {} vs the seed's load_with_snapshot",
+                fmt_count(nsmall),
+                lang.title()
+            ),
+            ">= 1x its speed",
+            ratio(&key(&format!("wasm-{}", lang.name())), &key("seed"))
+                .map(|s| (format!("{} its speed", fmt_stat(s)), s.median >= 1.0)),
+        );
+    }
+    let redis_us = |key: &str| r.row(key).map(|row| row.value.median);
+    if let Some(xadd) = redis_us("append.server.seed") {
+        let seed_event = 2.0 * xadd;
+        for (key, what, limit) in [
+            ("append.server.single", "single appends", 2.0),
+            ("append.server.batch", "batches of 100", 1.3),
+        ] {
+            goal(
+                format!("Redis time per event, {what}, vs the seed's two XADDs"),
+                &format!("<= {limit}x"),
+                redis_us(key).map(|us| {
+                    let x = us / seed_event;
+                    (
+                        format!(
+                            "{} ({} vs {} µs per event)",
+                            fmt_ratio(x),
+                            fmt_num(us),
+                            fmt_num(seed_event)
+                        ),
+                        x <= limit,
+                    )
+                }),
+            );
+        }
+    }
+    goal(
+        "16 concurrent writers on different aggregates vs the seed's rate".to_owned(),
+        ">= 1x the seed's rate",
+        ratio("append.concurrent16.streamfold", "append.concurrent16.seed")
+            .map(|s| (format!("{} the seed's rate", fmt_stat(s)), s.median >= 1.0)),
+    );
     let soak = r.row("server.soak.errors").map(|row| row.value.median);
     let soak_goal = "Errors with 32 clients over 60 s (appends and state reads)".to_owned();
     match soak {

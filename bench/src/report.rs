@@ -180,7 +180,8 @@ pub fn fmt_num(x: f64) -> String {
         return "0".to_owned();
     }
     let a = x.abs();
-    if a >= 1000.0 {
+    // Rounded first: 999.6 is "1,000", not "1000".
+    if a.round() >= 1000.0 {
         group(x.round() as i64)
     } else if a >= 100.0 {
         format!("{x:.0}")
