@@ -601,7 +601,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Issue 7's goals (and issue 12's, through the server), held against this run's figures.
+/// The goals of issues 7, 12 (through the server) and 13 (small aggregates, appends), held against this run's figures.
 fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
     let ratio = |key: &str, against: &str| -> Option<Stat> {
         r.row(key)?
