@@ -63,10 +63,10 @@ pub use streamfold_sandbox::{
     ReducerFailure, RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest,
 };
 pub use streamfold_store::{
-    AggregateKeys, AppendResult, CategoryReadOptions, Conflict, Connection, Durability, EventStore,
-    EventView, ExpectedRevision, History, Layout, Live, MAX_BATCH, MAX_CATEGORY_COUNT, NewEvent,
-    Page, PageIter, RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent, Snapshot, StoreConfig,
-    SubscribeFrom, SubscribeOptions, Subscription, TlsConfig,
+    AggregateKeys, AppendResult, CategoryFeed, CategoryReadOptions, Conflict, Connection,
+    Durability, EventStore, EventView, ExpectedRevision, History, Layout, Live, MAX_BATCH,
+    MAX_CATEGORY_COUNT, NewEvent, Page, PageIter, RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent,
+    Snapshot, StoreConfig, SubscribeFrom, SubscribeOptions, Subscription, TlsConfig,
 };
 pub use verify::{CandidateFailure, Difference, StateLeak, VerifyOptions, VerifyReport};
 

@@ -98,6 +98,7 @@ mod cluster;
 mod config;
 mod connection;
 mod error;
+mod feed;
 mod keys;
 mod live;
 mod model;
@@ -125,6 +126,7 @@ pub use crate::error::{Conflict, Error, ErrorKind, Result};
 pub use append::{MAX_BATCH, RETRY_SCAN_LIMIT};
 pub use config::{Durability, Layout, StoreConfig, TlsConfig};
 pub use connection::Connection;
+pub use feed::CategoryFeed;
 pub use keys::AggregateKeys;
 pub use live::{
     DEFAULT_BLOCK, DEFAULT_GIVE_UP_AFTER, Live, SubscribeFrom, SubscribeOptions, Subscription,

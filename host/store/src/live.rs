@@ -137,6 +137,12 @@ impl SubscribeOptions {
         &self.start
     }
 
+    /// The same options, starting at `start` (a merged feed's partitions).
+    pub(crate) fn with_start(mut self, start: SubscribeFrom) -> Self {
+        self.start = start;
+        self
+    }
+
     /// How long Redis may stay unreachable before the subscription ends with an
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) error (default
     /// [`DEFAULT_GIVE_UP_AFTER`]); `None` keeps trying for ever.

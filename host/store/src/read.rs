@@ -259,30 +259,7 @@ impl EventStore {
         after: Option<&str>,
         count: usize,
     ) -> Result<(Vec<RecordedEvent>, String)> {
-        let partitions = self.config().partitions_of(aggregate_type);
-        let mut positions: Vec<Option<String>> = match after {
-            None => vec![None; partitions as usize],
-            Some(text) => {
-                let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-                if parts.len() != partitions as usize {
-                    return Err(Error::invalid(format!(
-                        "the category position {text:?} has {} part(s), but type \
-                         {aggregate_type:?} has {partitions} partition(s)",
-                        parts.len()
-                    )));
-                }
-                parts
-                    .into_iter()
-                    .map(|p| {
-                        if p.is_empty() {
-                            Ok(None)
-                        } else {
-                            validate_position(p).map(|()| Some(p.to_owned()))
-                        }
-                    })
-                    .collect::<Result<_>>()?
-            }
-        };
+        let mut positions = category_positions(self.config(), aggregate_type, after)?;
         let count = count.min(MAX_CATEGORY_COUNT);
         let reads = positions.iter().enumerate().map(|(p, after)| {
             let mut opts = CategoryReadOptions::new().partition(p as u32).count(count);
@@ -311,11 +288,7 @@ impl EventStore {
                 e
             })
             .collect();
-        let next = positions
-            .iter()
-            .map(|p| p.as_deref().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(",");
+        let next = category_position(&positions).unwrap_or_default();
         Ok((events, next))
     }
 
@@ -433,6 +406,53 @@ impl History {
             }
         }
     }
+}
+
+/// The per-partition positions in a whole-category position (see
+/// [`EventStore::read_category_merged`]): one stream position per partition,
+/// comma-separated, empty for a partition not read yet; `None` is from the start.
+pub(crate) fn category_positions(
+    config: &crate::StoreConfig,
+    aggregate_type: &str,
+    after: Option<&str>,
+) -> Result<Vec<Option<String>>> {
+    let partitions = config.partitions_of(aggregate_type) as usize;
+    let Some(text) = after else {
+        return Ok(vec![None; partitions]);
+    };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if parts.len() != partitions {
+        return Err(Error::invalid(format!(
+            "the category position {text:?} has {} part(s), but type {aggregate_type:?} has \
+             {partitions} partition(s)",
+            parts.len()
+        )));
+    }
+    parts
+        .into_iter()
+        .map(|p| {
+            if p.is_empty() {
+                Ok(None)
+            } else {
+                validate_position(p).map(|()| Some(p.to_owned()))
+            }
+        })
+        .collect()
+}
+
+/// The whole-category position of per-partition positions; `None` when no partition
+/// has one.
+pub(crate) fn category_position(positions: &[Option<String>]) -> Option<String> {
+    if positions.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(
+        positions
+            .iter()
+            .map(|p| p.as_deref().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 /// A stream id's two numbers, for ordering entries of different streams.

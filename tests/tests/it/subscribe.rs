@@ -593,3 +593,100 @@ async fn live_state_continues_with_a_newly_activated_reducer_at_the_next_event()
     let state: Value = serde_json::from_str(&state).unwrap();
     assert_eq!(state["name"], "ALICIA", "folded by v2");
 }
+
+/// The next item of a merged category feed (see [`next`]).
+async fn feed_next(feed: &mut streamfold::CategoryFeed) -> Live {
+    match tokio::time::timeout(DEADLINE, feed.next()).await {
+        Ok(Some(Ok(item))) => item,
+        Ok(Some(Err(e))) => panic!("the feed failed: {e}"),
+        Ok(None) => panic!("the feed ended"),
+        Err(_) => panic!("nothing from the feed within {DEADLINE:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_partitioned_category_is_followed_as_one_feed_and_resumes_from_its_position() {
+    let env = Env::start_with(|c| c.partitions_for("order", 4)).await;
+    let s = &env.store;
+    for i in 0..12 {
+        s.append(
+            "order",
+            &format!("o{i}"),
+            counted_events(1, 2),
+            ExpectedRevision::NoStream,
+        )
+        .await
+        .unwrap();
+    }
+    let mut feed = s
+        .subscribe_category_merged("order", SubscribeOptions::new().page_size(5))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let caught_up_at = loop {
+        match feed_next(&mut feed).await {
+            Live::Event(e) => seen.push((e.aggregate_id.clone(), e.revision)),
+            Live::CaughtUp { position } => break position.expect("a position after 24 events"),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(seen.len(), 24, "every stored event before caught-up");
+    assert_eq!(caught_up_at.split(',').count(), 4, "{caught_up_at}");
+    for i in 0..12 {
+        let id = format!("o{i}");
+        let revs: Vec<u64> = seen
+            .iter()
+            .filter(|(a, _)| *a == id)
+            .map(|(_, r)| *r)
+            .collect();
+        assert_eq!(revs, [1, 2], "{id} in order, once each");
+    }
+    // Live: appends to aggregates in different partitions arrive.
+    for i in [0, 5, 7] {
+        s.append(
+            "order",
+            &format!("o{i}"),
+            counted_events(3, 1),
+            ExpectedRevision::Exact(2),
+        )
+        .await
+        .unwrap();
+    }
+    let mut live = Vec::new();
+    let mut mid = None;
+    while live.len() < 3 {
+        if let Live::Event(e) = feed_next(&mut feed).await {
+            live.push(e.aggregate_id.clone());
+            if live.len() == 1 {
+                mid = feed.position();
+            }
+        }
+    }
+    live.sort();
+    assert_eq!(live, ["o0", "o5", "o7"]);
+    // A new feed after the position of the first live event delivers the other two.
+    let mut again = s
+        .subscribe_category_merged("order", SubscribeOptions::new().after(mid.unwrap()))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    loop {
+        match feed_next(&mut again).await {
+            Live::Event(e) => rest.push((e.aggregate_id.clone(), e.revision)),
+            Live::CaughtUp { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        rest.len(),
+        2,
+        "exactly the events after the position: {rest:?}"
+    );
+    assert!(rest.iter().all(|(_, r)| *r == 3));
+    // A position for another partition count is refused.
+    let e = s
+        .subscribe_category_merged("order", SubscribeOptions::new().after("1-0"))
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+}

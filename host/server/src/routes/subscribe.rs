@@ -45,7 +45,9 @@ const BUFFER: usize = 64;
 pub(crate) struct CategoryQuery {
     /// Resume after this position (`Last-Event-ID` wins).
     after: Option<String>,
-    /// The category partition (default 0).
+    /// Follow only this category partition; default: every partition (event ids then
+    /// list one stream position per partition, comma-separated; for a type with one
+    /// partition, the same as that partition's).
     partition: Option<u32>,
 }
 
@@ -107,9 +109,14 @@ fn slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> 
 }
 
 fn event(e: &streamfold::RecordedEvent) -> Event {
+    event_at(e, e.position.clone())
+}
+
+/// An `event` whose SSE id is `id` (a merged category feed's position).
+fn event_at(e: &streamfold::RecordedEvent, id: String) -> Event {
     Event::default()
         .event("event")
-        .id(e.position.clone())
+        .id(id)
         .data(serde_json::to_string(e).expect("events serialize"))
 }
 
@@ -245,13 +252,38 @@ pub(crate) async fn category(
     caller.require(Role::Read, Some(&aggregate_type))?;
     let permit = slot(&state)?;
     let opts = resume(&headers, q.after);
-    let sub = state
-        .runtime
-        .store()
-        .subscribe_category(&aggregate_type, q.partition.unwrap_or(0), opts)
+    let store = state.runtime.store();
+    if let Some(partition) = q.partition {
+        let sub = store
+            .subscribe_category(&aggregate_type, partition, opts)
+            .await
+            .map_err(streamfold::Error::from)?;
+        return Ok(sse(state, permit, move |out| forward(sub, out)));
+    }
+    let mut feed = store
+        .subscribe_category_merged(&aggregate_type, opts)
         .await
         .map_err(streamfold::Error::from)?;
-    Ok(sse(state, permit, move |out| forward(sub, out)))
+    Ok(sse(state, permit, move |out| async move {
+        while let Some(item) = feed.next().await {
+            let sent = match item {
+                // The id is where the whole feed resumes, not the entry's own id.
+                Ok(Live::Event(e)) => {
+                    let id = feed.position().unwrap_or_else(|| e.position.clone());
+                    out.send(event_at(&e, id)).await
+                }
+                Ok(Live::CaughtUp { position }) => out.send(caught_up(position.as_deref())).await,
+                Ok(_) => true,
+                Err(e) => {
+                    out.send(failure(&streamfold::Error::from(e))).await;
+                    false
+                }
+            };
+            if !sent {
+                break;
+            }
+        }
+    }))
 }
 
 /// `GET /v1/aggregates/{type}/{id}/subscribe`.
