@@ -21,18 +21,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use streamfold_sandbox::PluginInfo;
 
-/// Escapes `SCAN ... MATCH`'s glob characters, so a literal prefix matches only itself.
-fn glob_escape(literal: &str) -> String {
-    let mut out = String::with_capacity(literal.len() + 4);
-    for c in literal.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// A registered reducer version, as listed by the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -233,10 +221,9 @@ impl Registry {
             Some(t) => vec![t.to_string()],
             None => {
                 let strip = self.key("versions:");
-                let pattern = format!("{}*", glob_escape(&strip));
                 let mut types: Vec<String> = self
                     .store
-                    .scan_keys(&pattern)
+                    .keys_with_prefix(&strip)
                     .await?
                     .iter()
                     .filter_map(|key| key.strip_prefix(&strip).map(str::to_string))

@@ -135,6 +135,13 @@ pub use model::{AppendResult, ExpectedRevision, NewEvent, RecordedEvent, Snapsho
 pub use page::{EventView, Iter as PageIter, Page};
 pub use read::{CategoryReadOptions, History, MAX_CATEGORY_COUNT, ReadOptions};
 
+/// The Redis Cluster hash slot of a key (CRC16 of its hash tag, or of the whole key
+/// without one, modulo 16384), as `CLUSTER KEYSLOT` computes it: which node of a
+/// cluster holds an aggregate's keys (`hash_slot(&store.keys(t, id)?.stream)`).
+pub fn hash_slot(key: &str) -> u16 {
+    cluster::slot_of(key.as_bytes())
+}
+
 /// A connection to the event store. Cheap to clone: clones share one multiplexed,
 /// self-reconnecting connection for writes and small commands, and a pool of lean
 /// connections for reading histories (see [`History`]).
@@ -398,10 +405,13 @@ impl EventStore {
         })
     }
 
-    /// Keys matching a `SCAN ... MATCH` pattern, on every master of a cluster, for
-    /// other modules' keys under the store's prefix (the plugin registry). Walks the
-    /// whole keyspace: for rare listings, not for request paths.
-    pub async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
+    /// Every key that starts with `prefix` (taken literally), on every master of a
+    /// cluster, sorted: for other modules' keys under the store's prefix (the plugin
+    /// registry). Walks the keyspace with `SCAN`: for rare listings, not for request
+    /// paths.
+    pub async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!("{}*", keys::glob_escape(prefix));
+        let pattern = pattern.as_str();
         let nodes: Vec<Option<cluster::Node>> = match &self.inner.reader {
             Reads::Cluster(c) => c.masters().await?.into_iter().map(Some).collect(),
             Reads::Single(_) => vec![None],

@@ -138,7 +138,7 @@ fn pretty(json: &str) -> String {
 async fn reset(store: &EventStore) -> Result<()> {
     let mut conn = store.connection();
     // One key per DEL: on a cluster the keys live in many slots.
-    for key in store.scan_keys(&format!("{PREFIX}:*")).await? {
+    for key in store.keys_with_prefix(&format!("{PREFIX}:")).await? {
         let _: () = conn.del(key).await?;
     }
     Ok(())

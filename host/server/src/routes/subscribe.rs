@@ -208,17 +208,30 @@ impl Sender {
 /// ends; a failure is sent as an `error` event holding its problem.
 async fn forward(mut sub: streamfold::Subscription, out: Sender) {
     while let Some(item) = sub.next().await {
-        let sent = match item {
-            Ok(Live::Event(e)) => out.send(event(&e)).await,
-            Ok(Live::CaughtUp { position }) => out.send(caught_up(position.as_deref())).await,
-            Ok(_) => true,
-            Err(e) => {
-                out.send(failure(&streamfold::Error::from(e))).await;
-                false
-            }
-        };
-        if !sent {
+        if !send_live(&out, item, |e| e.position.clone()).await {
             break;
+        }
+    }
+}
+
+/// Sends one item of a store subscription or feed, an event with the SSE id
+/// `id_of` gives it; false when the stream ends (a failure, sent as an `error`
+/// event, or a client gone).
+async fn send_live<E>(
+    out: &Sender,
+    item: Result<Live, E>,
+    id_of: impl FnOnce(&streamfold::RecordedEvent) -> String,
+) -> bool
+where
+    streamfold::Error: From<E>,
+{
+    match item {
+        Ok(Live::Event(e)) => out.send(event_at(&e, id_of(&e))).await,
+        Ok(Live::CaughtUp { position }) => out.send(caught_up(position.as_deref())).await,
+        Ok(_) => true,
+        Err(e) => {
+            out.send(failure(&streamfold::Error::from(e))).await;
+            false
         }
     }
 }
@@ -266,20 +279,9 @@ pub(crate) async fn category(
         .map_err(streamfold::Error::from)?;
     Ok(sse(state, permit, move |out| async move {
         while let Some(item) = feed.next().await {
-            let sent = match item {
-                // The id is where the whole feed resumes, not the entry's own id.
-                Ok(Live::Event(e)) => {
-                    let id = feed.position().unwrap_or_else(|| e.position.clone());
-                    out.send(event_at(&e, id)).await
-                }
-                Ok(Live::CaughtUp { position }) => out.send(caught_up(position.as_deref())).await,
-                Ok(_) => true,
-                Err(e) => {
-                    out.send(failure(&streamfold::Error::from(e))).await;
-                    false
-                }
-            };
-            if !sent {
+            // The id is where the whole feed resumes, not the entry's own id.
+            let resume = feed.position();
+            if !send_live(&out, item, |e| resume.unwrap_or_else(|| e.position.clone())).await {
                 break;
             }
         }
