@@ -190,12 +190,9 @@ impl ClusterReader {
         })
     }
 
-    /// The pool of one node, made on first use.
-    fn pool(&self, node: &Node) -> Result<Arc<Reader>> {
-        let mut pools = self.pools.lock().expect("cluster pools poisoned");
-        if let Some(reader) = pools.get(node) {
-            return Ok(reader.clone());
-        }
+    /// The connection settings of a node: the configured URL's user, password and TLS
+    /// with the node's address.
+    pub(crate) fn node_info(&self, node: &Node) -> ConnectionInfo {
         let addr = match self.template.addr() {
             ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
                 host: node.0.clone(),
@@ -205,13 +202,22 @@ impl ClusterReader {
             },
             _ => ConnectionAddr::Tcp(node.0.clone(), node.1),
         };
+        self.template.clone().set_addr(addr)
+    }
+
+    /// The pool of one node, made on first use.
+    fn pool(&self, node: &Node) -> Result<Arc<Reader>> {
+        let mut pools = self.pools.lock().expect("cluster pools poisoned");
+        if let Some(reader) = pools.get(node) {
+            return Ok(reader.clone());
+        }
         let scheme = if self.tls.is_some() {
             "rediss"
         } else {
             "redis"
         };
         let reader = Arc::new(Reader::new(
-            &self.template.clone().set_addr(addr),
+            &self.node_info(node),
             &format!("{scheme}://{}:{}", node.0, node.1),
             self.tls.clone(),
             self.connect_timeout,

@@ -156,6 +156,9 @@ struct Inner {
     /// For connections of other kinds (pub/sub): one per configured node. Never
     /// printed: they hold the password.
     clients: Vec<redis::Client>,
+    /// The TLS certificates of a `rediss://` cluster, for clients of discovered nodes.
+    /// Never printed: it holds the client key.
+    certs: Option<redis::TlsCertificates>,
     /// The URL(s) with any password removed: the only form we keep.
     url: String,
     /// Lean connections for stream reads (`XRANGE`), see [`wire`] and [`cluster`].
@@ -375,6 +378,7 @@ impl EventStore {
         Ok(EventStore {
             inner: Arc::new(Inner {
                 config,
+                certs: nodes[0].certs.clone(),
                 clients: nodes.into_iter().map(|n| n.client).collect(),
                 url: redacted,
                 reader,
@@ -387,7 +391,7 @@ impl EventStore {
     /// A pub/sub connection to the same Redis (for plugin activation notices).
     ///
     /// On a cluster it is classic (not sharded) pub/sub on the first configured node
-    /// that answers: Redis Cluster forwards every `PUBLISH` to all nodes, so one
+    /// that answers (else on a master the cluster has now): Redis Cluster forwards every `PUBLISH` to all nodes, so one
     /// connection to any node hears every host's notices. Notices are rare (a plugin
     /// registered or activated), so the broadcast costs nothing that matters, and a
     /// subscriber whose node fails reconnects to another without knowing the slot map.
@@ -397,6 +401,23 @@ impl EventStore {
             match client.get_async_pubsub().await {
                 Ok(pubsub) => return Ok(pubsub),
                 Err(e) => last = Some(e),
+            }
+        }
+        // No configured node answers: on a cluster, try the masters it has now.
+        if let Reads::Cluster(c) = &self.inner.reader {
+            for node in c.masters().await.unwrap_or_default() {
+                let info = c.node_info(&node);
+                let client = match &self.inner.certs {
+                    Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+                    None => redis::Client::open(info),
+                };
+                match client {
+                    Ok(client) => match client.get_async_pubsub().await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = Some(e),
+                    },
+                    Err(e) => last = Some(e),
+                }
             }
         }
         Err(match last {

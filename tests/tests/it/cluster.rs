@@ -539,3 +539,56 @@ async fn the_seed_layout_and_several_urls_without_cluster_are_refused_clearly() 
     }
     assert_eq!(store.aggregate_ids("t", None).await.unwrap().len(), 30);
 }
+
+#[tokio::test]
+async fn pub_sub_reaches_subscribers_on_any_node_and_outlives_the_configured_one() {
+    let mut cluster = start(3, 1, 1000).await;
+    // Only node 0 is configured; the store learns the others.
+    let store = EventStore::connect(&cluster.urls()[0], StoreConfig::default().cluster(true))
+        .await
+        .unwrap();
+    cluster.kill(0);
+    {
+        let cluster = &cluster;
+        wait_until(
+            "a replica to take over node 0's slots",
+            PATIENCE,
+            || async move {
+                (cluster.masters().ok()?.len() == 3 && !cluster.masters().ok()?.contains(&0))
+                    .then_some(())
+                    .and(cluster.wait_healthy(Duration::from_millis(200)).ok())
+            },
+        )
+        .await;
+    }
+    // The configured node is gone: the subscription goes to a master the cluster has.
+    let mut pubsub = store
+        .pubsub()
+        .await
+        .expect("a pub/sub connection on another node");
+    pubsub.subscribe("sf:test:channel").await.unwrap();
+    let mut messages = pubsub.on_message();
+    // PUBLISH goes wherever the cluster client sends it; the cluster forwards it.
+    let mut con = store.connection();
+    let got = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("sf:test:channel")
+                .arg("hello")
+                .query_async(&mut con)
+                .await
+                .unwrap_or(0);
+            if let Ok(Some(m)) = tokio::time::timeout(
+                Duration::from_millis(200),
+                futures::StreamExt::next(&mut messages),
+            )
+            .await
+            {
+                break m.get_payload::<String>().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("a message within the deadline");
+    assert_eq!(got, "hello");
+}
