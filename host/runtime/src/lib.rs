@@ -424,6 +424,9 @@ impl Runtime {
                         format!("its bytes hash to {}", p.info().digest),
                     ));
                 }
+                if self.inner.registry.is_fresh(digest).await? {
+                    p.serve_fresh(); // verify found it keeping state across aggregates
+                }
                 Ok(p)
             })
             .await?

@@ -10,6 +10,8 @@
 //! - `P:plugins:versions:TYPE` sorted set of digests by registration time
 //! - `P:plugins:active`        hash: aggregate type → active digest
 //! - `P:plugins:history:TYPE`  list of activations, newest first
+//! - `P:plugins:fresh:DIGEST`  present when verify found the reducer keeping state
+//!   across aggregates: every host serves it on fresh instances
 //!
 //! Every registration and activation is also published on the channel
 //! `P:plugins:activations` (as `registered TYPE DIGEST` or `activated TYPE DIGEST`),
@@ -153,6 +155,20 @@ impl Registry {
             .collect()
     }
 
+    /// Records that the reducer `digest` keeps state across aggregates, so that every
+    /// host (and this one after a restart) serves it on fresh instances.
+    pub(crate) async fn mark_fresh(&self, digest: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.set(self.key(&format!("fresh:{digest}")), "1").await?;
+        Ok(())
+    }
+
+    /// Whether [`mark_fresh`](Self::mark_fresh) was recorded for `digest`.
+    pub(crate) async fn is_fresh(&self, digest: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        Ok(conn.exists(self.key(&format!("fresh:{digest}"))).await?)
+    }
+
     /// Deletes a registered version that is not active.
     pub(crate) async fn remove(&self, plugin: &RegisteredPlugin) -> Result<()> {
         let info = &plugin.info;
@@ -174,6 +190,9 @@ impl Registry {
             .await?;
         let _: () = conn.del(self.key(&format!("meta:{}", info.digest))).await?;
         let _: () = conn.del(self.key(&format!("blob:{}", info.digest))).await?;
+        let _: () = conn
+            .del(self.key(&format!("fresh:{}", info.digest)))
+            .await?;
         Ok(())
     }
 

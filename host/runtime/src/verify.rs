@@ -221,6 +221,11 @@ impl Runtime {
                 report.checked
             );
             candidate.serve_fresh();
+            // Every host, and this one after a restart, learns it from the registry.
+            self.inner
+                .registry
+                .mark_fresh(&candidate.info().digest)
+                .await?;
         }
         report.elapsed_ms = started.elapsed().as_millis();
         Ok(report)

@@ -206,6 +206,19 @@ async fn verify_catches_a_reducer_that_keeps_state_across_aggregates_and_serves_
         0
     );
 
+    // The verdict is kept in the registry: another host (a new runtime, as after a
+    // restart) that loads the registered plugin serves it fresh too.
+    let reg = rt
+        .register(
+            plugins::read(plugins::LEAKY),
+            streamfold::RegisterOptions::default().activate(false),
+        )
+        .await
+        .unwrap();
+    let other = Runtime::new(env.store.clone(), config(Instances::default())).expect("runtime");
+    let loaded = other.plugin(&reg.info.digest).await.unwrap();
+    assert!(loaded.serves_fresh(), "the other host read the verdict");
+
     // A reducer that keeps nothing across aggregates passes the same guard.
     let (user, _) = rt
         .load_async(plugins::read(plugins::USER).into())
