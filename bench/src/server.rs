@@ -131,7 +131,7 @@ fn events_uri(id: &str) -> Result<Uri> {
     uri(format!("/v1/aggregates/{TYPE}/{id}/events"))
 }
 
-fn state_uri(id: &str, query: &str) -> Result<Uri> {
+pub fn state_uri(id: &str, query: &str) -> Result<Uri> {
     uri(format!("/v1/aggregates/{TYPE}/{id}/state{query}"))
 }
 

@@ -7,6 +7,8 @@
 //! - the Rust, JavaScript and Python `user` components through `Runtime::state`, on
 //!   warm instances (the default) — and the Rust one on fresh instances, the
 //!   instantiation that warm instances save;
+//! - the same states through the server (`GET /v1/aggregates/user/{id}/state` over
+//!   loopback HTTP, one keep-alive connection per client, the active Rust reducer);
 //! - the seed's Python loop (`replay_to_state` over every aggregate), with redis-py's
 //!   pure-Python parser and with hiredis.
 //!
@@ -35,6 +37,7 @@ enum V {
     Floor,
     Warm(Lang),
     Fresh,
+    Server,
     Seed(Parser),
 }
 
@@ -46,6 +49,7 @@ impl V {
             V::Warm(Lang::JavaScript) => "wasm-js",
             V::Warm(Lang::Python) => "wasm-py",
             V::Fresh => "wasm-rust-fresh",
+            V::Server => "server-rust",
             V::Seed(Parser::Default) => "seed",
             V::Seed(Parser::Python) => "seed-pure",
         }
@@ -59,6 +63,9 @@ struct Data {
     /// reducer loaded there (a plugin belongs to its runtime's engine).
     fresh: Runtime,
     fresh_rust: Arc<Plugin>,
+    /// The state URIs of `ids`, and one keep-alive client per concurrent reader.
+    uris: Vec<hyper::Uri>,
+    clients: Vec<tokio::sync::Mutex<crate::http::Client>>,
 }
 
 /// Appends `count` aggregates of [`EVENTS`] events (once: kept for later runs).
@@ -128,6 +135,25 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
         }
         V::Warm(lang) => replay_all(&ctx.rt, ctx.reducers.get(lang), &d.ids, concurrency).await?,
         V::Fresh => replay_all(&d.fresh, &d.fresh_rust, &d.ids, concurrency).await?,
+        V::Server => {
+            // `concurrency` clients, each taking every concurrency-th aggregate.
+            let reads = (0..concurrency).map(|c| async move {
+                let mut client = d.clients[c].lock().await;
+                let before = client.errors.count;
+                for uri in d.uris.iter().skip(c).step_by(concurrency) {
+                    client.get(uri.clone()).await;
+                }
+                ensure!(
+                    client.errors.count == before,
+                    "the server answered with errors: {}",
+                    client.errors.summary()
+                );
+                anyhow::Ok(())
+            });
+            for r in futures::future::join_all(reads).await {
+                r?;
+            }
+        }
         V::Seed(parser) => {
             let mut seed = ctx.seed.lock().await;
             let seconds = seed
@@ -160,11 +186,39 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     let (fresh_rust, _) = fresh
         .load_async(ctx.reducers.bytes(Lang::Rust).into())
         .await?;
+    // The server replays through the active reducer: the Rust `user`.
+    ctx.rt
+        .register(
+            ctx.reducers.bytes(Lang::Rust),
+            streamfold::RegisterOptions::default(),
+        )
+        .await?;
+    let server = streamfold_server::Server::bind(
+        ctx.rt.clone(),
+        streamfold_server::ServerConfig::default().listen("127.0.0.1:0".parse()?),
+    )
+    .await?;
+    let addr = server.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let uris = ids
+        .iter()
+        .map(|id| crate::server::state_uri(id, ""))
+        .collect::<Result<Vec<_>>>()?;
+    let clients = crate::http::Client::pool(addr, CONCURRENCY)
+        .await?
+        .into_iter()
+        .map(tokio::sync::Mutex::new)
+        .collect();
     let d = Data {
         ids,
         keys,
         fresh,
         fresh_rust,
+        uris,
+        clients,
     };
 
     let seed = ctx.seed.lock().await.is_some();
@@ -173,6 +227,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         let mut variants = vec![V::Floor];
         variants.extend(ctx.reducers.langs().map(V::Warm));
         variants.push(V::Fresh);
+        variants.push(V::Server);
         // The seed's loop is sequential (one redis-py connection).
         if seed && concurrency == 1 {
             variants.push(V::Seed(Parser::Python));
@@ -215,6 +270,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 }
                 V::Warm(lang) => format!("{} reducer, warm instances (the default)", lang.title()),
                 V::Fresh => "Rust reducer, a fresh instance per replay".to_owned(),
+                V::Server => "through the server: GET .../state over loopback HTTP (the active Rust reducer, warm; snapshot lookup included)".to_owned(),
                 V::Seed(Parser::Python) => {
                     "the seed's Python loop, redis-py's pure-Python parser".to_owned()
                 }
@@ -225,7 +281,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 r.ratios
                     .push(times(samples, floor, &k("floor"), "the floor's time"));
             }
-            if matches!(v, V::Warm(_) | V::Fresh) {
+            if matches!(v, V::Warm(_) | V::Fresh | V::Server) {
                 if let Some(p) = seed_pure {
                     r.ratios.push(faster(
                         samples,
@@ -245,6 +301,14 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                     ));
                 }
             }
+            if matches!(v, V::Server) {
+                r.ratios.push(times(
+                    samples,
+                    warm_rust,
+                    &k("wasm-rust"),
+                    "the library's time",
+                ));
+            }
             if matches!(v, V::Fresh) {
                 r.ratios.push(times(
                     samples,
@@ -256,6 +320,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
             rows.push(r);
         }
     }
+    let _ = stop.send(());
+    serving.await??;
     Ok(rows)
 }
 
