@@ -54,6 +54,19 @@
 //! subscription's own), resuming exactly after the last position delivered across
 //! reconnects. See [`Subscription`].
 //!
+//! # Redis Cluster
+//!
+//! With [`StoreConfig::cluster`], [`EventStore::connect`] takes one or more node URLs,
+//! comma-separated, and discovers the rest. Writes and small commands go through the
+//! `redis` crate's cluster client; the lean reader keeps a slot map of its own
+//! (`CLUSTER SLOTS`), a pool per master, follows `MOVED` and `ASK`, and reads the map
+//! again when a node fails, so that reads go to a promoted replica. Every key of an
+//! aggregate and its category partition share one hash tag, so an append touches one
+//! slot. A whole partitioned category reads as one feed with
+//! [`EventStore::read_category_merged`] and [`EventStore::subscribe_category_merged`].
+//! [`Durability::Replicas`] makes an append wait for replicas (`WAIT`) before it is
+//! acknowledged. The seed layout has no hash tags and is refused on a cluster.
+//!
 //! # Keys
 //!
 //! ## The default layout ([`Layout::Default`])
@@ -69,7 +82,10 @@
 //! | `sf:{user:0}:cat`                | category stream, partition 0 of type `user` (trimmed)  |
 //!
 //! `sf` is the configurable prefix, `0` the partition: a stable FNV-1a hash of the
-//! aggregate id modulo the type's partition count.
+//! aggregate id modulo the type's partition count. That count is recorded in the hash
+//! `sf:partitions` (type → count) by a type's first append, and a store configured with
+//! another count for the type is refused on its reads and appends
+//! ([`ErrorKind::InvalidInput`]): it would look for the aggregates under other keys.
 //!
 //! Why no two keys can collide: the prefix and the type may not contain `{` or `}`, so
 //! the first `{` of a key ends the prefix and the first `}` ends the tag; the partition
