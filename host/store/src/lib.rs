@@ -183,6 +183,14 @@ struct Inner {
     partitions_checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// Where one `SCAN` walk runs.
+enum ScanAt<'a> {
+    /// The master of this key's slot (on one Redis: that Redis).
+    SlotOf(&'a str),
+    /// This cluster node (`None`: the one Redis).
+    Node(Option<&'a cluster::Node>),
+}
+
 /// One URL, ready for the `redis` crate and the lean reader.
 struct Node {
     info: ConnectionInfo,
@@ -455,26 +463,11 @@ impl EventStore {
         };
         let mut keys = std::collections::BTreeSet::new();
         for node in &nodes {
-            let mut cursor: u64 = 0;
-            loop {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let cmd = &cmd;
-                let (next, found): (u64, Vec<String>) = self
-                    .with_reconnect(pattern, move |mut con| async move {
-                        con.query_on(node.as_ref(), cmd).await
-                    })
-                    .await?;
-                keys.extend(found);
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
-            }
+            self.scan(ScanAt::Node(node.as_ref()), pattern, None, |key: String| {
+                keys.insert(key);
+                true
+            })
+            .await?;
         }
         Ok(keys.into_iter().collect())
     }
@@ -572,45 +565,70 @@ impl EventStore {
         // matches lives on the master of that slot: the cursor stays on that node.
         for prefix in keys::aggregate_stream_prefixes(self.config(), aggregate_type)? {
             let pattern = format!("{}*", keys::glob_escape(&prefix));
-            {
-                let mut cursor: u64 = 0;
-                loop {
-                    let mut cmd = redis::cmd("SCAN");
-                    cmd.arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .arg("TYPE")
-                        .arg("stream");
-                    let (cmd, prefix) = (&cmd, prefix.as_str());
-                    let (next, found): (u64, Vec<Vec<u8>>) = self
-                        .with_reconnect(&pattern, move |mut con| async move {
-                            con.query_at(prefix, cmd).await
-                        })
-                        .await?;
-                    for key in found {
-                        let Some(id) = key.strip_prefix(prefix.as_bytes()) else {
-                            continue;
-                        };
-                        let Ok(id) = String::from_utf8(id.to_vec()) else {
-                            continue; // not a key we could have written
-                        };
-                        if !id.is_empty() && seen.insert(id.clone()) {
-                            ids.push(id);
-                            if ids.len() >= limit {
-                                return Ok(ids);
-                            }
-                        }
-                    }
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
-                    }
+            let each = |key: Vec<u8>| {
+                let Some(id) = key.strip_prefix(prefix.as_bytes()) else {
+                    return true;
+                };
+                let Ok(id) = String::from_utf8(id.to_vec()) else {
+                    return true; // not a key we could have written
+                };
+                if !id.is_empty() && seen.insert(id.clone()) {
+                    ids.push(id);
                 }
+                ids.len() < limit
+            };
+            self.scan(ScanAt::SlotOf(&prefix), &pattern, Some("stream"), each)
+                .await?;
+            if ids.len() >= limit {
+                break;
             }
         }
         Ok(ids)
+    }
+
+    /// Walks `SCAN ... MATCH pattern COUNT 1000 [TYPE kind]` to its end at `at` (a
+    /// cursor belongs to one node), handing every key to `each`, which returns false
+    /// to stop early.
+    async fn scan<T>(
+        &self,
+        at: ScanAt<'_>,
+        pattern: &str,
+        kind: Option<&str>,
+        mut each: impl FnMut(T) -> bool,
+    ) -> Result<()>
+    where
+        T: redis::FromRedisValue + Send,
+    {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            if let Some(kind) = kind {
+                cmd.arg("TYPE").arg(kind);
+            }
+            let (cmd, at) = (&cmd, &at);
+            let (next, found): (u64, Vec<T>) = self
+                .with_reconnect(pattern, move |mut con| async move {
+                    match at {
+                        ScanAt::SlotOf(key) => con.query_at(key, cmd).await,
+                        ScanAt::Node(node) => con.query_on(*node, cmd).await,
+                    }
+                })
+                .await?;
+            for key in found {
+                if !each(key) {
+                    return Ok(());
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Runs a command, once more if the connection was lost (the manager reconnects in

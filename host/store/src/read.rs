@@ -129,6 +129,8 @@ struct Cursor {
     to_revision: Option<u64>,
     page_size: usize,
     done: bool,
+    /// The type's partition count was checked (before the first page).
+    partitions_checked: bool,
 }
 
 impl EventStore {
@@ -188,6 +190,7 @@ impl EventStore {
             to_revision: opts.to_revision,
             page_size,
             done,
+            partitions_checked: false,
         })
     }
 
@@ -371,9 +374,12 @@ impl History {
                 };
             }
         };
-        self.store
-            .check_partitions(&cursor.aggregate_type, false)
-            .await?;
+        if !cursor.partitions_checked {
+            self.store
+                .check_partitions(&cursor.aggregate_type, false)
+                .await?;
+            cursor.partitions_checked = true;
+        }
         loop {
             if cursor.done {
                 return Ok(None);
