@@ -10,18 +10,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
-use futures::StreamExt;
-use streamfold::{EventStore, ExpectedRevision, Plugin, ReplayOptions, Runtime, StoreConfig};
+use anyhow::{Context, Result};
+use streamfold::{EventStore, ExpectedRevision, Plugin, Runtime, StoreConfig};
 use streamfold_test_support::LocalCluster;
 
 use crate::data::{self, TYPE};
 use crate::report::Row;
+use crate::small::EVENTS;
 use crate::stats::alternate;
 use crate::{Ctx, Lang, fmt_count, row, times};
 
-/// Events per aggregate in the replay rows.
-const EVENTS: u64 = 10;
 /// Writers in the concurrent append rows.
 const WRITERS: usize = 16;
 /// Partitions of the bench type here, so that a category spreads over the masters.
@@ -54,22 +52,7 @@ async fn side(ctx: &Ctx, url: &str, cluster: bool, aggregates: usize) -> Result<
         ctx.runtime_config(Some(ctx.cache_dir.clone())),
     )?;
     let (rust, _) = rt.load_async(ctx.reducers.bytes(Lang::Rust).into()).await?;
-    let ids: Vec<String> = (0..aggregates).map(|i| format!("c-{i}")).collect();
-    let s = &store;
-    let done: Vec<Result<()>> = futures::stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move {
-            if s.revision(TYPE, id).await? == EVENTS {
-                return Ok(());
-            }
-            let batch = (1..=EVENTS).map(|r| data::new_event(i as u64, r)).collect();
-            s.append(TYPE, id, batch, ExpectedRevision::NoStream)
-                .await?;
-            Ok(())
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    done.into_iter().collect::<Result<Vec<()>>>()?;
+    let ids = data::ensure_aggregates(&store, "c", aggregates, EVENTS).await?;
     Ok(Side {
         store,
         rt,
@@ -124,21 +107,8 @@ async fn concurrent_appends(s: &Side, round: usize, each: u64) -> Result<f64> {
 /// Every replay aggregate's state through the Rust reducer, `concurrency` at a time:
 /// µs per aggregate.
 async fn replays(s: &Side, concurrency: usize) -> Result<f64> {
-    let options = ReplayOptions::default()
-        .use_snapshots(false)
-        .plugin(s.rust.clone());
     let t = Instant::now();
-    let results: Vec<_> = futures::stream::iter(&s.ids)
-        .map(|id| {
-            let options = options.clone();
-            async move { s.rt.state(TYPE, id, options).await }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    for r in results {
-        ensure!(r?.events_read == EVENTS, "a replay read another count");
-    }
+    crate::small::replay_all(&s.rt, &s.rust, &s.ids, concurrency).await?;
     Ok(t.elapsed().as_secs_f64() * 1e6 / s.ids.len() as f64)
 }
 

@@ -89,6 +89,38 @@ pub fn seed_fields(
     ]
 }
 
+/// Aggregates `{name}-0` .. `{name}-{count-1}` of `events` events each in `store`,
+/// appended (16 at a time) unless they are already there: runs keep them. An
+/// aggregate with another number of events is an error.
+pub async fn ensure_aggregates(
+    store: &streamfold::EventStore,
+    name: &str,
+    count: usize,
+    events: u64,
+) -> anyhow::Result<Vec<String>> {
+    use futures::StreamExt;
+    let ids: Vec<String> = (0..count).map(|i| format!("{name}-{i}")).collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| async move {
+            match store.revision(TYPE, id).await? {
+                n if n == events => Ok(()),
+                0 => {
+                    let batch = (1..=events).map(|r| new_event(i as u64, r)).collect();
+                    store
+                        .append(TYPE, id, batch, streamfold::ExpectedRevision::NoStream)
+                        .await?;
+                    Ok(())
+                }
+                n => anyhow::bail!("{id} has {n} events, not {events}"),
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<()>>()?;
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

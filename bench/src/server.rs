@@ -25,7 +25,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use futures::StreamExt;
 use hyper::Uri;
 use hyper::body::Bytes;
 use serde_json::Value as Json;
@@ -452,30 +451,6 @@ impl Made {
     }
 }
 
-/// The 10-event aggregates `srv10-0` .. `srv10-1023`, appended now if missing.
-async fn small_aggregates(ctx: &Ctx) -> Result<Vec<String>> {
-    let ids: Vec<String> = (0..SMALL).map(|i| format!("srv10-{i}")).collect();
-    let results: Vec<Result<()>> = futures::stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move {
-            match ctx.store.revision(TYPE, id).await? {
-                SMALL_EVENTS => Ok(()),
-                0 => {
-                    let events = new_events(i as u64, 1..=SMALL_EVENTS);
-                    ctx.store
-                        .append(TYPE, id, events, ExpectedRevision::NoStream)
-                        .await?;
-                    Ok(())
-                }
-                n => anyhow::bail!("{id} has {n} events"),
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<()>>()?;
-    Ok(ids)
-}
-
 async fn states(
     ctx: &Ctx,
     one: &tokio::sync::Mutex<Client>,
@@ -485,7 +460,7 @@ async fn states(
 ) -> Result<Vec<Row>> {
     let p = &ctx.plan;
     let mut rows = Vec::new();
-    let ids = small_aggregates(ctx).await?;
+    let ids = data::ensure_aggregates(&ctx.store, "srv10", SMALL, SMALL_EVENTS).await?;
     let uris: Vec<Uri> = ids
         .iter()
         .map(|id| state_uri(id, ""))

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
-use streamfold::{ExpectedRevision, Instances, Plugin, ReplayOptions, Runtime};
+use streamfold::{Instances, Plugin, ReplayOptions, Runtime};
 
 use crate::data::{self, TYPE};
 use crate::external::Parser;
@@ -68,30 +68,9 @@ struct Data {
     clients: Vec<tokio::sync::Mutex<crate::http::Client>>,
 }
 
-/// Appends `count` aggregates of [`EVENTS`] events (once: kept for later runs).
-async fn ensure_aggregates(ctx: &Ctx, count: usize) -> Result<Vec<String>> {
-    let ids: Vec<String> = (0..count).map(|i| format!("small-{i}")).collect();
-    let store = &ctx.store;
-    futures::stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move {
-            if store.revision(TYPE, id).await? == EVENTS {
-                return anyhow::Ok(());
-            }
-            let batch = (1..=EVENTS).map(|r| data::new_event(i as u64, r)).collect();
-            store
-                .append(TYPE, id, batch, ExpectedRevision::NoStream)
-                .await?;
-            Ok(())
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>>>()?;
-    Ok(ids)
-}
-
-async fn replay_all(
+/// Every aggregate's state through `plugin` on `rt`, `concurrency` at a time, each
+/// checked to have read [`EVENTS`] events.
+pub async fn replay_all(
     rt: &Runtime,
     plugin: &Arc<Plugin>,
     ids: &[String],
@@ -173,7 +152,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         "  small: {} aggregates of {EVENTS} events",
         fmt_count(count as u64)
     );
-    let ids = ensure_aggregates(ctx, count).await?;
+    let ids = data::ensure_aggregates(&ctx.store, "small", count, EVENTS).await?;
     let keys = ids
         .iter()
         .map(|id| Ok(ctx.store.keys(TYPE, id)?.stream))
