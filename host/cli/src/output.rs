@@ -159,11 +159,7 @@ pub(crate) fn verify(r: &VerifyReport) -> Printed {
             r.active_failed.len()
         )?;
         for d in r.differed.iter().take(20) {
-            let path = if d.path.is_empty() {
-                "(the whole state)"
-            } else {
-                d.path.as_str()
-            };
+            let path = state_path(&d.path);
             writeln!(
                 out,
                 "  differs  {}/{}  {path}: active {} | candidate {}",
@@ -185,11 +181,7 @@ pub(crate) fn verify(r: &VerifyReport) -> Printed {
             )?;
         }
         for l in r.keeps_state_across_aggregates.iter().take(20) {
-            let path = if l.path.is_empty() {
-                "(the whole state)"
-            } else {
-                l.path.as_str()
-            };
+            let path = state_path(&l.path);
             writeln!(
                 out,
                 "  leaks    {}/{}  {path}: fresh {} | warm {}",
@@ -210,4 +202,13 @@ pub(crate) fn verify(r: &VerifyReport) -> Printed {
             }
         )
     })
+}
+
+/// A JSON pointer into a state as shown: the empty one is the whole state.
+fn state_path(path: &str) -> &str {
+    if path.is_empty() {
+        "(the whole state)"
+    } else {
+        path
+    }
 }
