@@ -606,18 +606,8 @@ async fn feed_next(feed: &mut streamfold::CategoryFeed) -> Live {
 
 #[tokio::test]
 async fn a_partitioned_category_is_followed_as_one_feed_and_resumes_from_its_position() {
-    let env = Env::start_with(|c| c.partitions_for("order", 4)).await;
+    let env = crate::store::partitions::twenty_orders_in_four_partitions().await;
     let s = &env.store;
-    for i in 0..12 {
-        s.append(
-            "order",
-            &format!("o{i}"),
-            counted_events(1, 2),
-            ExpectedRevision::NoStream,
-        )
-        .await
-        .unwrap();
-    }
     let mut feed = s
         .subscribe_category_merged("order", SubscribeOptions::new().page_size(5))
         .await
@@ -626,13 +616,13 @@ async fn a_partitioned_category_is_followed_as_one_feed_and_resumes_from_its_pos
     let caught_up_at = loop {
         match feed_next(&mut feed).await {
             Live::Event(e) => seen.push((e.aggregate_id.clone(), e.revision)),
-            Live::CaughtUp { position } => break position.expect("a position after 24 events"),
+            Live::CaughtUp { position } => break position.expect("a position after 40 events"),
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert_eq!(seen.len(), 24, "every stored event before caught-up");
+    assert_eq!(seen.len(), 40, "every stored event before caught-up");
     assert_eq!(caught_up_at.split(',').count(), 4, "{caught_up_at}");
-    for i in 0..12 {
+    for i in 0..20 {
         let id = format!("o{i}");
         let revs: Vec<u64> = seen
             .iter()

@@ -7,7 +7,7 @@ mod append;
 mod concurrency;
 mod connection;
 mod corrupt_data;
-mod partitions;
+pub(crate) mod partitions;
 mod read;
 mod retry;
 mod seed_layout;

@@ -6,7 +6,7 @@ use streamfold_test_support::{Env, counted_events, event_ids};
 
 /// A store with prefix `shop` and 4 category partitions for `order`; orders `o0`..`o19`
 /// with two events each, and one `user`, `u1`.
-async fn twenty_orders_in_four_partitions() -> Env {
+pub(crate) async fn twenty_orders_in_four_partitions() -> Env {
     let env = Env::start_with(|c| c.partitions_for("order", 4).prefix("shop")).await;
     let s = &env.store;
     for i in 0..20 {

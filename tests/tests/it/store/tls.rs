@@ -281,41 +281,9 @@ async fn an_acl_user_over_tls_and_a_wrong_password_never_shown() {
 async fn tls_connections_come_back_after_a_restart() {
     let mut server = tls_server(ClientCerts::Optional);
     let store = connect(&server.url(), with_ca(&server)).await.unwrap();
-    store
-        .append(
-            "user",
-            "1",
-            counted_events(1, 1),
-            ExpectedRevision::NoStream,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .read_all("user", "1", ReadOptions::new())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    appends_reads_and_follows(&store, "1").await;
     server.start_again().unwrap(); // no persistence: the data is gone
     // The manager reconnects over TLS, and the reader's pooled connection (now dead)
     // is replaced by a new TLS one.
-    store
-        .append(
-            "user",
-            "1",
-            counted_events(1, 1),
-            ExpectedRevision::NoStream,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .read_all("user", "1", ReadOptions::new())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    appends_reads_and_follows(&store, "1").await;
 }
