@@ -62,6 +62,7 @@ pub use streamfold_sandbox::{
     CONTRACT, FailedEvent, FailureCause, Instances, Limits, LoadSource, Plugin, PluginInfo,
     ReducerFailure, RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest,
 };
+pub use streamfold_store::names;
 pub use streamfold_store::{
     AggregateKeys, AppendResult, CategoryFeed, CategoryReadOptions, Conflict, Connection,
     Durability, EventStore, EventView, ExpectedRevision, History, Layout, Live, MAX_BATCH,

@@ -19,11 +19,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header;
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -115,11 +113,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| Problem::unauthorized("no caller on this request"))
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            Problem::new(
+                crate::problem::ProblemType::Internal,
+                "this route declares no role, so it has no caller",
+            )
+        })
     }
 }
 
@@ -227,40 +226,28 @@ pub fn new_token(role: Role, types: &[String]) -> Result<(String, String), Strin
     Ok((token, line))
 }
 
-/// The middleware: puts the [`Caller`] on the request, or answers 401.
-pub(crate) async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let caller = match &state.tokens {
-        None => Caller::unrestricted(),
-        Some(tokens) => {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                });
-            match presented.map(str::trim).and_then(|t| tokens.check(t)) {
-                Some(caller) => caller,
-                None if presented.is_none() => {
-                    return Problem::unauthorized(
-                        "this server needs a bearer token (Authorization: Bearer sft_…)",
-                    )
-                    .into_response();
-                }
-                None => {
-                    return Problem::unauthorized("the bearer token is not known to this server")
-                        .into_response();
-                }
-            }
-        }
+/// The caller a request's bearer token stands for, or 401. Every caller is
+/// unrestricted on a server without tokens.
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Problem> {
+    let Some(tokens) = &state.tokens else {
+        return Ok(Caller::unrestricted());
     };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match presented.map(str::trim).and_then(|t| tokens.check(t)) {
+        Some(caller) => Ok(caller),
+        None if presented.is_none() => Err(Problem::unauthorized(
+            "this server needs a bearer token (Authorization: Bearer sft_…)",
+        )),
+        None => Err(Problem::unauthorized(
+            "the bearer token is not known to this server",
+        )),
+    }
 }
 
 #[cfg(test)]

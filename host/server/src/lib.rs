@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod health;
 mod metrics;
 pub mod problem;
 mod routes;
@@ -39,11 +40,18 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use auth::{Caller, Role, Tokens, new_token};
-pub use problem::Problem;
+pub use problem::{Problem, ProblemType};
 
-/// The API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::openapi::document()
+/// The OpenAPI 3.1 document of a server with the default configuration over a store
+/// with the default key layout. A running server serves its own
+/// (`GET /v1/openapi.json`), with its limits.
+pub fn openapi() -> serde_json::Value {
+    openapi_for(&ServerConfig::default(), streamfold::Layout::Default)
+}
+
+/// The OpenAPI 3.1 document of a server with `config` over a store with `layout`.
+pub fn openapi_for(config: &ServerConfig, layout: streamfold::Layout) -> serde_json::Value {
+    routes::openapi::document(config, layout)
 }
 
 /// How a server is set up. Every field has a sensible, safe default.
@@ -184,6 +192,10 @@ pub(crate) struct AppState {
     /// Turns true when the server starts shutting down (long-lived responses end).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Whether Redis answers, kept current in the background (`/readyz`).
+    pub(crate) health: health::Health,
+    /// The OpenAPI document this server serves, rendered once.
+    pub(crate) openapi: Arc<String>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -227,7 +239,13 @@ impl Server {
             .await
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let api = routes::api(&config);
+        let layout = runtime.store().config().layout;
+        let openapi = serde_json::to_string_pretty(&openapi_for(&config, layout))
+            .expect("the OpenAPI document serializes");
+        let health = health::Health::start(runtime.clone(), stopping.clone()).await;
         let state = AppState {
+            health,
             runtime,
             tokens: config.tokens.clone().map(Arc::new),
             replays: Arc::new(Semaphore::new(config.max_concurrent_replays)),
@@ -235,11 +253,12 @@ impl Server {
             config: Arc::new(config.clone()),
             stopping,
             metrics: metrics::Metrics::new(config.max_concurrent_replays),
+            openapi: Arc::new(openapi),
         };
         state.metrics.watch_instances(state.runtime.clone());
         Ok(Server {
             listener,
-            router: routes::router(state),
+            router: routes::router(state, &api),
             config,
             stop,
         })

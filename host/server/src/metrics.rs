@@ -266,10 +266,10 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 }
 
 /// `GET /metrics`.
-/// `GET /metrics`.
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "metrics",
     tag = "operations",
     summary = "Prometheus metrics (text exposition format)",
     responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)),

@@ -49,6 +49,35 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// Longest aggregate type, in characters (Unicode scalar values).
+pub const MAX_TYPE_CHARS: usize = 128;
+
+/// Longest aggregate id, in characters (Unicode scalar values).
+pub const MAX_ID_CHARS: usize = 512;
+
+/// The characters an aggregate type may not hold, in any layout: braces (the type is
+/// part of a Redis hash tag), whitespace and control characters. As a regular
+/// expression character class (ECMA-262 and Python syntax), for API schemas.
+const TYPE_FORBIDDEN_CLASS: &str =
+    r"{}\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// Whether an aggregate type may hold `c` in `layout`.
+fn type_char_allowed(layout: Layout, c: char) -> bool {
+    !(c == '{'
+        || c == '}'
+        || c.is_whitespace()
+        || c.is_control()
+        || (layout == Layout::Seed && c == ':'))
+}
+
+/// The regular expression (ECMA-262, as JSON Schema's `pattern` uses it) that
+/// matches exactly the aggregate types [`validate_type`] accepts in `layout`, lengths
+/// aside ([`MAX_TYPE_CHARS`]).
+pub fn aggregate_type_pattern(layout: Layout) -> String {
+    let seed = if layout == Layout::Seed { ":" } else { "" };
+    format!("^[^{TYPE_FORBIDDEN_CLASS}{seed}]+$")
+}
+
 /// Checks an aggregate type for the given layout.
 pub(crate) fn validate_type(layout: Layout, aggregate_type: &str) -> Result<()> {
     if aggregate_type.is_empty() {
@@ -56,25 +85,39 @@ pub(crate) fn validate_type(layout: Layout, aggregate_type: &str) -> Result<()> 
     }
     if let Some(c) = aggregate_type
         .chars()
-        .find(|c| *c == '{' || *c == '}' || c.is_whitespace() || c.is_control())
+        .find(|c| !type_char_allowed(layout, *c))
     {
-        return Err(Error::invalid(format!(
-            "the aggregate type {aggregate_type:?} contains {c:?} (braces, whitespace and control characters are not allowed: the type is part of a Redis hash tag)"
-        )));
+        return Err(Error::invalid(if c == ':' {
+            format!(
+                "the aggregate type {aggregate_type:?} contains ':', which the seed key layout uses as its separator"
+            )
+        } else {
+            format!(
+                "the aggregate type {aggregate_type:?} contains {c:?} (braces, whitespace and control characters are not allowed: the type is part of a Redis hash tag)"
+            )
+        }));
     }
-    if layout == Layout::Seed && aggregate_type.contains(':') {
+    let n = aggregate_type.chars().count();
+    if n > MAX_TYPE_CHARS {
         return Err(Error::invalid(format!(
-            "the aggregate type {aggregate_type:?} contains ':', which the seed key layout uses as its separator"
+            "the aggregate type is {n} characters long; at most {MAX_TYPE_CHARS} are allowed"
         )));
     }
     Ok(())
 }
 
-/// Checks an aggregate id. Any non-empty string is fine: it is always the last part of
-/// a key, so it cannot make two keys collide.
+/// Checks an aggregate id: any non-empty string of at most [`MAX_ID_CHARS`]
+/// characters. It is always the last part of a key, so it cannot make two keys
+/// collide.
 pub(crate) fn validate_id(aggregate_id: &str) -> Result<()> {
     if aggregate_id.is_empty() {
         return Err(Error::invalid("the aggregate id is empty"));
+    }
+    let n = aggregate_id.chars().count();
+    if n > MAX_ID_CHARS {
+        return Err(Error::invalid(format!(
+            "the aggregate id is {n} characters long; at most {MAX_ID_CHARS} are allowed"
+        )));
     }
     Ok(())
 }
@@ -199,6 +242,45 @@ mod tests {
 
     fn cfg() -> StoreConfig {
         StoreConfig::default()
+    }
+
+    /// The published pattern, which is ECMA-262 (`\uXXXX`), as a Rust regex.
+    fn rust_regex(pattern: &str) -> regex::Regex {
+        let mut out = String::new();
+        let mut rest = pattern;
+        while let Some(i) = rest.find("\\u") {
+            out.push_str(&rest[..i]);
+            out.push_str(&format!("\\u{{{}}}", &rest[i + 2..i + 6]));
+            rest = &rest[i + 6..];
+        }
+        out.push_str(rest);
+        regex::Regex::new(&out).unwrap()
+    }
+
+    #[test]
+    fn the_published_type_pattern_accepts_exactly_what_validation_accepts() {
+        for layout in [Layout::Default, Layout::Seed] {
+            let re = rust_regex(&aggregate_type_pattern(layout));
+            let mut buf = [0u8; 4];
+            for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+                let one = c.encode_utf8(&mut buf);
+                let text = format!("a{one}b");
+                assert_eq!(
+                    re.is_match(&text),
+                    validate_type(layout, &text).is_ok(),
+                    "{layout:?} U+{:04X}",
+                    c as u32
+                );
+            }
+            assert!(!re.is_match(""));
+            assert!(validate_type(layout, "").is_err());
+        }
+        let longest = "t".repeat(MAX_TYPE_CHARS);
+        assert!(validate_type(Layout::Default, &longest).is_ok());
+        assert!(validate_type(Layout::Default, &format!("{longest}t")).is_err());
+        let longest = "é".repeat(MAX_ID_CHARS);
+        assert!(validate_id(&longest).is_ok(), "characters, not bytes");
+        assert!(validate_id(&format!("{longest}i")).is_err());
     }
 
     #[test]

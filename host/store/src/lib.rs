@@ -144,6 +144,13 @@ pub use config::{Durability, Layout, StoreConfig, TlsConfig};
 pub use connection::Connection;
 pub use feed::CategoryFeed;
 pub use keys::AggregateKeys;
+
+/// The names and positions the store accepts, as limits and regular expressions
+/// (for API schemas that must say exactly what is accepted).
+pub mod names {
+    pub use crate::keys::{MAX_ID_CHARS, MAX_TYPE_CHARS, aggregate_type_pattern};
+    pub use crate::model::{POSITION_PATTERN, POSITIONS_PATTERN};
+}
 pub use live::{
     DEFAULT_BLOCK, DEFAULT_GIVE_UP_AFTER, Live, SubscribeFrom, SubscribeOptions, Subscription,
 };

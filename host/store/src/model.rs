@@ -71,9 +71,22 @@ impl<'de> Deserialize<'de> for ExpectedRevision {
             Number(u64),
             Text(String),
         }
+        // Exactly what the schema says: one of the three words, or a revision no
+        // larger than Redis' counters (the command line's text form is laxer).
         match Repr::deserialize(d)? {
-            Repr::Number(n) => Ok(ExpectedRevision::Exact(n)),
-            Repr::Text(t) => t.parse().map_err(serde::de::Error::custom),
+            Repr::Number(n) if n <= i64::MAX as u64 => Ok(ExpectedRevision::Exact(n)),
+            Repr::Number(n) => Err(serde::de::Error::custom(format!(
+                "expected revision {n} is over the largest revision, {}",
+                i64::MAX
+            ))),
+            Repr::Text(t) => match t.as_str() {
+                "any" => Ok(ExpectedRevision::Any),
+                "no-stream" => Ok(ExpectedRevision::NoStream),
+                "exists" => Ok(ExpectedRevision::Exists),
+                _ => Err(serde::de::Error::custom(format!(
+                    "expected revision {t:?} is not \"any\", \"no-stream\", \"exists\" or a revision number"
+                ))),
+            },
         }
     }
 }
@@ -97,7 +110,8 @@ impl utoipa::PartialSchema for ExpectedRevision {
                     .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
                         utoipa::openapi::schema::KnownFormat::Int64,
                     )))
-                    .minimum(Some(0)),
+                    .minimum(Some(0))
+                    .maximum(Some(i64::MAX)),
             )
             .into()
     }
@@ -306,6 +320,16 @@ fn stream_id_ms(position: &str) -> Option<u64> {
     position.split('-').next()?.parse().ok()
 }
 
+/// A stream position as a caller gives one (`ms-seq` or `ms`, each at most 19
+/// digits), as a regular expression: exactly what the store accepts.
+pub const POSITION_PATTERN: &str = "^[0-9]{1,19}(-[0-9]{1,19})?$";
+
+/// Positions of every partition of a type, comma-separated, empty for a partition
+/// not read yet (a merged category feed's; with one partition, that partition's
+/// position).
+pub const POSITIONS_PATTERN: &str =
+    "^([0-9]{1,19}(-[0-9]{1,19})?)?(,([0-9]{1,19}(-[0-9]{1,19})?)?)*$";
+
 /// Checks a stream id as given by a caller (`ms-seq` or `ms`): it ends up in an `XRANGE`
 /// bound, where anything else would be a Redis error or a different range.
 pub(crate) fn validate_position(position: &str) -> Result<()> {
@@ -323,15 +347,47 @@ pub(crate) fn validate_position(position: &str) -> Result<()> {
 }
 
 fn is_digits(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 20
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && s.parse::<u64>().is_ok()
+    !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_published_position_pattern_accepts_exactly_what_validation_accepts() {
+        let re = regex::Regex::new(POSITION_PATTERN).unwrap();
+        for p in [
+            "0",
+            "1-0",
+            "1700000000000-3",
+            "9999999999999999999-9999999999999999999",
+            "",
+            "-",
+            "1-",
+            "-1",
+            "1-2-3",
+            "a",
+            "1 ",
+            " 1",
+            "01-01",
+            "12345678901234567890",
+            "1-12345678901234567890",
+            "１",
+            "1,2",
+        ] {
+            assert_eq!(re.is_match(p), validate_position(p).is_ok(), "{p:?}");
+        }
+        let many = regex::Regex::new(POSITIONS_PATTERN).unwrap();
+        for p in [
+            "1-0", "1-0,2-0", ",1-0", "1-0,", "", ",", "1-0, 2-0", "x,1-0",
+        ] {
+            let parts_ok = p
+                .split(',')
+                .all(|q| q.is_empty() || validate_position(q).is_ok());
+            assert_eq!(many.is_match(p), parts_ok, "{p:?}");
+        }
+    }
 
     #[test]
     fn expected_revision_text_round_trips() {

@@ -426,7 +426,7 @@ pub(crate) fn category_positions(
     let Some(text) = after else {
         return Ok(vec![None; partitions]);
     };
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let parts: Vec<&str> = text.split(',').collect();
     if parts.len() != partitions {
         return Err(Error::invalid(format!(
             "the category position {text:?} has {} part(s), but type {aggregate_type:?} has \

@@ -359,6 +359,28 @@ impl LocalRedis {
         self.kill();
     }
 
+    /// Freezes the server (SIGSTOP): it keeps its connections but answers nothing,
+    /// like a Redis stuck or unreachable behind a silent network, until [`resume`].
+    ///
+    /// [`resume`]: LocalRedis::resume
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`paused`](LocalRedis::pause) server run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, which: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = std::process::Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {which} {pid}");
+    }
+
     /// Starts the server again on the same port and in the same directory, e.g. to
     /// test that clients recover after a restart. The data is gone (no persistence)
     /// unless a `SAVE` wrote `dump.rdb` just before: the server loads it from its

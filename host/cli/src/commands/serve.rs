@@ -54,19 +54,13 @@ pub(crate) struct Args {
     /// How long requests in flight may take to finish on shutdown, e.g. 10s.
     #[arg(long, env = "STREAMFOLD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse::duration)]
     shutdown_timeout: Duration,
-    /// Print the API's OpenAPI 3.1 document (what GET /v1/openapi.json serves) and exit.
+    /// Print this server's OpenAPI 3.1 document (what GET /v1/openapi.json would serve)
+    /// and exit.
     #[arg(long)]
     print_openapi: bool,
 }
 
 pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
-    if args.print_openapi {
-        let doc = streamfold_server::openapi()
-            .to_pretty_json()
-            .context("the OpenAPI document")?;
-        outln!("{doc}")?;
-        return Ok(());
-    }
     let tokens = match &args.tokens {
         Some(path) => Some(Tokens::load(path).map_err(anyhow::Error::msg)?),
         None => None,
@@ -84,6 +78,13 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
         .max_subscribers(args.max_subscribers)
         .slow_client_timeout(args.slow_client_timeout)
         .shutdown_timeout(args.shutdown_timeout);
+    if args.print_openapi {
+        // This server's document: its limits, and the names its key layout accepts.
+        let doc = streamfold_server::openapi_for(&config, g.layout);
+        let doc = serde_json::to_string_pretty(&doc).context("the OpenAPI document")?;
+        outln!("{doc}")?;
+        return Ok(());
+    }
     let rt = connect::runtime(g).await?;
     let server = Server::bind(rt, config).await?;
     let addr = server.local_addr().context("the listening address")?;

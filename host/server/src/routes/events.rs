@@ -10,9 +10,8 @@ use streamfold::{CategoryReadOptions, ExpectedRevision, NewEvent, ReadOptions, R
 
 use utoipa::{IntoParams, ToSchema};
 
-use super::{AggregatePath, Json, Path, Query, TypePath};
+use super::{AggregatePath, Json, Path, Positions, Query, Revision, TypePath};
 use crate::AppState;
-use crate::auth::{Caller, Role};
 use crate::problem::Problem;
 
 /// The default page of a read.
@@ -26,7 +25,9 @@ pub(crate) struct AppendBody {
     /// What the append expects of the aggregate's revision; default `"any"`.
     #[serde(default)]
     expected_revision: ExpectedRevision,
-    /// The events, in order (at least one).
+    /// The events, in order: at least one, at most the server's maximum per append
+    /// (more: 413).
+    #[schema(min_items = 1)]
     events: Vec<EventBody>,
 }
 
@@ -36,6 +37,7 @@ pub(crate) struct AppendBody {
 #[schema(as = NewEvent)]
 pub(crate) struct EventBody {
     /// What happened, e.g. `UserCreated`.
+    #[schema(min_length = 1)]
     event_type: String,
     /// The payload: any JSON value.
     #[schema(value_type = serde_json::Value)]
@@ -44,6 +46,7 @@ pub(crate) struct EventBody {
     /// already stored answers 200 with `already_appended` and writes nothing.
     event_id: Option<uuid::Uuid>,
     /// The payload's schema version; default `"1"`.
+    #[schema(min_length = 1)]
     version: Option<String>,
 }
 
@@ -75,20 +78,17 @@ pub(crate) struct Appended {
     responses(
         (status = 201, description = "Appended", body = Appended),
         (status = 200, description = "A retry of an append that already succeeded (same event ids): nothing was written", body = Appended),
-        (status = 400, description = "Malformed JSON, a bad event or name", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Wrong expected revision: `expected_revision` and `actual_revision` say what was expected and what is", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the append limit, or too many events (`max_events`)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, a bad event or name"),
+        (status = 409, description = "Wrong expected revision: `expected_revision` and `actual_revision` say what was expected and what is"),
+        (status = 413, description = "Body over the append limit, or too many events (`max_events`)"),
+        (status = 415, description = "Not `application/json`"),
     ),
-    security(("bearer" = []))
 )]
 pub(crate) async fn append(
     State(state): State<AppState>,
-    caller: Caller,
     Path((aggregate_type, aggregate_id)): Path<(String, String)>,
     Json(body): Json<AppendBody>,
 ) -> Result<Response, Problem> {
-    caller.require(Role::Write, Some(&aggregate_type))?;
     let max = state.config.max_events_per_append;
     if body.events.len() > max {
         return Err(Problem::too_large(format!(
@@ -158,10 +158,12 @@ pub(crate) async fn append(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
-    /// The first revision of the page (default 1).
-    from_revision: Option<u64>,
+    /// The first revision of the page (default 1; 0 is the same as 1).
+    #[param(value_type = Option<Revision>, inline)]
+    from_revision: Option<Revision>,
     /// The last revision to read (default: the latest).
-    to_revision: Option<u64>,
+    #[param(value_type = Option<Revision>, inline)]
+    to_revision: Option<Revision>,
     /// Only events stored at or before this instant (RFC 3339).
     as_of: Option<DateTime<Utc>>,
     /// Events per page (default 1,000; at most the server's maximum page, 10,000 by default).
@@ -198,25 +200,22 @@ fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, Problem> {
     params(AggregatePath, HistoryQuery),
     responses(
         (status = 200, description = "A page of events; `next_from_revision` says where the next starts", body = HistoryPage),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The aggregate has no events", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A bad parameter"),
+        (status = 404, description = "The aggregate has no events"),
     ),
-    security(("bearer" = []))
 )]
 pub(crate) async fn history(
     State(state): State<AppState>,
-    caller: Caller,
     Path((aggregate_type, aggregate_id)): Path<(String, String)>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
-    caller.require(Role::Read, Some(&aggregate_type))?;
     let limit = limit(&state, q.limit)?;
-    let from = q.from_revision.unwrap_or(1).max(1);
+    let from = q.from_revision.map_or(1, |r| r.0).max(1);
     // One event more than the page says whether another page follows.
     let mut opts = ReadOptions::default()
         .from_revision(from)
         .page_size(limit + 1);
-    if let Some(to) = q.to_revision {
+    if let Some(Revision(to)) = q.to_revision {
         opts = opts.to_revision(to);
     }
     if let Some(t) = q.as_of {
@@ -263,7 +262,8 @@ pub(crate) struct CategoryQuery {
     /// the start. For one partition it is that partition's stream id; for the whole
     /// feed of a type with several partitions, one stream id per partition,
     /// comma-separated.
-    after: Option<String>,
+    #[param(value_type = Option<Positions>, inline)]
+    after: Option<Positions>,
     /// Events per page (default 1,000).
     limit: Option<usize>,
     /// Read only this category partition; default: every partition, merged by stream
@@ -291,24 +291,21 @@ pub(crate) struct CategoryPage {
     params(TypePath, CategoryQuery),
     responses(
         (status = 200, description = "A page of events; pass `next_after` as `after` for the next", body = CategoryPage),
-        (status = 400, description = "A bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A bad parameter"),
     ),
-    security(("bearer" = []))
 )]
 pub(crate) async fn category(
     State(state): State<AppState>,
-    caller: Caller,
     Path(aggregate_type): Path<String>,
     Query(q): Query<CategoryQuery>,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
-    caller.require(Role::Read, Some(&aggregate_type))?;
     let limit = limit(&state, q.limit)?.min(streamfold::MAX_CATEGORY_COUNT);
     let store = state.runtime.store();
     let (events, next_after) = match q.partition {
         Some(partition) => {
             let mut opts = CategoryReadOptions::new().partition(partition).count(limit);
             if let Some(after) = &q.after {
-                opts = opts.after(after.clone());
+                opts = opts.after(after.0.clone());
             }
             let events = store
                 .read_category(&aggregate_type, opts)
@@ -319,14 +316,18 @@ pub(crate) async fn category(
         }
         None => {
             let (events, next) = store
-                .read_category_merged(&aggregate_type, q.after.as_deref(), limit)
+                .read_category_merged(
+                    &aggregate_type,
+                    q.after.as_ref().map(|p| p.0.as_str()),
+                    limit,
+                )
                 .await
                 .map_err(streamfold::Error::from)?;
             let next = (!events.is_empty()).then_some(next);
             (events, next)
         }
     };
-    let next_after = next_after.or(q.after);
+    let next_after = next_after.or(q.after.map(|p| p.0));
     Ok(axum::Json(
         serde_json::to_value(CategoryPage { events, next_after }).expect("events serialize"),
     ))

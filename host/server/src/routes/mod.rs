@@ -1,6 +1,7 @@
 //! The routes, one file per resource, and the extractors that turn every bad request
 //! into a problem+json answer (axum's own rejections are plain text).
 
+mod declare;
 mod events;
 pub(crate) mod openapi;
 mod ops;
@@ -10,72 +11,94 @@ mod subscribe;
 
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::middleware;
 use serde::de::DeserializeOwned;
+use utoipa_axum::routes;
 
-use crate::AppState;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemType};
+use crate::{AppState, ServerConfig};
+pub(crate) use declare::Names;
+use declare::{Api, Route, Scope};
 
-pub(crate) fn router(state: AppState) -> Router {
-    let timeout = state.config.request_timeout;
-    let v1 = Router::new()
-        .route(
-            "/aggregates/{type}/{id}/events",
-            post(events::append)
-                .layer(DefaultBodyLimit::max(state.config.append_body_bytes))
-                .get(events::history),
+/// Every route of the API, declared once: its handler (whose `#[utoipa::path]` gives
+/// the method, path, parameters and success responses) and who may call it, with
+/// what body, and which problems it can answer. See `declare` for what a
+/// declaration does.
+pub(crate) fn api(config: &ServerConfig) -> Api {
+    use ProblemType::*;
+    let (append_body, plugin_body) = (config.append_body_bytes, config.plugin_body_bytes);
+    Api::new()
+        // Events
+        .add(
+            routes!(events::append),
+            Route::write(Scope::Path)
+                .json(append_body)
+                .answers(&[Conflict]),
         )
-        .route("/aggregates/{type}/{id}/state", get(state::state))
-        .route("/categories/{type}/events", get(events::category))
-        .route(
-            "/plugins",
-            post(plugins::upload)
-                .layer(DefaultBodyLimit::max(state.config.plugin_body_bytes))
-                .get(plugins::list),
+        .add(
+            routes!(events::history),
+            Route::read(Scope::Path).answers(&[NotFound]),
         )
-        .route(
-            "/plugins/verify",
-            post(plugins::verify).layer(DefaultBodyLimit::max(state.config.plugin_body_bytes)),
+        .add(routes!(events::category), Route::read(Scope::Path))
+        // State
+        .add(
+            routes!(state::state),
+            Route::read(Scope::Path).answers(&[NotFound, ReducerRejected, ReducerFailed, Busy]),
         )
-        .route("/plugins/{type}/active", put(plugins::activate))
-        .route("/plugins/{type}/history", get(plugins::history))
-        .route(
-            "/plugins/{type}/{digest_or_version}",
-            axum::routing::delete(plugins::remove),
-        )
-        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
-            bounded_in_time(req, next, timeout)
-        }))
         // Live subscriptions last as long as the client stays: no request timeout.
-        .route("/categories/{type}/subscribe", get(subscribe::category))
-        .route(
-            "/aggregates/{type}/{id}/subscribe",
-            get(subscribe::aggregate),
+        .add(
+            routes!(subscribe::category),
+            Route::read(Scope::Path).live().answers(&[Busy]),
         )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::authenticate,
-        ))
+        .add(
+            routes!(subscribe::aggregate),
+            Route::read(Scope::Path).live().answers(&[NotFound, Busy]),
+        )
+        // Plugins
+        .add(
+            routes!(plugins::upload),
+            Route::admin(Scope::Body).wasm(plugin_body).answers(&[
+                InvalidPlugin,
+                VerificationFailed,
+                Busy,
+            ]),
+        )
+        .add(routes!(plugins::list), Route::read(Scope::Query))
+        .add(
+            routes!(plugins::verify),
+            Route::read(Scope::Body)
+                .wasm(plugin_body)
+                .answers(&[InvalidPlugin, Busy]),
+        )
+        .add(
+            routes!(plugins::activate),
+            Route::admin(Scope::Path)
+                .json(append_body)
+                .answers(&[NotFound]),
+        )
+        .add(routes!(plugins::history), Route::read(Scope::Path))
+        .add(
+            routes!(plugins::remove),
+            Route::admin(Scope::Path).answers(&[NotFound, ActivePlugin]),
+        )
+        // Operations and the API's description: public, like liveness checks.
+        .add(routes!(openapi::serve), Route::public())
+        .add(routes!(ops::healthz), Route::public())
+        .add(
+            routes!(ops::readyz),
+            Route::public().answers(&[Unavailable]),
+        )
+        .add(routes!(crate::metrics::metrics), Route::public())
+}
+
+pub(crate) fn router(state: AppState, api: &Api) -> Router {
+    api.router(&state)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
-        ));
-    Router::new()
-        // The API's description is public, like the liveness checks.
-        .route("/v1/openapi.json", get(openapi::serve))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(crate::metrics::metrics))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
         ))
-        .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -106,9 +129,7 @@ pub(crate) fn router(state: AppState) -> Router {
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
     Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
+        ProblemType::MethodNotAllowed,
         format!("{} does not take {method}", uri.path()),
     )
 }
@@ -117,20 +138,85 @@ async fn not_found(uri: axum::http::Uri) -> Problem {
     Problem::not_found(format!("there is no route {}", uri.path()))
 }
 
-/// Ends a request that takes longer than the request timeout with 503.
-async fn bounded_in_time(req: Request, next: Next, timeout: std::time::Duration) -> Response {
-    match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "Request timed out",
-            format!("the request took longer than {timeout:?}"),
+/// A stream position as a client gives one back (`ms-seq`): its schema is exactly
+/// what the store accepts.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Position(pub String);
+
+impl utoipa::PartialSchema for Position {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            streamfold::names::POSITION_PATTERN,
+            "A stream position, `ms-seq` (or `ms`), as the server gave it",
         )
-        .retry_after(1)
-        .into_response(),
     }
 }
+
+impl utoipa::ToSchema for Position {}
+
+/// A whole category's position (one per partition, comma-separated) as a client
+/// gives one back.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Positions(pub String);
+
+impl utoipa::PartialSchema for Positions {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            streamfold::names::POSITIONS_PATTERN,
+            "A category position as the server gave it: one stream position per partition of the type, comma-separated, empty for a partition not read yet (for a type with one partition, that partition's position). A position with another number of parts than the type has partitions is refused (400).",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Positions {}
+
+fn string_schema(
+    pattern: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .into()
+}
+
+/// The largest revision a client may name: Redis keeps counters as signed 64-bit
+/// integers.
+pub(crate) const MAX_REVISION: u64 = i64::MAX as u64;
+
+/// A revision a client names (a query parameter): 0 to [`MAX_REVISION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Revision(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Revision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if n > MAX_REVISION {
+            return Err(serde::de::Error::custom(format!(
+                "revision {n} is over the largest, {MAX_REVISION}"
+            )));
+        }
+        Ok(Revision(n))
+    }
+}
+
+impl utoipa::PartialSchema for Revision {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(0))
+            .maximum(Some(i64::MAX))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Revision {}
 
 /// The path of an aggregate (for the OpenAPI document; handlers take `Path<(String, String)>`).
 #[derive(utoipa::IntoParams)]
@@ -163,9 +249,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
+                ProblemType::UnsupportedMediaType,
                 "the body must be JSON (Content-Type: application/json)",
             )),
             Err(JsonRejection::BytesRejection(e)) => Err(bytes_problem(e)),
@@ -174,28 +258,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
-/// A raw body (a `.wasm`), or a problem: 413 over the limit.
+/// A raw body (a `.wasm`: the route's declaration checks its media type), or a
+/// problem: 413 over the limit.
 pub(crate) struct Body(pub axum::body::Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let wasm = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.starts_with("application/wasm") || v.starts_with("application/octet-stream")
-            });
-        if !wasm {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                "the body must be a component (Content-Type: application/wasm)",
-            ));
-        }
         axum::body::Bytes::from_request(req, state)
             .await
             .map(Body)
@@ -204,7 +274,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 }
 
 fn bytes_problem(e: BytesRejection) -> Problem {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         Problem::too_large(format!(
             "the body is over this route's limit: {}",
             e.body_text()

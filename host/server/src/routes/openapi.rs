@@ -1,16 +1,19 @@
-//! `GET /v1/openapi.json`: the API's OpenAPI 3.1 document, generated from the
-//! handlers' `#[utoipa::path]` attributes and the types they take and answer with
-//! (the library's own types, through its `openapi` feature).
+//! `GET /v1/openapi.json`: the API's OpenAPI 3.1 document, generated from the route
+//! declarations (`super::api`): each handler's `#[utoipa::path]` attribute, the
+//! types it takes and answers with (the library's own, through its `openapi`
+//! feature), and what each declaration says of access, bodies and problems. The
+//! document describes this server: its limits and the names its store accepts.
 
-use std::sync::OnceLock;
-
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::Value;
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{events, ops, plugins, state, subscribe};
+use super::subscribe;
+use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,23 +21,6 @@ use super::{events, ops, plugins, state, subscribe};
         title = "Streamfold",
         description = "Event sourcing on Redis Streams with sandboxed WebAssembly reducers: append events, read histories and category feeds, replay state (also as of a revision or an instant, or through another reducer version), follow aggregates live, and ship reducers.\n\nEvery error is `application/problem+json` (RFC 9457) with a `type` of `urn:streamfold:problem:{slug}`.\n\nAuthentication: `Authorization: Bearer TOKEN` when the server has a tokens file. Roles: `read` (GET), `write` (appends and reads), `admin` (plugins and everything), each optionally limited to some aggregate types. Without a tokens file the server listens on loopback only and takes no token.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
-    ),
-    paths(
-        events::append,
-        events::history,
-        events::category,
-        state::state,
-        subscribe::category,
-        subscribe::aggregate,
-        plugins::upload,
-        plugins::list,
-        plugins::activate,
-        plugins::history,
-        plugins::remove,
-        plugins::verify,
-        ops::healthz,
-        ops::readyz,
-        crate::metrics::metrics,
     ),
     components(schemas(subscribe::StatePush, subscribe::CaughtUp)),
     modifiers(&Bearer),
@@ -68,21 +54,43 @@ impl Modify for Bearer {
     }
 }
 
-/// The document, with this build's version.
-pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+/// The document of a server with this configuration, over a store with this key
+/// layout.
+pub(crate) fn document(config: &crate::ServerConfig, layout: streamfold::Layout) -> Value {
+    let mut base = ApiDoc::openapi();
+    base.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    use streamfold::names;
+    let names = super::Names {
+        aggregate_type: serde_json::json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": names::MAX_TYPE_CHARS,
+            "pattern": names::aggregate_type_pattern(layout),
+        }),
+        aggregate_id: serde_json::json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": names::MAX_ID_CHARS,
+        }),
+        max_page: config.max_page,
+    };
+    let mut doc = super::api(config).document(base, &names);
+    doc["components"]["schemas"]["AppendRequest"]["properties"]["events"]["maxItems"] =
+        config.max_events_per_append.into();
     doc
 }
 
-pub(crate) async fn serve() -> Response {
-    static JSON: OnceLock<String> = OnceLock::new();
-    let body = JSON.get_or_init(|| {
-        document()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes")
-    });
-    let mut r = body.clone().into_response();
+/// `GET /v1/openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This API's OpenAPI 3.1 document",
+    responses((status = 200, description = "The document", body = serde_json::Value)),
+)]
+pub(crate) async fn serve(State(state): State<AppState>) -> Response {
+    let mut r = state.openapi.as_str().to_owned().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

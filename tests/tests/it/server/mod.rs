@@ -9,8 +9,10 @@
 //! - `ops`: liveness and readiness, bounded replays, graceful shutdown, routes.
 //! - `subscribe`: live subscriptions as Server-Sent Events.
 //! - `openapi`: the OpenAPI document against the routes and bodies.
+//! - `contract`: every route's declared access, body and constraints, enforced.
 
 mod auth;
+mod contract;
 mod events;
 mod openapi;
 mod ops;

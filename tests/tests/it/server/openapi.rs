@@ -28,6 +28,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/v1/openapi.json"),
 ];
 
 async fn document(h: &Harness) -> Value {
