@@ -78,8 +78,10 @@ pub fn aggregate_type_pattern(layout: Layout) -> String {
     format!("^[^{TYPE_FORBIDDEN_CLASS}{seed}]+$")
 }
 
-/// Checks an aggregate type for the given layout.
-pub(crate) fn validate_type(layout: Layout, aggregate_type: &str) -> Result<()> {
+/// Checks an aggregate type for the given layout: non-empty, at most
+/// [`MAX_TYPE_CHARS`] characters, none of them braces, whitespace or control
+/// characters (nor `:` in the seed layout). Every operation on a type checks it.
+pub fn validate_type(layout: Layout, aggregate_type: &str) -> Result<()> {
     if aggregate_type.is_empty() {
         return Err(Error::invalid("the aggregate type is empty"));
     }
@@ -109,7 +111,7 @@ pub(crate) fn validate_type(layout: Layout, aggregate_type: &str) -> Result<()> 
 /// Checks an aggregate id: any non-empty string of at most [`MAX_ID_CHARS`]
 /// characters. It is always the last part of a key, so it cannot make two keys
 /// collide.
-pub(crate) fn validate_id(aggregate_id: &str) -> Result<()> {
+pub fn validate_id(aggregate_id: &str) -> Result<()> {
     if aggregate_id.is_empty() {
         return Err(Error::invalid("the aggregate id is empty"));
     }

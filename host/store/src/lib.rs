@@ -148,7 +148,9 @@ pub use keys::AggregateKeys;
 /// The names and positions the store accepts, as limits and regular expressions
 /// (for API schemas that must say exactly what is accepted).
 pub mod names {
-    pub use crate::keys::{MAX_ID_CHARS, MAX_TYPE_CHARS, aggregate_type_pattern};
+    pub use crate::keys::{
+        MAX_ID_CHARS, MAX_TYPE_CHARS, aggregate_type_pattern, validate_id, validate_type,
+    };
     pub use crate::model::{POSITION_PATTERN, POSITIONS_PATTERN};
 }
 pub use live::{

@@ -69,12 +69,21 @@ impl<'de> Deserialize<'de> for ExpectedRevision {
         #[serde(untagged)]
         enum Repr {
             Number(u64),
+            // JSON Schema counts 5.0 as an integer, so a client may send one.
+            Float(f64),
             Text(String),
         }
         // Exactly what the schema says: one of the three words, or a revision no
         // larger than Redis' counters (the command line's text form is laxer).
         match Repr::deserialize(d)? {
             Repr::Number(n) if n <= i64::MAX as u64 => Ok(ExpectedRevision::Exact(n)),
+            Repr::Float(f) if f.fract() == 0.0 && (0.0..9.223_372_036_854_775e18).contains(&f) => {
+                Ok(ExpectedRevision::Exact(f as u64))
+            }
+            Repr::Float(f) => Err(serde::de::Error::custom(format!(
+                "expected revision {f} is not a revision number (a whole number from 0 to {})",
+                i64::MAX
+            ))),
             Repr::Number(n) => Err(serde::de::Error::custom(format!(
                 "expected revision {n} is over the largest revision, {}",
                 i64::MAX

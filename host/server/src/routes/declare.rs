@@ -406,19 +406,35 @@ async fn check(state: &AppState, route: &Route, req: Request, next: Next) -> Res
         if let Err(p) = caller.require(role, None) {
             return p.into_response();
         }
-        let aggregate_type = match route.scope {
-            Scope::Path => RawPathParams::from_request_parts(&mut parts, state)
-                .await
-                .ok()
-                .and_then(|params| {
-                    params
-                        .iter()
-                        .find(|(k, _)| *k == "type")
-                        .map(|(_, v)| v.to_owned())
-                }),
-            Scope::Query => query_type(&parts.uri),
-            Scope::Body | Scope::All => None,
+        let (aggregate_type, aggregate_id) = match route.scope {
+            Scope::Path => {
+                let params = RawPathParams::from_request_parts(&mut parts, state)
+                    .await
+                    .ok();
+                let param = |name: &str| {
+                    params.as_ref().and_then(|ps| {
+                        ps.iter()
+                            .find(|(k, _)| *k == name)
+                            .map(|(_, v)| v.to_owned())
+                    })
+                };
+                (param("type"), param("id"))
+            }
+            Scope::Query => (query_type(&parts.uri), None),
+            Scope::Body | Scope::All => (None, None),
         };
+        // Names first: the schema's rules, the same for every route.
+        let layout = state.runtime.store().config().layout;
+        if let Some(t) = &aggregate_type
+            && let Err(e) = streamfold::names::validate_type(layout, t)
+        {
+            return Problem::invalid(e.to_string()).into_response();
+        }
+        if let Some(id) = &aggregate_id
+            && let Err(e) = streamfold::names::validate_id(id)
+        {
+            return Problem::invalid(e.to_string()).into_response();
+        }
         if let Some(t) = aggregate_type
             && let Err(p) = caller.require(role, Some(&t))
         {

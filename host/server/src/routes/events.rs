@@ -303,6 +303,7 @@ pub(crate) async fn category(
     let store = state.runtime.store();
     let (events, next_after) = match q.partition {
         Some(partition) => {
+            super::partition_exists(store, &aggregate_type, partition)?;
             let mut opts = CategoryReadOptions::new().partition(partition).count(limit);
             if let Some(after) = &q.after {
                 opts = opts.after(after.0.clone());

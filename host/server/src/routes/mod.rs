@@ -41,7 +41,10 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
             routes!(events::history),
             Route::read(Scope::Path).answers(&[NotFound]),
         )
-        .add(routes!(events::category), Route::read(Scope::Path))
+        .add(
+            routes!(events::category),
+            Route::read(Scope::Path).answers(&[NotFound]),
+        )
         // State
         .add(
             routes!(state::state),
@@ -50,7 +53,7 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
         // Live subscriptions last as long as the client stays: no request timeout.
         .add(
             routes!(subscribe::category),
-            Route::read(Scope::Path).live().answers(&[Busy]),
+            Route::read(Scope::Path).live().answers(&[NotFound, Busy]),
         )
         .add(
             routes!(subscribe::aggregate),
@@ -310,6 +313,21 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             .map(|axum::extract::Path(v)| Path(v))
             .map_err(|e| Problem::invalid(e.body_text()))
     }
+}
+
+/// 404 unless `aggregate_type` has a category partition `partition`.
+pub(crate) fn partition_exists(
+    store: &streamfold::EventStore,
+    aggregate_type: &str,
+    partition: u32,
+) -> Result<(), Problem> {
+    let partitions = store.config().partitions_of(aggregate_type);
+    if partition >= partitions {
+        return Err(Problem::not_found(format!(
+            "type {aggregate_type:?} has no partition {partition} (it has {partitions})"
+        )));
+    }
+    Ok(())
 }
 
 /// A replay slot: at once if one is free, else the first to free up within

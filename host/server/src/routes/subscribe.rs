@@ -265,6 +265,7 @@ pub(crate) async fn category(
     let opts = resume(&headers, q.after.map(|p| p.0));
     let store = state.runtime.store();
     if let Some(partition) = q.partition {
+        super::partition_exists(store, &aggregate_type, partition)?;
         let sub = store
             .subscribe_category(&aggregate_type, partition, opts)
             .await
