@@ -279,7 +279,7 @@ fn amend(op: &mut Value, route: &Route, names: &Names) {
     let params = op["parameters"].as_array().cloned().unwrap_or_default();
     let has_params = !params.is_empty();
     // Names: the types and ids the store accepts, and no other.
-    if let Some(list) = op["parameters"].as_array_mut() {
+    if let Some(list) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         for p in list {
             let name = p["name"].as_str().unwrap_or_default().to_owned();
             match (name.as_str(), p["in"].as_str()) {
@@ -300,7 +300,7 @@ fn amend(op: &mut Value, route: &Route, names: &Names) {
         op["security"] = json!([{}]);
     }
     op["x-streamfold-access"] = json!({
-        "role": route.role.map(|r| r.to_string()),
+        "role": route.role.map_or("public".to_owned(), |r| r.to_string()),
         "scope": match route.scope {
             Scope::Path => "path",
             Scope::Query => "query",
@@ -563,7 +563,7 @@ mod tests {
         for (method, path, op) in ops {
             let access = &op["x-streamfold-access"];
             assert!(access.is_object(), "{method} {path} declares its access");
-            let protected = !access["role"].is_null();
+            let protected = access["role"] != "public";
             let responses = op["responses"].as_object().unwrap();
             if protected {
                 assert_eq!(
@@ -617,6 +617,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// OpenAPI has no member whose value may be `null` where operations live.
+    fn assert_no_nulls(v: &Value, at: &str) {
+        match v {
+            Value::Null => panic!("{at} is null"),
+            Value::Object(map) => map
+                .iter()
+                .for_each(|(k, x)| assert_no_nulls(x, &format!("{at}/{k}"))),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| assert_no_nulls(x, &format!("{at}/{i}"))),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_paths_hold_no_nulls() {
+        assert_no_nulls(&crate::openapi()["paths"], "paths");
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn request(h: &Harness, method: &str, path: &str, op: &Value) -> reqwest::Reques
 
 fn role_of(op: &Value) -> Option<Role> {
     match op["x-streamfold-access"]["role"].as_str() {
-        None => None,
+        Some("public") => None,
         Some("read") => Some(Role::Read),
         Some("write") => Some(Role::Write),
         Some("admin") => Some(Role::Admin),
