@@ -53,6 +53,8 @@ impl Default for ReplayOptions {
 
 impl ReplayOptions {
     /// The state just after the event with this revision (time travel by revision).
+    /// With [`as_of`](Self::as_of) too, the state when the first of the two was
+    /// reached.
     pub fn at_revision(mut self, revision: u64) -> Self {
         self.at_revision = Some(revision);
         self
@@ -157,7 +159,11 @@ pub(super) async fn replay(
             },
         ));
     }
-    if let Some(r) = options.at_revision.filter(|r| folded.revision < *r) {
+    // A revision not reached is missing, unless an instant came first.
+    if let Some(r) = options
+        .at_revision
+        .filter(|r| folded.revision < *r && options.as_of.is_none())
+    {
         return Err(Error::not_found(format!(
             "revision {r} of {aggregate_type}/{aggregate_id} (its last revision is {})",
             folded.revision

@@ -36,6 +36,10 @@ pub enum ProblemType {
     Conflict,
     /// 409: removing the active version of a type.
     ActivePlugin,
+    /// 409: a component that folds another type than the one the request names.
+    WrongType,
+    /// 409: a category position made for another partition count.
+    PositionMismatch,
     /// 413: a body over its limit, or too many events in one append.
     TooLarge,
     /// 415: a body of the wrong content type.
@@ -58,7 +62,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, in the order the docs list them.
-    pub const ALL: [ProblemType; 17] = [
+    pub const ALL: [ProblemType; 19] = [
         ProblemType::InvalidInput,
         ProblemType::InvalidPlugin,
         ProblemType::Unauthorized,
@@ -67,6 +71,8 @@ impl ProblemType {
         ProblemType::MethodNotAllowed,
         ProblemType::Conflict,
         ProblemType::ActivePlugin,
+        ProblemType::WrongType,
+        ProblemType::PositionMismatch,
         ProblemType::TooLarge,
         ProblemType::UnsupportedMediaType,
         ProblemType::ReducerRejected,
@@ -161,6 +167,18 @@ impl ProblemType {
                 "The active version cannot be removed",
                 StatusCode::CONFLICT,
                 "removing the active version of a type: activate another first",
+            ),
+            WrongType => (
+                "wrong-type",
+                "The component folds another aggregate type",
+                StatusCode::CONFLICT,
+                "the component's `info` names another aggregate type than the request does",
+            ),
+            PositionMismatch => (
+                "position-mismatch",
+                "The position does not fit the type's partitions",
+                StatusCode::CONFLICT,
+                "a category position with another number of parts than the type has partitions (made for another partition count)",
             ),
             TooLarge => (
                 "too-large",

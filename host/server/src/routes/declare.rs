@@ -282,9 +282,18 @@ fn amend(op: &mut Value, route: &Route, names: &Names) {
     if let Some(list) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         for p in list {
             let name = p["name"].as_str().unwrap_or_default().to_owned();
-            match (name.as_str(), p["in"].as_str()) {
-                ("type", _) => p["schema"] = names.aggregate_type.clone(),
-                ("id", Some("path")) => p["schema"] = names.aggregate_id.clone(),
+            let place = p["in"].as_str().unwrap_or_default().to_owned();
+            match (name.as_str(), Some(place.as_str())) {
+                ("type", place) => {
+                    p["schema"] = names.aggregate_type.clone();
+                    if place == Some("path") {
+                        p["example"] = json!("user");
+                    }
+                }
+                ("id", Some("path")) => {
+                    p["schema"] = names.aggregate_id.clone();
+                    p["example"] = json!("1");
+                }
                 ("limit", Some("query")) => {
                     p["schema"] =
                         json!({"type": "integer", "minimum": 1, "maximum": names.max_page});
@@ -420,8 +429,8 @@ async fn check(state: &AppState, route: &Route, req: Request, next: Next) -> Res
                 };
                 (param("type"), param("id"))
             }
-            Scope::Query => (query_type(&parts.uri), None),
-            Scope::Body | Scope::All => (None, None),
+            // A `type` in the query is checked as a name on every route.
+            Scope::Query | Scope::Body | Scope::All => (query_type(&parts.uri), None),
         };
         // Names first: the schema's rules, the same for every route.
         let layout = state.runtime.store().config().layout;
@@ -435,7 +444,8 @@ async fn check(state: &AppState, route: &Route, req: Request, next: Next) -> Res
         {
             return Problem::invalid(e.to_string()).into_response();
         }
-        if let Some(t) = aggregate_type
+        if let Some(t) =
+            aggregate_type.filter(|_| matches!(route.scope, Scope::Path | Scope::Query))
             && let Err(p) = caller.require(role, Some(&t))
         {
             return p.into_response();

@@ -258,8 +258,8 @@ pub(crate) async fn history(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CategoryQuery {
-    /// Read after this position (`next_after` of the previous page); default: from
-    /// the start. For one partition it is that partition's stream id; for the whole
+    /// Read after this position (`next_after` of the previous page); default (or
+    /// empty): from the start. For one partition it is that partition's stream id; for the whole
     /// feed of a type with several partitions, one stream id per partition,
     /// comma-separated.
     #[param(value_type = Option<Positions>, inline)]
@@ -301,12 +301,13 @@ pub(crate) async fn category(
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
     let limit = limit(&state, q.limit)?.min(streamfold::MAX_CATEGORY_COUNT);
     let store = state.runtime.store();
+    let after = super::category_after(store, &aggregate_type, q.after, q.partition)?;
     let (events, next_after) = match q.partition {
         Some(partition) => {
             super::partition_exists(store, &aggregate_type, partition)?;
             let mut opts = CategoryReadOptions::new().partition(partition).count(limit);
-            if let Some(after) = &q.after {
-                opts = opts.after(after.0.clone());
+            if let Some(after) = &after {
+                opts = opts.after(after.clone());
             }
             let events = store
                 .read_category(&aggregate_type, opts)
@@ -317,18 +318,14 @@ pub(crate) async fn category(
         }
         None => {
             let (events, next) = store
-                .read_category_merged(
-                    &aggregate_type,
-                    q.after.as_ref().map(|p| p.0.as_str()),
-                    limit,
-                )
+                .read_category_merged(&aggregate_type, after.as_deref(), limit)
                 .await
                 .map_err(streamfold::Error::from)?;
             let next = (!events.is_empty()).then_some(next);
             (events, next)
         }
     };
-    let next_after = next_after.or(q.after.map(|p| p.0));
+    let next_after = next_after.or(after);
     Ok(axum::Json(
         serde_json::to_value(CategoryPage { events, next_after }).expect("events serialize"),
     ))

@@ -43,7 +43,7 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
         )
         .add(
             routes!(events::category),
-            Route::read(Scope::Path).answers(&[NotFound]),
+            Route::read(Scope::Path).answers(&[NotFound, PositionMismatch]),
         )
         // State
         .add(
@@ -73,7 +73,7 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
             routes!(plugins::verify),
             Route::read(Scope::Body)
                 .wasm(plugin_body)
-                .answers(&[InvalidPlugin, Busy]),
+                .answers(&[InvalidPlugin, WrongType, Busy]),
         )
         .add(
             routes!(plugins::activate),
@@ -328,6 +328,36 @@ pub(crate) fn partition_exists(
         )));
     }
     Ok(())
+}
+
+/// A category position as given (`None` for an empty one: from the start): one part
+/// for one `partition`, else one per partition of the type; 409 with another number
+/// of parts (a position made for another partition count).
+pub(crate) fn category_after(
+    store: &streamfold::EventStore,
+    aggregate_type: &str,
+    after: Option<Positions>,
+    partition: Option<u32>,
+) -> Result<Option<String>, Problem> {
+    let Some(Positions(after)) = after.filter(|p| !p.0.is_empty()) else {
+        return Ok(None);
+    };
+    let partitions = match partition {
+        Some(_) => 1,
+        None => store.config().partitions_of(aggregate_type) as usize,
+    };
+    let parts = after.split(',').count();
+    if parts != partitions {
+        let of = match partition {
+            Some(p) => format!("partition {p} of type {aggregate_type:?} has one position"),
+            None => format!("type {aggregate_type:?} has {partitions} partition(s)"),
+        };
+        return Err(Problem::new(
+            ProblemType::PositionMismatch,
+            format!("the category position {after:?} has {parts} part(s), but {of}"),
+        ));
+    }
+    Ok(Some(after))
 }
 
 /// A replay slot: at once if one is free, else the first to free up within

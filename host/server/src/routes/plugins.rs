@@ -56,6 +56,7 @@ pub(crate) struct UploadQuery {
     activate: Option<bool>,
     /// Replay existing aggregates through it first and compare with the active
     /// reducer: `none` (default), `sample:N` or `all`.
+    #[param(pattern = "^(none|all|sample:[0-9]{1,18})$")]
     verify: Option<String>,
     /// Register even when the verify finds differences or failures.
     force: Option<bool>,
@@ -182,15 +183,67 @@ pub(crate) async fn list(
     Ok(axum::Json(plugins))
 }
 
-/// Which registered version to activate: exactly one of the two.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = ActivateRequest)]
-pub(crate) struct ActivateBody {
+/// Which registered version to activate: `{"digest": …}` or `{"version": …}`.
+#[derive(Debug)]
+pub(crate) enum ActivateBody {
     /// Its digest (`sha256:HEX` or `HEX`).
-    digest: Option<String>,
+    Digest(String),
     /// Its version.
-    version: Option<String>,
+    Version(String),
+}
+
+impl<'de> Deserialize<'de> for ActivateBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut fields = map.into_iter();
+        match (fields.next(), fields.next()) {
+            (Some((key, serde_json::Value::String(v))), None) if !v.is_empty() => {
+                match key.as_str() {
+                    "digest" => Ok(ActivateBody::Digest(v)),
+                    "version" => Ok(ActivateBody::Version(v)),
+                    other => Err(D::Error::custom(format!(
+                        "unknown field {other:?}: give digest or version"
+                    ))),
+                }
+            }
+            _ => Err(D::Error::custom(
+                "give exactly one of digest and version, as a non-empty string",
+            )),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for ActivateBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let one = |name: &str, description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    name,
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .description(Some(description)),
+                )
+                .required(name)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "Which registered version to activate: exactly one of its digest and its version.",
+            ))
+            .item(one("digest", "Its digest (`sha256:HEX` or `HEX`)"))
+            .item(one("version", "Its version"))
+            .into()
+    }
+}
+
+impl ToSchema for ActivateBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ActivateRequest".into()
+    }
 }
 
 /// `PUT /v1/plugins/{type}/active` with `{"digest"}` or `{"version"}`: also the rollback.
@@ -204,7 +257,6 @@ pub(crate) struct ActivateBody {
     request_body = ActivateBody,
     responses(
         (status = 200, description = "Now active: the next request is served by it", body = RegisteredPlugin),
-        (status = 400, description = "Neither or both of digest and version"),
         (status = 404, description = "No such version of this type"),
     ),
 )]
@@ -213,10 +265,9 @@ pub(crate) async fn activate(
     Path(aggregate_type): Path<String>,
     Json(body): Json<ActivateBody>,
 ) -> Result<axum::Json<RegisteredPlugin>, Problem> {
-    let wanted = match (body.digest, body.version) {
-        (Some(d), None) => d.trim_start_matches("sha256:").to_owned(),
-        (None, Some(v)) => v,
-        _ => return Err(Problem::invalid("give exactly one of digest and version")),
+    let wanted = match body {
+        ActivateBody::Digest(d) => d.trim_start_matches("sha256:").to_owned(),
+        ActivateBody::Version(v) => v,
     };
     Ok(axum::Json(
         state.runtime.activate(&aggregate_type, &wanted).await?,
@@ -251,7 +302,7 @@ pub(crate) async fn history(
     summary = "Remove a registered version (never the active one)",
     params(
         ("type" = String, Path, description = "The aggregate type"),
-        ("digest_or_version" = String, Path, description = "A digest (`sha256:HEX` or `HEX`) or a version"),
+        ("digest_or_version" = String, Path, description = "A digest (`sha256:HEX` or `HEX`) or a version", example = "0.1.0"),
     ),
     responses(
         (status = 200, description = "Removed", body = RegisteredPlugin),
@@ -287,10 +338,12 @@ pub(crate) async fn remove(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct VerifyQuery {
-    /// The type the component must fold (checked against its `info`).
+    /// The type the component must fold (checked against its `info`: 409
+    /// `wrong-type` when it folds another).
     #[serde(rename = "type")]
     aggregate_type: Option<String>,
     /// How many aggregates to compare: a number, or `all`.
+    #[param(pattern = "^([0-9]{1,18}|all)$")]
     sample: Option<String>,
 }
 
@@ -320,10 +373,13 @@ pub(crate) async fn verify(
     let declared = &plugin.info().aggregate_type;
     caller.require(Role::Read, Some(declared))?;
     if let Some(t) = q.aggregate_type.as_ref().filter(|t| *t != declared) {
-        return Err(Problem::invalid(format!(
-            "{} folds {declared:?} aggregates, not {t:?}",
-            plugin.info().label()
-        )));
+        return Err(Problem::new(
+            ProblemType::WrongType,
+            format!(
+                "{} folds {declared:?} aggregates, not {t:?}",
+                plugin.info().label()
+            ),
+        ));
     }
     let options = match q.sample.as_deref() {
         None => VerifyOptions::default(),

@@ -23,11 +23,12 @@ use crate::problem::Problem;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct StateQuery {
-    /// The state as of this revision (time travel). Not with `as_of` (400).
+    /// The state as of this revision (time travel). With `as_of` too, the state
+    /// when the first of the two was reached.
     #[param(value_type = Option<Revision>, inline)]
     at_revision: Option<Revision>,
-    /// The state as of this instant, RFC 3339 (time travel). Not with `at_revision`
-    /// (400).
+    /// The state as of this instant, RFC 3339 (time travel), by the time Redis
+    /// stored each event. With `at_revision` too, the first of the two.
     as_of: Option<DateTime<Utc>>,
     /// Start from the latest usable snapshot (default true); false replays every event.
     snapshot: Option<bool>,
@@ -86,9 +87,6 @@ pub(crate) async fn state(
     Query(q): Query<StateQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    if q.at_revision.is_some() && q.as_of.is_some() {
-        return Err(Problem::invalid("give at_revision or as_of, not both"));
-    }
     let rt = &state.runtime;
     let mut options = ReplayOptions::default().use_snapshots(q.snapshot.unwrap_or(true));
     if let Some(wanted) = &q.reducer {

@@ -81,7 +81,7 @@ fn role_of(op: &Value) -> Option<Role> {
         Some("read") => Some(Role::Read),
         Some("write") => Some(Role::Write),
         Some("admin") => Some(Role::Admin),
-        Some(other) => panic!("role {other}"),
+        other => panic!("{op:?}: role {other:?}"),
     }
 }
 
@@ -391,6 +391,24 @@ async fn the_document_declares_the_constraints_the_server_enforces() {
             .await;
         problem(r, StatusCode::BAD_REQUEST, "invalid-input").await;
     }
+    // A position that fits the pattern but not the type's partitions: 409; an empty
+    // one reads from the start.
+    for query in [
+        "after=1-0,2-0",
+        "after=,,&partition=0",
+        "after=1-0,&partition=0",
+    ] {
+        let r = h.get(&format!("/v1/categories/user/events?{query}")).await;
+        problem(r, StatusCode::CONFLICT, "position-mismatch").await;
+    }
+    let page = json_body(
+        h.get("/v1/categories/user/events?after=").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "{page}");
+    let r = h.get("/v1/categories/user/events?partition=1").await;
+    problem(r, StatusCode::NOT_FOUND, "not-found").await;
 }
 
 #[tokio::test]

@@ -211,7 +211,7 @@ async fn verify_reports_the_differences_and_registers_nothing() {
         plugins::read(plugins::USER_V2),
     )
     .await;
-    problem(r, StatusCode::BAD_REQUEST, "invalid-input").await;
+    problem(r, StatusCode::CONFLICT, "wrong-type").await;
     assert_eq!(listed(&h).await, [("0.1.0".to_owned(), true)]);
 }
 

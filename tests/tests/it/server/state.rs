@@ -120,10 +120,29 @@ async fn at_revision_replays_the_state_as_it_was_then() {
 
     let r = h.get(&format!("{STATE}?at_revision=9")).await;
     problem(r, StatusCode::NOT_FOUND, "not-found").await;
+    // Both: the state when the first of the two was reached.
     let r = h
         .get(&format!("{STATE}?at_revision=1&as_of=2030-01-01T00:00:00Z"))
         .await;
-    problem(r, StatusCode::BAD_REQUEST, "invalid-input").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "streamfold-revision"),
+        "1",
+        "the revision came first"
+    );
+    let r = h
+        .get(&format!("{STATE}?at_revision=9&as_of=2030-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "streamfold-revision"),
+        "2",
+        "the instant came first"
+    );
+    let r = h
+        .get(&format!("{STATE}?at_revision=1&as_of=2000-01-01T00:00:00Z"))
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "not-found").await;
 }
 
 #[tokio::test]
