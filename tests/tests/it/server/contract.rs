@@ -412,7 +412,7 @@ async fn the_document_declares_the_constraints_the_server_enforces() {
 }
 
 #[tokio::test]
-async fn readyz_answers_from_the_background_check_and_says_since_when() {
+async fn readyz_follows_redis_frozen_answering_from_the_background_check() {
     let mut h = Harness::start().await;
     let ready = json_body(h.get("/readyz").await, StatusCode::OK).await;
     assert_eq!(ready["redis"]["up"], true, "{ready}");
