@@ -9,13 +9,19 @@
 //! - [`Server::bind`] checks the configuration and binds; [`Server::run`] serves
 //!   until the shutdown future completes, then lets requests in flight finish
 //!   within [`ServerConfig::shutdown_timeout`].
+//! - `routes/mod.rs` declares every route once (`api()`): its handler, the role it
+//!   needs and the type that role is checked against, its body and its problems;
+//!   `routes/declare.rs` turns each declaration into a guard that runs before the
+//!   handler reads anything, and into the route's OpenAPI entry.
 //! - `routes/`: one file per resource — `events` (appends, histories, the category
 //!   feed), `state` (replays, with ETags), `subscribe` (live subscriptions as
 //!   Server-Sent Events, resumable with `Last-Event-ID`, with `state=true` pushing
 //!   the reducer's state), `plugins` (the registry), `ops`
-//!   (`/healthz`, `/readyz`); `metrics` serves `/metrics` (Prometheus text).
-//! - [`auth`]: tokens (hashes only), roles and the middleware.
-//! - [`problem`]: every error, with its status and the fields a caller acts on.
+//!   (`/healthz`, `/readyz`, which reports what the background check in `health` last found); `metrics`
+//!   serves `/metrics` (Prometheus text).
+//! - [`auth`]: tokens (hashes only) and roles.
+//! - [`problem`]: every error: its [`ProblemType`] (slug, title, status) and the
+//!   fields a caller acts on.
 //!
 //! The server always follows activations (hot reload): a newly activated reducer
 //! serves the next request. Replays run on the runtime's blocking pool, never on the

@@ -202,7 +202,7 @@ impl Api {
                 }
                 BodyKind::None => {}
             }
-            if !route.live {
+            if !route.live && route.role.is_some() {
                 mr = mr.route_layer(middleware::from_fn(move |req: Request, next: Next| {
                     bounded_in_time(req, next, timeout)
                 }));

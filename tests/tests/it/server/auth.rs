@@ -10,37 +10,42 @@ use streamfold_tests::plugins;
 
 use super::{Harness, client, header, json_body, problem, runtime_config, user_created};
 
-/// Tokens of each kind, and a server that accepts them (through a tokens file).
-struct Secured {
-    h: Harness,
-    read: String,
-    write: String,
-    admin: String,
-    cart_writer: String,
+/// Tokens of each kind, and a server that accepts them (through a tokens file), with
+/// the `user` and `cart` reducers and `user/1`.
+pub(super) struct Secured {
+    pub(super) h: Harness,
+    pub(super) read: String,
+    pub(super) write: String,
+    pub(super) admin: String,
+    /// `write`, limited to `cart`.
+    pub(super) cart_writer: String,
+    /// `admin`, limited to `cart`.
+    pub(super) cart_admin: String,
 }
 
-async fn secured() -> Secured {
+pub(super) async fn secured() -> Secured {
     let (read, read_line) = new_token(Role::Read, &[]).unwrap();
     let (write, write_line) = new_token(Role::Write, &[]).unwrap();
     let (admin, admin_line) = new_token(Role::Admin, &[]).unwrap();
     let (cart_writer, cart_line) = new_token(Role::Write, &["cart".to_owned()]).unwrap();
+    let (cart_admin, cart_admin_line) = new_token(Role::Admin, &["cart".to_owned()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
     std::fs::write(
         &file,
-        format!("# the test's tokens\n{read_line}\n{write_line}\n{admin_line}\n{cart_line}\n"),
+        format!("# the test's tokens\n{read_line}\n{write_line}\n{admin_line}\n{cart_line}\n{cart_admin_line}\n"),
     )
     .unwrap();
     let tokens = Tokens::load(&file).expect("the tokens file parses");
-    assert_eq!(tokens.len(), 4);
+    assert_eq!(tokens.len(), 5);
     assert_eq!(
         Tokens::parse(&std::fs::read_to_string(&file).unwrap())
             .unwrap()
             .len(),
-        4
+        5
     );
     let text = std::fs::read_to_string(&file).unwrap();
-    for token in [&read, &write, &admin, &cart_writer] {
+    for token in [&read, &write, &admin, &cart_writer, &cart_admin] {
         assert!(!text.contains(token.as_str()), "the file holds hashes only");
     }
     let h = Harness::start_with(runtime_config(), |c| c.tokens(Some(tokens))).await;
@@ -65,6 +70,7 @@ async fn secured() -> Secured {
         write,
         admin,
         cart_writer,
+        cart_admin,
     }
 }
 

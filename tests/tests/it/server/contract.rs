@@ -6,35 +6,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use streamfold_server::{Role, Tokens, new_token};
+use streamfold_server::Role;
 use streamfold_tests::plugins;
 
+use super::auth::secured;
 use super::{Harness, PATIENCE, json_body, problem, runtime_config, user_created};
-
-/// A server with tokens: admin, read, and write limited to `cart`.
-struct Tokened {
-    h: Harness,
-    admin: String,
-    read: String,
-    write: String,
-    cart_admin: String,
-}
-
-async fn tokened() -> Tokened {
-    let (admin, a) = new_token(Role::Admin, &[]).unwrap();
-    let (read, r) = new_token(Role::Read, &[]).unwrap();
-    let (write, w) = new_token(Role::Write, &[]).unwrap();
-    let (cart_admin, c) = new_token(Role::Admin, &["cart".to_owned()]).unwrap();
-    let tokens = Tokens::parse(&format!("{a}\n{r}\n{w}\n{c}\n")).unwrap();
-    let h = Harness::start_with(runtime_config(), |c| c.tokens(Some(tokens))).await;
-    Tokened {
-        h,
-        admin,
-        read,
-        write,
-        cart_admin,
-    }
-}
 
 /// The document's operations: (method, path, operation).
 fn operations(doc: &Value) -> Vec<(String, String, Value)> {
@@ -87,7 +63,7 @@ fn role_of(op: &Value) -> Option<Role> {
 
 #[tokio::test]
 async fn every_protected_route_checks_the_token_the_role_and_the_type_first() {
-    let t = tokened().await;
+    let t = secured().await;
     let doc = json_body(t.h.get("/v1/openapi.json").await, StatusCode::OK).await;
     let mut protected = 0;
     for (method, path, op) in operations(&doc) {
@@ -165,100 +141,106 @@ fn endless_body() -> reqwest::Body {
     reqwest::Body::wrap_stream(futures::StreamExt::chain(first, futures::stream::pending()))
 }
 
+/// What an upload sends: a token, a media type and a body.
+enum Upload<'a> {
+    /// A component of this many bytes that never arrives, as `application/wasm`.
+    Endless(u64),
+    /// A built component, with this media type (none: no `Content-Type`).
+    Component(&'static str, Option<&'a str>),
+}
+
+/// `POST path` with `token` (if any) and `upload`; the answer.
+async fn post(
+    h: &Harness,
+    path: &str,
+    token: Option<&str>,
+    upload: Upload<'_>,
+) -> reqwest::Response {
+    let mut r = h.http.post(h.url(path));
+    if let Some(token) = token {
+        r = r.bearer_auth(token);
+    }
+    r = match upload {
+        Upload::Endless(size) => r
+            .header("content-type", "application/wasm")
+            .header("content-length", size.to_string())
+            .body(endless_body()),
+        Upload::Component(component, media_type) => {
+            if let Some(m) = media_type {
+                r = r.header("content-type", m);
+            }
+            r.body(plugins::read(component))
+        }
+    };
+    r.send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: no answer (was the body waited for?): {e}"))
+}
+
 #[tokio::test]
 async fn a_forbidden_upload_is_refused_before_its_body_is_read() {
-    let t = tokened().await;
+    let t = secured().await;
+    let (h, endless) = (&t.h, Upload::Endless(60 << 20));
     // Uploads need `admin`: a write or read token is refused at once.
     for token in [&t.write, &t.read] {
-        let r =
-            t.h.http
-                .post(t.h.url("/v1/plugins"))
-                .bearer_auth(token)
-                .header("content-type", "application/wasm")
-                .header("content-length", (60u64 << 20).to_string())
-                .body(endless_body())
-                .send()
-                .await
-                .expect("answered without the body");
+        let r = post(h, "/v1/plugins", Some(token), Upload::Endless(60 << 20)).await;
         problem(r, StatusCode::FORBIDDEN, "forbidden").await;
     }
     // Verifies need a token: none is refused at once too.
-    let r =
-        t.h.http
-            .post(t.h.url("/v1/plugins/verify"))
-            .header("content-type", "application/wasm")
-            .header("content-length", (60u64 << 20).to_string())
-            .body(endless_body())
-            .send()
-            .await
-            .expect("answered without the body");
+    let r = post(h, "/v1/plugins/verify", None, endless).await;
     problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     // Without a Content-Type, a write token is still forbidden (not 415).
-    let r =
-        t.h.http
-            .post(t.h.url("/v1/plugins"))
-            .bearer_auth(&t.write)
-            .body(plugins::read(plugins::USER))
-            .send()
-            .await
-            .unwrap();
+    let r = post(
+        h,
+        "/v1/plugins",
+        Some(&t.write),
+        Upload::Component(plugins::USER, None),
+    )
+    .await;
     problem(r, StatusCode::FORBIDDEN, "forbidden").await;
     // An admin whose upload says it is larger than the limit: 413 before reading it.
-    let r =
-        t.h.http
-            .post(t.h.url("/v1/plugins"))
-            .bearer_auth(&t.admin)
-            .header("content-type", "application/wasm")
-            .header("content-length", (65u64 << 20).to_string())
-            .body(endless_body())
-            .send()
-            .await
-            .unwrap();
+    let r = post(h, "/v1/plugins", Some(&t.admin), Upload::Endless(65 << 20)).await;
     problem(r, StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
 }
 
 #[tokio::test]
 async fn uploads_are_sent_as_the_document_describes_them() {
-    let t = tokened().await;
-    let doc = json_body(t.h.get("/v1/openapi.json").await, StatusCode::OK).await;
+    let t = secured().await;
+    let h = &t.h;
+    let doc = json_body(h.get("/v1/openapi.json").await, StatusCode::OK).await;
     let body = &doc["paths"]["/v1/plugins"]["post"]["requestBody"];
     let (media_type, content) = body["content"]
         .as_object()
         .and_then(|c| c.iter().next())
         .expect("the upload's media type");
     assert_eq!(content["schema"]["format"], "binary", "{body}");
-    let r =
-        t.h.http
-            .post(t.h.url("/v1/plugins"))
-            .bearer_auth(&t.admin)
-            .header("content-type", media_type)
-            .body(plugins::read(plugins::USER))
-            .send()
-            .await
-            .unwrap();
+    let as_documented = |component| Upload::Component(component, Some(media_type.as_str()));
+    let r = post(
+        h,
+        "/v1/plugins",
+        Some(&t.admin),
+        as_documented(plugins::USER),
+    )
+    .await;
     let uploaded = json_body(r, StatusCode::CREATED).await;
     assert_eq!(uploaded["plugin"]["aggregate_type"], "user", "{uploaded}");
-    let r =
-        t.h.http
-            .post(t.h.url("/v1/plugins/verify?sample=all"))
-            .bearer_auth(&t.read)
-            .header("content-type", media_type)
-            .body(plugins::read(plugins::USER_V2))
-            .send()
-            .await
-            .unwrap();
+    let r = post(
+        h,
+        "/v1/plugins/verify?sample=all",
+        Some(&t.read),
+        as_documented(plugins::USER_V2),
+    )
+    .await;
     let report = json_body(r, StatusCode::OK).await;
     assert!(report["checked"].is_u64(), "{report}");
     // A component for a type the token is not for: 403 once its `info` is read.
-    let r =
-        t.h.http
-            .post(t.h.url("/v1/plugins"))
-            .bearer_auth(&t.cart_admin)
-            .header("content-type", media_type)
-            .body(plugins::read(plugins::USER))
-            .send()
-            .await
-            .unwrap();
+    let r = post(
+        h,
+        "/v1/plugins",
+        Some(&t.cart_admin),
+        as_documented(plugins::USER),
+    )
+    .await;
     problem(r, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
