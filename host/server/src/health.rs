@@ -24,7 +24,8 @@ pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct RedisState {
     /// Whether Redis answered the last ping.
     pub(crate) up: bool,
-    /// Since when it has been up (or away): the first check that found it so.
+    /// Since when it has been up (the first answer after being away) or away (when
+    /// the first unanswered PING was sent).
     pub(crate) since: Instant,
     /// The same instant, as a time of day.
     pub(crate) since_utc: DateTime<Utc>,
@@ -76,6 +77,9 @@ impl Health {
 
 async fn check(runtime: &Runtime, previous: Option<&RedisState>) -> RedisState {
     let store = runtime.store();
+    // Redis has been away at least since this PING was sent; it is back once one is
+    // answered.
+    let (sent, sent_utc) = (Instant::now(), Utc::now());
     let (up, reason) = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => (true, String::new()),
         Ok(Err(e)) => (false, e.to_string()),
@@ -94,10 +98,16 @@ async fn check(runtime: &Runtime, previous: Option<&RedisState>) -> RedisState {
             since_utc: p.since_utc,
             reason,
         },
-        _ => RedisState {
+        _ if up => RedisState {
             up,
             since: Instant::now(),
             since_utc: Utc::now(),
+            reason,
+        },
+        _ => RedisState {
+            up,
+            since: sent,
+            since_utc: sent_utc,
             reason,
         },
     }
