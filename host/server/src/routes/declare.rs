@@ -294,6 +294,9 @@ fn amend(op: &mut Value, route: &Route, names: &Names) {
                     p["schema"] = names.aggregate_id.clone();
                     p["example"] = json!("1");
                 }
+                ("partition", Some("query")) => {
+                    p["schema"] = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
+                }
                 ("limit", Some("query")) => {
                     p["schema"] =
                         json!({"type": "integer", "minimum": 1, "maximum": names.max_page});

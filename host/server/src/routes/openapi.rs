@@ -77,6 +77,9 @@ pub(crate) fn document(config: &crate::ServerConfig, layout: streamfold::Layout)
     let mut doc = super::api(config).document(base, &names);
     doc["components"]["schemas"]["AppendRequest"]["properties"]["events"]["maxItems"] =
         config.max_events_per_append.into();
+    // The nil UUID is no event's id (the store refuses it).
+    doc["components"]["schemas"]["NewEvent"]["properties"]["event_id"]["not"] =
+        serde_json::json!({"const": uuid::Uuid::nil()});
     doc
 }
 
