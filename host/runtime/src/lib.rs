@@ -42,6 +42,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod catalog;
 mod error;
 mod follow;
 mod live;
@@ -54,6 +55,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use catalog::TypeSummary;
 pub use error::{Error, ErrorKind, Result};
 pub use live::{LiveState, LiveUpdate};
 pub use registry::{Activation, RegisteredPlugin};
@@ -65,9 +67,10 @@ pub use streamfold_sandbox::{
 pub use streamfold_store::names;
 pub use streamfold_store::{
     AggregateKeys, AppendResult, CategoryFeed, CategoryReadOptions, Conflict, Connection,
-    Durability, EventStore, EventView, ExpectedRevision, History, Layout, Live, MAX_BATCH,
-    MAX_CATEGORY_COUNT, NewEvent, Page, PageIter, RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent,
-    Snapshot, StoreConfig, SubscribeFrom, SubscribeOptions, Subscription, TlsConfig,
+    Durability, EventStore, EventView, ExpectedRevision, History, IdsPage, IdsPageOptions, Layout,
+    Live, MAX_BATCH, MAX_CATEGORY_COUNT, MAX_IDS_PAGE, NewEvent, Page, PageIter, RETRY_SCAN_LIMIT,
+    ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom, SubscribeOptions,
+    Subscription, TlsConfig,
 };
 pub use verify::{CandidateFailure, Difference, StateLeak, VerifyOptions, VerifyReport};
 

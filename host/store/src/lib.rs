@@ -116,6 +116,7 @@ mod connection;
 mod error;
 mod feed;
 mod keys;
+mod listing;
 mod live;
 mod model;
 mod page;
@@ -144,6 +145,7 @@ pub use config::{Durability, Layout, StoreConfig, TlsConfig};
 pub use connection::Connection;
 pub use feed::CategoryFeed;
 pub use keys::AggregateKeys;
+pub use listing::{IdsPage, IdsPageOptions, MAX_IDS_PAGE};
 
 /// The names and positions the store accepts, as limits and regular expressions
 /// (for API schemas that must say exactly what is accepted).
@@ -151,6 +153,7 @@ pub mod names {
     pub use crate::keys::{
         MAX_ID_CHARS, MAX_TYPE_CHARS, aggregate_type_pattern, validate_id, validate_type,
     };
+    pub use crate::listing::IDS_CURSOR_PATTERN;
     pub use crate::model::{POSITION_PATTERN, POSITIONS_PATTERN};
 }
 pub use live::{
@@ -193,11 +196,19 @@ struct Inner {
 }
 
 /// Where one `SCAN` walk runs.
-enum ScanAt<'a> {
+pub(crate) enum ScanAt<'a> {
     /// The master of this key's slot (on one Redis: that Redis).
     SlotOf(&'a str),
     /// This cluster node (`None`: the one Redis).
     Node(Option<&'a cluster::Node>),
+}
+
+/// The same place, borrowed again (a walk takes many steps at one place).
+fn at_ref<'a>(at: &'a ScanAt<'_>) -> ScanAt<'a> {
+    match at {
+        ScanAt::SlotOf(key) => ScanAt::SlotOf(key),
+        ScanAt::Node(node) => ScanAt::Node(*node),
+    }
 }
 
 /// One URL, ready for the `redis` crate and the lean reader.
@@ -610,23 +621,8 @@ impl EventStore {
     {
         let mut cursor: u64 = 0;
         loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000);
-            if let Some(kind) = kind {
-                cmd.arg("TYPE").arg(kind);
-            }
-            let (cmd, at) = (&cmd, &at);
             let (next, found): (u64, Vec<T>) = self
-                .with_reconnect(pattern, move |mut con| async move {
-                    match at {
-                        ScanAt::SlotOf(key) => con.query_at(key, cmd).await,
-                        ScanAt::Node(node) => con.query_on(*node, cmd).await,
-                    }
-                })
+                .scan_step(at_ref(&at), cursor, pattern, kind, 1000)
                 .await?;
             for key in found {
                 if !each(key) {
@@ -638,6 +634,38 @@ impl EventStore {
                 return Ok(());
             }
         }
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count [TYPE kind]` at `at`: the next
+    /// cursor (0 at the end) and the keys found.
+    pub(crate) async fn scan_step<T>(
+        &self,
+        at: ScanAt<'_>,
+        cursor: u64,
+        pattern: &str,
+        kind: Option<&str>,
+        count: usize,
+    ) -> Result<(u64, Vec<T>)>
+    where
+        T: redis::FromRedisValue + Send,
+    {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(kind) = kind {
+            cmd.arg("TYPE").arg(kind);
+        }
+        let (cmd, at) = (&cmd, &at);
+        self.with_reconnect(pattern, move |mut con| async move {
+            match at {
+                ScanAt::SlotOf(key) => con.query_at(key, cmd).await,
+                ScanAt::Node(node) => con.query_on(*node, cmd).await,
+            }
+        })
+        .await
     }
 
     /// Runs a command, once more if the connection was lost (the manager reconnects in

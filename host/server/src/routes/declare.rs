@@ -271,6 +271,8 @@ impl Api {
 pub(crate) struct Names {
     pub(crate) aggregate_type: Value,
     pub(crate) aggregate_id: Value,
+    pub(crate) max_id_chars: usize,
+    pub(crate) ids_cursor_pattern: &'static str,
     pub(crate) max_page: usize,
 }
 
@@ -293,6 +295,12 @@ fn amend(op: &mut Value, route: &Route, names: &Names) {
                 ("id", Some("path")) => {
                     p["schema"] = names.aggregate_id.clone();
                     p["example"] = json!("1");
+                }
+                ("prefix", Some("query")) => {
+                    p["schema"] = json!({"type": "string", "maxLength": names.max_id_chars});
+                }
+                ("cursor", Some("query")) => {
+                    p["schema"] = json!({"type": "string", "pattern": names.ids_cursor_pattern});
                 }
                 ("partition", Some("query")) => {
                     p["schema"] = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});

@@ -179,7 +179,7 @@ pub(crate) struct HistoryPage {
     next_from_revision: Option<u64>,
 }
 
-fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, Problem> {
+pub(crate) fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, Problem> {
     let max = state.config.max_page;
     match asked.unwrap_or(DEFAULT_LIMIT) {
         0 => Err(Problem::invalid("limit must be at least 1")),

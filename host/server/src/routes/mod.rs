@@ -1,6 +1,7 @@
 //! The routes, one file per resource, and the extractors that turn every bad request
 //! into a problem+json answer (axum's own rejections are plain text).
 
+mod catalog;
 mod declare;
 mod events;
 pub(crate) mod openapi;
@@ -45,6 +46,9 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
             routes!(events::category),
             Route::read(Scope::Path).answers(&[NotFound, PositionMismatch]),
         )
+        // Catalog
+        .add(routes!(catalog::types), Route::read(Scope::All))
+        .add(routes!(catalog::aggregates), Route::read(Scope::Path))
         // State
         .add(
             routes!(state::state),

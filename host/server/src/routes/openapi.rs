@@ -26,6 +26,7 @@ use crate::AppState;
     modifiers(&Bearer),
     tags(
         (name = "events", description = "Appends, histories and category feeds"),
+        (name = "catalog", description = "What the store holds: aggregate types and ids"),
         (name = "state", description = "State replayed through reducers"),
         (name = "subscribe", description = "Live subscriptions (Server-Sent Events)"),
         (name = "plugins", description = "The reducer registry"),
@@ -72,6 +73,8 @@ pub(crate) fn document(config: &crate::ServerConfig, layout: streamfold::Layout)
             "minLength": 1,
             "maxLength": names::MAX_ID_CHARS,
         }),
+        max_id_chars: names::MAX_ID_CHARS,
+        ids_cursor_pattern: names::IDS_CURSOR_PATTERN,
         max_page: config.max_page,
     };
     let mut doc = super::api(config).document(base, &names);

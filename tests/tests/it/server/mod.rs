@@ -9,9 +9,11 @@
 //! - `ops`: liveness and readiness, bounded replays, graceful shutdown, routes.
 //! - `subscribe`: live subscriptions as Server-Sent Events.
 //! - `openapi`: the OpenAPI document against the routes and bodies.
+//! - `catalog`: the aggregate types and ids, for browsing.
 //! - `contract`: every route's declared access, body and constraints, enforced.
 
 mod auth;
+mod catalog;
 mod contract;
 mod events;
 mod openapi;

@@ -29,6 +29,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/v1/openapi.json"),
+    ("get", "/v1/types"),
+    ("get", "/v1/aggregates/{type}"),
 ];
 
 async fn document(h: &Harness) -> Value {

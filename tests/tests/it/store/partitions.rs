@@ -1,7 +1,7 @@
 //! Category partitions, the category feed read in steps, and listing a type's
 //! aggregate ids.
 
-use streamfold_store::{CategoryReadOptions, ExpectedRevision};
+use streamfold_store::{CategoryReadOptions, ExpectedRevision, IdsPageOptions};
 use streamfold_test_support::{Env, counted_events, event_ids};
 
 /// A store with prefix `shop` and 4 category partitions for `order`; orders `o0`..`o19`
@@ -80,6 +80,73 @@ async fn the_aggregate_ids_of_a_type_can_be_listed() {
     assert_eq!(listed, want);
     assert_eq!(s.aggregate_ids("order", Some(5)).await.unwrap().len(), 5);
     assert_eq!(s.aggregate_ids("user", None).await.unwrap(), ["u1"]);
+}
+
+/// Every id of `order`, walking pages of `options` (with their cursors) to the end.
+async fn walk(env: &Env, options: IdsPageOptions) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut options = options;
+    for _ in 0..1000 {
+        let page = env
+            .store
+            .aggregate_ids_page("order", options.clone())
+            .await
+            .unwrap();
+        ids.extend(page.ids);
+        match page.next_cursor {
+            Some(c) => options = options.cursor(c),
+            None => {
+                ids.sort();
+                return ids;
+            }
+        }
+    }
+    panic!("the walk never ended");
+}
+
+#[tokio::test]
+async fn aggregate_ids_page_through_every_partition_once_and_by_prefix() {
+    let env = twenty_orders_in_four_partitions().await;
+    let mut want: Vec<String> = (0..20).map(|i| format!("o{i}")).collect();
+    want.sort();
+    // Small pages: each id once, across the four partitions.
+    assert_eq!(walk(&env, IdsPageOptions::new().count(3)).await, want);
+    assert_eq!(walk(&env, IdsPageOptions::new().count(1000)).await, want);
+    // A prefix: o1, o10..o19.
+    let ones: Vec<String> = want
+        .iter()
+        .filter(|id| id.starts_with("o1"))
+        .cloned()
+        .collect();
+    assert_eq!(ones.len(), 11);
+    assert_eq!(
+        walk(&env, IdsPageOptions::new().prefix("o1").count(2)).await,
+        ones
+    );
+    // A prefix with glob characters is taken literally.
+    assert!(
+        walk(&env, IdsPageOptions::new().prefix("o*"))
+            .await
+            .is_empty()
+    );
+    // A cursor past the partitions ends the walk; a malformed one is invalid input.
+    let past = env
+        .store
+        .aggregate_ids_page("order", IdsPageOptions::new().cursor("4-0"))
+        .await
+        .unwrap();
+    assert_eq!((past.ids.len(), past.next_cursor), (0, None));
+    let bad = env
+        .store
+        .aggregate_ids_page("order", IdsPageOptions::new().cursor("x"))
+        .await
+        .unwrap_err();
+    assert!(bad.is_invalid_input(), "{bad}");
+    // The types with events, with their partition counts.
+    assert_eq!(
+        env.store.aggregate_types().await.unwrap(),
+        [("order".to_owned(), 4), ("user".to_owned(), 1)]
+    );
 }
 
 /// Reading the category feed in steps, after the last position seen.
