@@ -11,12 +11,13 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(split);
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s, 2m or 8h"))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("{s:?} is not a duration like 500ms, 5s or 2m")),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?} is not a duration like 500ms, 5s, 2m or 8h")),
     };
     if d.is_zero() {
         return Err("the duration must be longer than zero".to_owned());

@@ -1,5 +1,5 @@
 //! What a host holds, by aggregate type: the types with events, the types with
-//! reducers, and how they meet.
+//! reducers, and how they meet; and the secrets its hosts share.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +26,24 @@ pub struct TypeSummary {
 }
 
 impl Runtime {
+    /// A random 32-byte secret kept in Redis as `{prefix}:secret:{name}`, the same for
+    /// every host of this store: the first host that asks makes it (`SET NX`).
+    /// Deleting the key makes a new one next time (for the session key: every
+    /// browser session ends).
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32]> {
+        use redis::AsyncCommands;
+        let key = format!("{}:secret:{name}", self.store().key_prefix());
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| crate::Error::corrupt(&key, format!("no randomness to make it: {e}")))?;
+        let mut con = self.store().connection();
+        let _: bool = con.set_nx(&key, fresh.as_slice()).await?;
+        let stored: Vec<u8> = con.get(&key).await?;
+        stored.try_into().map_err(|_| {
+            crate::Error::corrupt(&key, "not a 32-byte secret: delete it to make a new one")
+        })
+    }
+
     /// Every aggregate type that has events or reducers, sorted by type.
     pub async fn aggregate_types(&self) -> Result<Vec<TypeSummary>> {
         let mut types: BTreeMap<String, TypeSummary> = BTreeMap::new();

@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -188,10 +188,19 @@ impl Tokens {
     /// The caller a presented token stands for. Compares against every entry in
     /// constant time, whichever matches.
     pub fn check(&self, token: &str) -> Option<Caller> {
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.by_hash(&Tokens::hash(token))
+    }
+
+    /// The SHA-256 hash of a token, as the tokens file holds it.
+    pub fn hash(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The caller of the token with this hash (a session names its token so).
+    pub(crate) fn by_hash(&self, hash: &[u8; 32]) -> Option<Caller> {
         let mut found = None;
         for e in &self.entries {
-            if bool::from(e.hash.ct_eq(&presented)) && found.is_none() {
+            if bool::from(e.hash.ct_eq(hash)) && found.is_none() {
                 found = Some(e.caller.clone());
             }
         }
@@ -226,9 +235,18 @@ pub fn new_token(role: Role, types: &[String]) -> Result<(String, String), Strin
     Ok((token, line))
 }
 
-/// The caller a request's bearer token stands for, or 401. Every caller is
-/// unrestricted on a server without tokens.
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Problem> {
+/// The caller a request stands for, or 401 (403 for a session cookie on what a
+/// session may not do). Every caller is unrestricted on a server without tokens.
+///
+/// A bearer token stands for its role and types. Without one, a browser session
+/// cookie ([`crate::session`]) stands for its token's types with the `read` role, on
+/// `GET` and `HEAD` requests only: a cookie never authorises a change.
+pub(crate) fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    role: Role,
+) -> Result<Caller, Problem> {
     let Some(tokens) = &state.tokens else {
         return Ok(Caller::unrestricted());
     };
@@ -239,15 +257,34 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Call
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         });
-    match presented.map(str::trim).and_then(|t| tokens.check(t)) {
-        Some(caller) => Ok(caller),
-        None if presented.is_none() => Err(Problem::unauthorized(
-            "this server needs a bearer token (Authorization: Bearer sft_…)",
-        )),
-        None => Err(Problem::unauthorized(
-            "the bearer token is not known to this server",
-        )),
+    if let Some(token) = presented {
+        return tokens
+            .check(token.trim())
+            .ok_or_else(|| Problem::unauthorized("the bearer token is not known to this server"));
     }
+    let Some(cookie) = crate::session::cookie(headers) else {
+        return Err(Problem::unauthorized(
+            "this server needs a bearer token (Authorization: Bearer sft_…)",
+        ));
+    };
+    let caller = state
+        .sessions
+        .verify(cookie, chrono::Utc::now())
+        .and_then(|hash| tokens.by_hash(&hash))
+        .ok_or_else(|| {
+            Problem::unauthorized(
+                "the session has ended or is not valid: sign in again with a bearer token (POST /v1/session)",
+            )
+        })?;
+    if role > Role::Read || !(method == Method::GET || method == Method::HEAD) {
+        return Err(Problem::forbidden(
+            "a browser session grants reads (GET) only: send a bearer token for this",
+        ));
+    }
+    Ok(Caller {
+        role: Role::Read,
+        types: caller.types,
+    })
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ mod health;
 mod metrics;
 pub mod problem;
 mod routes;
+mod session;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,6 +96,12 @@ pub struct ServerConfig {
     /// How long requests in flight may take to finish after a shutdown signal.
     /// Default 10 s.
     pub shutdown_timeout: Duration,
+    /// How long a browser session (`POST /v1/session`) lasts. Default 8 h.
+    pub session_lifetime: Duration,
+    /// Mark session cookies `Secure` (sent over HTTPS only): for a server behind a TLS
+    /// proxy. A request that says `X-Forwarded-Proto: https` gets one anyway.
+    /// Default false.
+    pub secure_cookies: bool,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +121,8 @@ impl Default for ServerConfig {
             slow_client_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
+            session_lifetime: Duration::from_secs(8 * 3600),
+            secure_cookies: false,
         }
     }
 }
@@ -180,6 +189,16 @@ impl ServerConfig {
         self.heartbeat = t;
         self
     }
+    /// Sets [`ServerConfig::session_lifetime`].
+    pub fn session_lifetime(mut self, t: Duration) -> Self {
+        self.session_lifetime = t;
+        self
+    }
+    /// Sets [`ServerConfig::secure_cookies`].
+    pub fn secure_cookies(mut self, on: bool) -> Self {
+        self.secure_cookies = on;
+        self
+    }
     /// Sets [`ServerConfig::shutdown_timeout`].
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.shutdown_timeout = t;
@@ -198,6 +217,8 @@ pub(crate) struct AppState {
     /// Turns true when the server starts shutting down (long-lived responses end).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Signs and checks browser session cookies.
+    pub(crate) sessions: session::Sessions,
     /// Whether Redis answers, kept current in the background (`/readyz`).
     pub(crate) health: health::Health,
     /// The OpenAPI document this server serves, rendered once.
@@ -250,7 +271,11 @@ impl Server {
         let openapi = serde_json::to_string_pretty(&openapi_for(&config, layout))
             .expect("the OpenAPI document serializes");
         let health = health::Health::start(runtime.clone(), stopping.clone()).await;
+        let sessions = session::Sessions::load(&runtime)
+            .await
+            .map_err(|e| StartError(format!("cannot load the session key: {e}")))?;
         let state = AppState {
+            sessions,
             health,
             runtime,
             tokens: config.tokens.clone().map(Arc::new),

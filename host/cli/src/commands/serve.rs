@@ -54,6 +54,13 @@ pub(crate) struct Args {
     /// How long requests in flight may take to finish on shutdown, e.g. 10s.
     #[arg(long, env = "STREAMFOLD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse::duration)]
     shutdown_timeout: Duration,
+    /// How long a browser session (POST /v1/session) lasts, e.g. 8h.
+    #[arg(long, env = "STREAMFOLD_SESSION_LIFETIME", default_value = "8h", value_parser = parse::duration)]
+    session_lifetime: Duration,
+    /// Mark session cookies Secure (HTTPS only): behind a TLS proxy. A request with
+    /// X-Forwarded-Proto: https gets one anyway.
+    #[arg(long, env = "STREAMFOLD_SECURE_COOKIES")]
+    secure_cookies: bool,
     /// Print this server's OpenAPI 3.1 document (what GET /v1/openapi.json would serve)
     /// and exit.
     #[arg(long)]
@@ -77,7 +84,9 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
         .replay_queue_timeout(args.replay_queue_timeout)
         .max_subscribers(args.max_subscribers)
         .slow_client_timeout(args.slow_client_timeout)
-        .shutdown_timeout(args.shutdown_timeout);
+        .shutdown_timeout(args.shutdown_timeout)
+        .session_lifetime(args.session_lifetime)
+        .secure_cookies(args.secure_cookies);
     if args.print_openapi {
         // This server's document: its limits, and the names its key layout accepts.
         let doc = streamfold_server::openapi_for(&config, g.layout);

@@ -257,7 +257,7 @@ impl Api {
                     if let Some(op) = doc["paths"][path].get_mut(&method)
                         && op.is_object()
                     {
-                        amend(op, route, names);
+                        amend(op, &method, route, names);
                     }
                 }
             }
@@ -277,7 +277,7 @@ pub(crate) struct Names {
 }
 
 /// Writes what the route declares into its OpenAPI operation.
-fn amend(op: &mut Value, route: &Route, names: &Names) {
+fn amend(op: &mut Value, method: &str, route: &Route, names: &Names) {
     let params = op["parameters"].as_array().cloned().unwrap_or_default();
     let has_params = !params.is_empty();
     // Names: the types and ids the store accepts, and no other.
@@ -314,7 +314,9 @@ fn amend(op: &mut Value, route: &Route, names: &Names) {
         }
     }
     // Security, and the access rule for people and for tools.
-    if route.role.is_some() {
+    if route.role == Some(Role::Read) && method == "get" {
+        op["security"] = json!([{ "bearer": [] }, { "session": [] }]);
+    } else if route.role.is_some() {
         op["security"] = json!([{ "bearer": [] }]);
     } else {
         op["security"] = json!([{}]);
@@ -419,7 +421,7 @@ fn amend(op: &mut Value, route: &Route, names: &Names) {
 async fn check(state: &AppState, route: &Route, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     if let Some(role) = route.role {
-        let caller = match crate::auth::authenticate(state, &parts.headers) {
+        let caller = match crate::auth::authenticate(state, &parts.headers, &parts.method, role) {
             Ok(caller) => caller,
             Err(p) => return p.into_response(),
         };
@@ -587,9 +589,15 @@ mod tests {
             let protected = access["role"] != "public";
             let responses = op["responses"].as_object().unwrap();
             if protected {
+                // A bearer token always; a session cookie on reads (GET) only.
+                let session = access["role"] == "read" && method == "get";
+                let mut security = vec![serde_json::json!({"bearer": []})];
+                if session {
+                    security.push(serde_json::json!({"session": []}));
+                }
                 assert_eq!(
                     op["security"],
-                    serde_json::json!([{"bearer": []}]),
+                    serde_json::json!(security),
                     "{method} {path}"
                 );
                 for (status, slug) in [

@@ -7,6 +7,7 @@ mod events;
 pub(crate) mod openapi;
 mod ops;
 mod plugins;
+mod session;
 mod state;
 mod subscribe;
 
@@ -90,6 +91,9 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
             routes!(plugins::remove),
             Route::admin(Scope::Path).answers(&[NotFound, ActivePlugin]),
         )
+        // Browser sessions: signing in needs a bearer token (a cookie only reads).
+        .add(routes!(session::sign_in), Route::read(Scope::All))
+        .add(routes!(session::sign_out), Route::public())
         // Operations and the API's description: public, like liveness checks.
         .add(routes!(openapi::serve), Route::public())
         .add(routes!(ops::healthz), Route::public())

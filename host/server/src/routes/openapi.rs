@@ -27,6 +27,7 @@ use crate::AppState;
     tags(
         (name = "events", description = "Appends, histories and category feeds"),
         (name = "catalog", description = "What the store holds: aggregate types and ids"),
+        (name = "session", description = "Browser sessions: a cookie that grants reads only"),
         (name = "state", description = "State replayed through reducers"),
         (name = "subscribe", description = "Live subscriptions (Server-Sent Events)"),
         (name = "plugins", description = "The reducer registry"),
@@ -35,7 +36,7 @@ use crate::AppState;
 )]
 struct ApiDoc;
 
-/// Adds the `bearer` security scheme the paths name.
+/// Adds the security schemes the paths name: `bearer`, and `session` (a cookie).
 struct Bearer;
 
 impl Modify for Bearer {
@@ -51,6 +52,15 @@ impl Modify for Bearer {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    crate::session::COOKIE,
+                    "A browser session (`POST /v1/session`): reads (`GET`) only",
+                ),
+            )),
         );
     }
 }

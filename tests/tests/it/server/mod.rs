@@ -10,6 +10,7 @@
 //! - `subscribe`: live subscriptions as Server-Sent Events.
 //! - `openapi`: the OpenAPI document against the routes and bodies.
 //! - `catalog`: the aggregate types and ids, for browsing.
+//! - `session`: browser sessions, a cookie that grants reads only.
 //! - `contract`: every route's declared access, body and constraints, enforced.
 
 mod auth;
@@ -19,6 +20,7 @@ mod events;
 mod openapi;
 mod ops;
 mod plugins;
+mod session;
 mod state;
 mod subscribe;
 

@@ -31,6 +31,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/openapi.json"),
     ("get", "/v1/types"),
     ("get", "/v1/aggregates/{type}"),
+    ("post", "/v1/session"),
+    ("delete", "/v1/session"),
 ];
 
 async fn document(h: &Harness) -> Value {
