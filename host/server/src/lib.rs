@@ -287,6 +287,7 @@ impl Server {
             openapi: Arc::new(openapi),
         };
         state.metrics.watch_instances(state.runtime.clone());
+        state.metrics.watch_redis(state.health.clone());
         Ok(Server {
             listener,
             router: routes::router(state, &api),

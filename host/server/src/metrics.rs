@@ -13,6 +13,8 @@
 //! | `streamfold_sse_subscribers` | | live subscriptions open |
 //! | `streamfold_replays_in_flight` | | replays running now |
 //! | `streamfold_replay_slots` | | the most that may run at once |
+//! | `streamfold_redis_up` | | 1 while Redis answers the background check (`/readyz`), else 0 |
+//! | `streamfold_redis_away_seconds` | | how long Redis has not answered (0 while it does) |
 //!
 //! Routes are labelled by their pattern (`/v1/aggregates/{type}/{id}/state`), never
 //! by the path a client sent, so a client cannot grow the label set; `reducer` is
@@ -169,6 +171,13 @@ impl Metrics {
         let mut r = self.registry.lock().expect("metrics registry");
         r.sub_registry_with_prefix("streamfold")
             .register_collector(Box::new(Instances(runtime)));
+    }
+
+    /// Reports what the background check of Redis last found.
+    pub(crate) fn watch_redis(&self, health: crate::health::Health) {
+        let mut r = self.registry.lock().expect("metrics registry");
+        r.sub_registry_with_prefix("streamfold")
+            .register_collector(Box::new(RedisUp(health)));
     }
 
     /// A replay that returned a state, and how long it took.
@@ -334,6 +343,43 @@ impl prometheus_client::collector::Collector for Instances {
         for (labels, _, n) in &plugins {
             ConstGauge::new(*n as i64).encode(idle.encode_family(labels)?)?;
         }
+        Ok(())
+    }
+}
+
+/// `streamfold_redis_up` and `streamfold_redis_away_seconds`, from the background
+/// check that `/readyz` reports.
+#[derive(Debug)]
+struct RedisUp(crate::health::Health);
+
+impl prometheus_client::collector::Collector for RedisUp {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let now = self.0.now();
+        let up = ConstGauge::new(i64::from(now.up));
+        up.encode(encoder.encode_descriptor(
+            "redis_up",
+            "1 while Redis answers the background check (what /readyz reports), else 0",
+            None,
+            up.metric_type(),
+        )?)?;
+        let away = if now.up {
+            0.0
+        } else {
+            now.since.elapsed().as_secs_f64()
+        };
+        let away = ConstGauge::new(away);
+        away.encode(encoder.encode_descriptor(
+            "redis_away_seconds",
+            "How long Redis has not answered the background check (0 while it does)",
+            None,
+            away.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -398,6 +398,8 @@ async fn readyz_follows_redis_frozen_answering_from_the_background_check() {
     let mut h = Harness::start().await;
     let ready = json_body(h.get("/readyz").await, StatusCode::OK).await;
     assert_eq!(ready["redis"]["up"], true, "{ready}");
+    let (_, metrics) = super::status_and_text(h.get("/metrics").await).await;
+    assert!(metrics.contains("\nstreamfold_redis_up 1\n"), "{metrics}");
     assert!(ready["redis"]["since"].as_str().is_some(), "{ready}");
     // Redis frozen (SIGSTOP): a PING would wait; /readyz does not.
     h.env.redis_mut().pause();
@@ -416,6 +418,9 @@ async fn readyz_follows_redis_frozen_answering_from_the_background_check() {
     let body = problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
     assert!(body["away_ms"].is_u64(), "{body}");
     assert_eq!(body["redis"]["up"], false, "{body}");
+    // The metrics say the same.
+    let (_, metrics) = super::status_and_text(h.get("/metrics").await).await;
+    assert!(metrics.contains("\nstreamfold_redis_up 0\n"), "{metrics}");
     h.env.redis_mut().resume();
     streamfold_test_support::wait_until("/readyz to report ready again", PATIENCE, || async {
         (h.get("/readyz").await.status() == StatusCode::OK).then_some(())
