@@ -226,13 +226,25 @@ pub fn new_token(role: Role, types: &[String]) -> Result<(String, String), Strin
         "sft_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let hash = hex::encode(Tokens::hash(&token));
     let mut line = format!("sha256:{hash} {role}");
     if !types.is_empty() {
         line.push(' ');
         line.push_str(&types.join(","));
     }
     Ok((token, line))
+}
+
+/// The bearer token a request presents (`Authorization: Bearer …`), if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// The caller a request stands for, or 401 (403 for a session cookie on what a
@@ -250,16 +262,9 @@ pub(crate) fn authenticate(
     let Some(tokens) = &state.tokens else {
         return Ok(Caller::unrestricted());
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    if let Some(token) = presented {
+    if let Some(token) = bearer(headers) {
         return tokens
-            .check(token.trim())
+            .check(token)
             .ok_or_else(|| Problem::unauthorized("the bearer token is not known to this server"));
     }
     let Some(cookie) = crate::session::cookie(headers) else {
@@ -269,7 +274,8 @@ pub(crate) fn authenticate(
     };
     let caller = state
         .sessions
-        .verify(cookie, chrono::Utc::now())
+        .as_ref()
+        .and_then(|s| s.verify(cookie, chrono::Utc::now()))
         .and_then(|hash| tokens.by_hash(&hash))
         .ok_or_else(|| {
             Problem::unauthorized(

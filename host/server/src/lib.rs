@@ -217,8 +217,9 @@ pub(crate) struct AppState {
     /// Turns true when the server starts shutting down (long-lived responses end).
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     pub(crate) metrics: Arc<metrics::Metrics>,
-    /// Signs and checks browser session cookies.
-    pub(crate) sessions: session::Sessions,
+    /// Signs and checks browser session cookies (with tokens only: without them
+    /// there is nothing to sign in with).
+    pub(crate) sessions: Option<session::Sessions>,
     /// Whether Redis answers, kept current in the background (`/readyz`).
     pub(crate) health: health::Health,
     /// The OpenAPI document this server serves, rendered once.
@@ -271,9 +272,14 @@ impl Server {
         let openapi = serde_json::to_string_pretty(&openapi_for(&config, layout))
             .expect("the OpenAPI document serializes");
         let health = health::Health::start(runtime.clone(), stopping.clone()).await;
-        let sessions = session::Sessions::load(&runtime)
-            .await
-            .map_err(|e| StartError(format!("cannot load the session key: {e}")))?;
+        let sessions = match &config.tokens {
+            Some(_) => Some(
+                session::Sessions::load(&runtime)
+                    .await
+                    .map_err(|e| StartError(format!("cannot load the session key: {e}")))?,
+            ),
+            None => None,
+        };
         let state = AppState {
             sessions,
             health,

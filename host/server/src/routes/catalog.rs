@@ -44,7 +44,7 @@ pub(crate) struct IdsQuery {
     prefix: Option<String>,
     /// Go on from here: the `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// About how many ids (default 100; pages hold at most 1,000, whatever is asked).
+    /// About how many ids (default 1,000, the most a page holds whatever is asked).
     limit: Option<usize>,
 }
 
@@ -73,7 +73,7 @@ pub(crate) async fn aggregates(
     Path(aggregate_type): Path<String>,
     Query(q): Query<IdsQuery>,
 ) -> Result<axum::Json<IdsPage>, Problem> {
-    let limit = super::events::limit(&state, q.limit)?;
+    let limit = super::page_limit(&state, q.limit)?;
     let mut options = IdsPageOptions::new()
         .prefix(q.prefix.unwrap_or_default())
         .count(limit);

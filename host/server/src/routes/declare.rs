@@ -67,7 +67,6 @@ pub(crate) struct Route {
     scope: Scope,
     body: BodyKind,
     live: bool,
-    redis: bool,
     problems: Vec<ProblemType>,
 }
 
@@ -78,7 +77,6 @@ impl Route {
             scope,
             body: BodyKind::None,
             live: false,
-            redis: role.is_some(),
             problems: Vec::new(),
         }
     }
@@ -131,23 +129,19 @@ impl Route {
     fn problem_types(&self, has_params: bool) -> Vec<ProblemType> {
         use ProblemType::*;
         let mut all = self.problems.clone();
+        // Protected routes check a token, ask Redis, and (unless live) are bounded in
+        // time; public ones declare what they answer.
         if self.role.is_some() {
-            all.extend([Unauthorized, Forbidden]);
+            all.extend([Unauthorized, Forbidden, Unavailable, Internal]);
+            if !self.live {
+                all.push(Timeout);
+            }
         }
         if has_params || self.body != BodyKind::None {
             all.push(InvalidInput);
         }
         if self.body != BodyKind::None {
             all.extend([TooLarge, UnsupportedMediaType]);
-        }
-        if self.redis {
-            all.push(Unavailable);
-        }
-        if !self.live && self.role.is_some() {
-            all.push(Timeout);
-        }
-        if self.role.is_some() {
-            all.push(Internal);
         }
         all.sort();
         all.dedup();
@@ -278,8 +272,7 @@ pub(crate) struct Names {
 
 /// Writes what the route declares into its OpenAPI operation.
 fn amend(op: &mut Value, method: &str, route: &Route, names: &Names) {
-    let params = op["parameters"].as_array().cloned().unwrap_or_default();
-    let has_params = !params.is_empty();
+    let has_params = op["parameters"].as_array().is_some_and(|p| !p.is_empty());
     // Names: the types and ids the store accepts, and no other.
     if let Some(list) = op.get_mut("parameters").and_then(Value::as_array_mut) {
         for p in list {

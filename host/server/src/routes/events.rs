@@ -14,9 +14,6 @@ use super::{AggregatePath, Json, Path, Positions, Query, Revision, TypePath};
 use crate::AppState;
 use crate::problem::Problem;
 
-/// The default page of a read.
-const DEFAULT_LIMIT: usize = 1000;
-
 /// One batch to append, all or nothing.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -179,17 +176,6 @@ pub(crate) struct HistoryPage {
     next_from_revision: Option<u64>,
 }
 
-pub(crate) fn limit(state: &AppState, asked: Option<usize>) -> Result<usize, Problem> {
-    let max = state.config.max_page;
-    match asked.unwrap_or(DEFAULT_LIMIT) {
-        0 => Err(Problem::invalid("limit must be at least 1")),
-        n if n > max => Err(Problem::invalid(format!(
-            "limit {n} is over the maximum of {max}"
-        ))),
-        n => Ok(n),
-    }
-}
-
 /// `GET /v1/aggregates/{type}/{id}/events`: one page of the history.
 #[utoipa::path(
     get,
@@ -209,7 +195,7 @@ pub(crate) async fn history(
     Path((aggregate_type, aggregate_id)): Path<(String, String)>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
-    let limit = limit(&state, q.limit)?;
+    let limit = super::page_limit(&state, q.limit)?;
     let from = q.from_revision.map_or(1, |r| r.0).max(1);
     // One event more than the page says whether another page follows.
     let mut opts = ReadOptions::default()
@@ -299,7 +285,7 @@ pub(crate) async fn category(
     Path(aggregate_type): Path<String>,
     Query(q): Query<CategoryQuery>,
 ) -> Result<axum::Json<serde_json::Value>, Problem> {
-    let limit = limit(&state, q.limit)?.min(streamfold::MAX_CATEGORY_COUNT);
+    let limit = super::page_limit(&state, q.limit)?.min(streamfold::MAX_CATEGORY_COUNT);
     let store = state.runtime.store();
     let after = super::category_after(store, &aggregate_type, q.after, q.partition)?;
     let (events, next_after) = match q.partition {

@@ -176,7 +176,7 @@ impl utoipa::PartialSchema for Positions {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         string_schema(
             streamfold::names::POSITIONS_PATTERN,
-            "A category position as the server gave it: one stream position per partition of the type, comma-separated, empty for a partition not read yet (for a type with one partition, that partition's position). A position with another number of parts than the type has partitions is refused (400).",
+            "A category position as the server gave it: one stream position per partition of the type, comma-separated, empty for a partition not read yet (for a type with one partition, that partition's position). A position with another number of parts than the type has partitions is refused (409 `position-mismatch`).",
         )
     }
 }
@@ -320,6 +320,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             .await
             .map(|axum::extract::Path(v)| Path(v))
             .map_err(|e| Problem::invalid(e.body_text()))
+    }
+}
+
+/// The default page of a read.
+const DEFAULT_LIMIT: usize = 1000;
+
+/// The page size a read asks for (`limit`, default 1,000), or 400 outside 1 to the
+/// server's maximum page.
+pub(crate) fn page_limit(state: &AppState, asked: Option<usize>) -> Result<usize, Problem> {
+    let max = state.config.max_page;
+    match asked.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(Problem::invalid("limit must be at least 1")),
+        n if n > max => Err(Problem::invalid(format!(
+            "limit {n} is over the maximum of {max}"
+        ))),
+        n => Ok(n),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::{Caller, Tokens};
+use crate::auth::{Caller, Tokens, bearer};
 use crate::problem::Problem;
 use crate::session::COOKIE;
 
@@ -62,15 +62,8 @@ pub(crate) async fn sign_in(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let types = caller.types.as_ref().map(|t| t.iter().cloned().collect());
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let (Some(_), Some(token)) = (&state.tokens, token) else {
+    // The guard let a token through; without tokens there is no session to make.
+    let (Some(sessions), Some(token)) = (&state.sessions, bearer(&headers)) else {
         return Ok(axum::Json(Session {
             role: "read",
             types,
@@ -79,9 +72,7 @@ pub(crate) async fn sign_in(
         .into_response());
     };
     let lifetime = state.config.session_lifetime;
-    let (value, expires) = state
-        .sessions
-        .issue(&Tokens::hash(token), Utc::now(), lifetime);
+    let (value, expires) = sessions.issue(&Tokens::hash(token), Utc::now(), lifetime);
     let mut response = axum::Json(Session {
         role: "read",
         types,
