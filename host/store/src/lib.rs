@@ -154,7 +154,7 @@ pub mod names {
         MAX_ID_CHARS, MAX_TYPE_CHARS, aggregate_type_pattern, validate_id, validate_type,
     };
     pub use crate::listing::IDS_CURSOR_PATTERN;
-    pub use crate::model::{POSITION_PATTERN, POSITIONS_PATTERN};
+    pub use crate::model::{MAX_REVISION, POSITION_PATTERN, POSITIONS_PATTERN};
 }
 pub use live::{
     DEFAULT_BLOCK, DEFAULT_GIVE_UP_AFTER, Live, SubscribeFrom, SubscribeOptions, Subscription,
@@ -565,7 +565,8 @@ impl EventStore {
     }
 
     /// Ids of aggregates of a type that have events, at most `limit` of them, in no
-    /// particular order.
+    /// particular order: [`aggregate_ids_page`](Self::aggregate_ids_page) walked from
+    /// the first page until `limit` ids or the last page.
     ///
     /// Walks the keyspace with `SCAN ... MATCH ... TYPE stream` (never `KEYS`, which
     /// blocks Redis), so it costs time proportional to the whole keyspace when `limit`
@@ -578,29 +579,19 @@ impl EventStore {
         let limit = limit.unwrap_or(usize::MAX);
         let mut seen = std::collections::HashSet::new();
         let mut ids = Vec::new();
-        if limit == 0 {
-            return Ok(ids);
-        }
-        // Each prefix holds its partition's hash tag, so on a cluster every key it
-        // matches lives on the master of that slot: the cursor stays on that node.
-        for prefix in keys::aggregate_stream_prefixes(self.config(), aggregate_type)? {
-            let pattern = format!("{}*", keys::glob_escape(&prefix));
-            let each = |key: Vec<u8>| {
-                let Some(id) = key.strip_prefix(prefix.as_bytes()) else {
-                    return true;
-                };
-                let Ok(id) = String::from_utf8(id.to_vec()) else {
-                    return true; // not a key we could have written
-                };
-                if !id.is_empty() && seen.insert(id.clone()) {
+        let mut options = IdsPageOptions::new().count(MAX_IDS_PAGE);
+        while ids.len() < limit {
+            let page = self
+                .aggregate_ids_page(aggregate_type, options.clone())
+                .await?;
+            for id in page.ids {
+                if ids.len() < limit && seen.insert(id.clone()) {
                     ids.push(id);
                 }
-                ids.len() < limit
-            };
-            self.scan(ScanAt::SlotOf(&prefix), &pattern, Some("stream"), each)
-                .await?;
-            if ids.len() >= limit {
-                break;
+            }
+            match page.next_cursor {
+                Some(cursor) => options = options.cursor(cursor),
+                None => break,
             }
         }
         Ok(ids)

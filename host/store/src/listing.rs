@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::model::digits;
 use crate::{EventStore, Layout, ScanAt};
 
 /// The largest page of ids one call gathers.
@@ -167,9 +168,6 @@ fn parse_cursor(c: &str) -> Result<(usize, u64)> {
         ))
     };
     let (p, s) = c.split_once('-').ok_or_else(bad)?;
-    let digits = |t: &str, max: usize| {
-        !t.is_empty() && t.len() <= max && t.bytes().all(|b| b.is_ascii_digit())
-    };
     if !digits(p, 10) || !digits(s, 19) {
         return Err(bad());
     }

@@ -76,17 +76,15 @@ impl<'de> Deserialize<'de> for ExpectedRevision {
         // Exactly what the schema says: one of the three words, or a revision no
         // larger than Redis' counters (the command line's text form is laxer).
         match Repr::deserialize(d)? {
-            Repr::Number(n) if n <= i64::MAX as u64 => Ok(ExpectedRevision::Exact(n)),
+            Repr::Number(n) if n <= MAX_REVISION => Ok(ExpectedRevision::Exact(n)),
             Repr::Float(f) if f.fract() == 0.0 && (0.0..9.223_372_036_854_775e18).contains(&f) => {
                 Ok(ExpectedRevision::Exact(f as u64))
             }
             Repr::Float(f) => Err(serde::de::Error::custom(format!(
-                "expected revision {f} is not a revision number (a whole number from 0 to {})",
-                i64::MAX
+                "expected revision {f} is not a revision number (a whole number from 0 to {MAX_REVISION})"
             ))),
             Repr::Number(n) => Err(serde::de::Error::custom(format!(
-                "expected revision {n} is over the largest revision, {}",
-                i64::MAX
+                "expected revision {n} is over the largest revision, {MAX_REVISION}"
             ))),
             Repr::Text(t) => match t.as_str() {
                 "any" => Ok(ExpectedRevision::Any),
@@ -120,7 +118,7 @@ impl utoipa::PartialSchema for ExpectedRevision {
                         utoipa::openapi::schema::KnownFormat::Int64,
                     )))
                     .minimum(Some(0))
-                    .maximum(Some(i64::MAX)),
+                    .maximum(Some(MAX_REVISION)),
             )
             .into()
     }
@@ -329,6 +327,10 @@ fn stream_id_ms(position: &str) -> Option<u64> {
     position.split('-').next()?.parse().ok()
 }
 
+/// The largest revision a caller may name: Redis keeps counters as signed 64-bit
+/// integers.
+pub const MAX_REVISION: u64 = i64::MAX as u64;
+
 /// A stream position as a caller gives one (`ms-seq` or `ms`, each at most 19
 /// digits), as a regular expression: exactly what the store accepts.
 pub const POSITION_PATTERN: &str = "^[0-9]{1,19}(-[0-9]{1,19})?$";
@@ -343,8 +345,8 @@ pub const POSITIONS_PATTERN: &str =
 /// bound, where anything else would be a Redis error or a different range.
 pub(crate) fn validate_position(position: &str) -> Result<()> {
     let ok = match position.split_once('-') {
-        Some((ms, seq)) => is_digits(ms) && is_digits(seq),
-        None => is_digits(position),
+        Some((ms, seq)) => digits(ms, 19) && digits(seq, 19),
+        None => digits(position, 19),
     };
     if ok {
         Ok(())
@@ -355,8 +357,9 @@ pub(crate) fn validate_position(position: &str) -> Result<()> {
     }
 }
 
-fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())
+/// Whether `s` is 1 to `max` ASCII digits (what the published patterns say).
+pub(crate) fn digits(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

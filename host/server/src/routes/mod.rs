@@ -17,6 +17,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::middleware;
 use serde::de::DeserializeOwned;
+use streamfold::names::MAX_REVISION;
 use utoipa_axum::routes;
 
 use crate::problem::{Problem, ProblemType};
@@ -194,10 +195,6 @@ fn string_schema(
         .into()
 }
 
-/// The largest revision a client may name: Redis keeps counters as signed 64-bit
-/// integers.
-pub(crate) const MAX_REVISION: u64 = i64::MAX as u64;
-
 /// A revision a client names (a query parameter): 0 to [`MAX_REVISION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Revision(pub u64);
@@ -222,7 +219,7 @@ impl utoipa::PartialSchema for Revision {
                 utoipa::openapi::KnownFormat::Int64,
             )))
             .minimum(Some(0))
-            .maximum(Some(i64::MAX))
+            .maximum(Some(MAX_REVISION))
             .into()
     }
 }
