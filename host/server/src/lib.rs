@@ -36,6 +36,7 @@ mod metrics;
 pub mod problem;
 mod routes;
 mod session;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -102,6 +103,9 @@ pub struct ServerConfig {
     /// proxy. A request that says `X-Forwarded-Proto: https` gets one anyway.
     /// Default false.
     pub secure_cookies: bool,
+    /// Serve the explorer, a web page under `/ui/` (and redirect `/` there).
+    /// Default true.
+    pub ui: bool,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +127,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             session_lifetime: Duration::from_secs(8 * 3600),
             secure_cookies: false,
+            ui: true,
         }
     }
 }
@@ -197,6 +202,11 @@ impl ServerConfig {
     /// Sets [`ServerConfig::secure_cookies`].
     pub fn secure_cookies(mut self, on: bool) -> Self {
         self.secure_cookies = on;
+        self
+    }
+    /// Sets [`ServerConfig::ui`].
+    pub fn ui(mut self, on: bool) -> Self {
+        self.ui = on;
         self
     }
     /// Sets [`ServerConfig::shutdown_timeout`].

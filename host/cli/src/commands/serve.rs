@@ -61,6 +61,9 @@ pub(crate) struct Args {
     /// X-Forwarded-Proto: https gets one anyway.
     #[arg(long, env = "STREAMFOLD_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// Do not serve the explorer (the web page under /ui/).
+    #[arg(long, env = "STREAMFOLD_NO_UI")]
+    no_ui: bool,
     /// Print this server's OpenAPI 3.1 document (what GET /v1/openapi.json would serve)
     /// and exit.
     #[arg(long)]
@@ -86,7 +89,8 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
         .slow_client_timeout(args.slow_client_timeout)
         .shutdown_timeout(args.shutdown_timeout)
         .session_lifetime(args.session_lifetime)
-        .secure_cookies(args.secure_cookies);
+        .secure_cookies(args.secure_cookies)
+        .ui(!args.no_ui);
     if args.print_openapi {
         // This server's document: its limits, and the names its key layout accepts.
         let doc = streamfold_server::openapi_for(&config, g.layout);
@@ -94,11 +98,15 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
         outln!("{doc}")?;
         return Ok(());
     }
+    let ui = config.ui;
     let rt = connect::runtime(g).await?;
     let server = Server::bind(rt, config).await?;
     let addr = server.local_addr().context("the listening address")?;
     // One line on stderr that scripts (and the tests) can wait for.
     eprintln!("listening on http://{addr}");
+    if ui {
+        eprintln!("explorer: http://{addr}/ui/");
+    }
     server.run(shutdown_signal()).await.context("serving")?;
     Ok(())
 }

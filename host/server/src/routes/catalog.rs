@@ -1,12 +1,12 @@
-//! What the store holds, for browsing: the aggregate types, and a type's aggregate ids
-//! a page at a time.
+//! What the store holds, for browsing: the aggregate types, a type's aggregate ids a
+//! page at a time, and one aggregate's latest revision.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use streamfold::{IdsPageOptions, TypeSummary};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Path, Query, TypePath};
+use super::{AggregatePath, Path, Query, TypePath};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::problem::Problem;
@@ -89,5 +89,52 @@ pub(crate) async fn aggregates(
     Ok(axum::Json(IdsPage {
         ids: page.ids,
         next_cursor: page.next_cursor,
+    }))
+}
+
+/// One aggregate, without its events.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AggregateSummary {
+    /// Its type.
+    #[serde(rename = "type")]
+    aggregate_type: String,
+    /// Its id.
+    id: String,
+    /// Its latest revision: how many events it has.
+    revision: u64,
+}
+
+/// `GET /v1/aggregates/{type}/{id}`: an aggregate's latest revision, without a replay.
+#[utoipa::path(
+    get,
+    path = "/v1/aggregates/{type}/{id}",
+    tag = "catalog",
+    operation_id = "aggregate",
+    summary = "An aggregate's latest revision (how many events it has), without reading them",
+    params(AggregatePath),
+    responses(
+        (status = 200, description = "The aggregate", body = AggregateSummary),
+        (status = 404, description = "The aggregate has no events"),
+    ),
+)]
+pub(crate) async fn aggregate(
+    State(state): State<AppState>,
+    Path((aggregate_type, id)): Path<(String, String)>,
+) -> Result<axum::Json<AggregateSummary>, Problem> {
+    let revision = state
+        .runtime
+        .store()
+        .revision(&aggregate_type, &id)
+        .await
+        .map_err(streamfold::Error::from)?;
+    if revision == 0 {
+        return Err(Problem::not_found(format!(
+            "aggregate {aggregate_type}/{id} has no events"
+        )));
+    }
+    Ok(axum::Json(AggregateSummary {
+        aggregate_type,
+        id,
+        revision,
     }))
 }

@@ -51,6 +51,10 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
         // Catalog
         .add(routes!(catalog::types), Route::read(Scope::All))
         .add(routes!(catalog::aggregates), Route::read(Scope::Path))
+        .add(
+            routes!(catalog::aggregate),
+            Route::read(Scope::Path).answers(&[NotFound]),
+        )
         // State
         .add(
             routes!(state::state),
@@ -106,11 +110,18 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
 }
 
 pub(crate) fn router(state: AppState, api: &Api) -> Router {
-    api.router(&state)
+    let mut router = api
+        .router(&state)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
-        ))
+        ));
+    // The explorer is a page, not the API: public, unguarded (it reads through the
+    // API like any client), and not in the document.
+    if state.config.ui {
+        router = router.merge(crate::ui::routes());
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

@@ -12,6 +12,7 @@
 //! - `catalog`: the aggregate types and ids, for browsing.
 //! - `session`: browser sessions, a cookie that grants reads only.
 //! - `contract`: every route's declared access, body and constraints, enforced.
+//! - `ui`: the explorer's files, headers and redirects.
 
 mod auth;
 mod catalog;
@@ -23,6 +24,7 @@ mod plugins;
 mod session;
 mod state;
 mod subscribe;
+mod ui;
 
 use std::net::SocketAddr;
 use std::time::Duration;

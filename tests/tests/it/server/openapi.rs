@@ -31,6 +31,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/openapi.json"),
     ("get", "/v1/types"),
     ("get", "/v1/aggregates/{type}"),
+    ("get", "/v1/aggregates/{type}/{id}"),
     ("post", "/v1/session"),
     ("delete", "/v1/session"),
 ];

@@ -197,7 +197,12 @@ async fn readyz_follows_redis_going_away_and_coming_back() {
 #[tokio::test]
 async fn unknown_routes_are_404_problems() {
     let h = Harness::start().await;
-    for path in ["/nope", "/v1/nope", "/v1/aggregates/user/1", "/v2/plugins"] {
+    for path in [
+        "/nope",
+        "/v1/nope",
+        "/v1/aggregates/user/1/nope",
+        "/v2/plugins",
+    ] {
         let r = h.get(path).await;
         assert_eq!(content_type(&r), PROBLEM_JSON, "{path}");
         let body = problem(r, StatusCode::NOT_FOUND, "not-found").await;

@@ -1,0 +1,107 @@
+// The API under /v1, as the page uses it: paths, requests, errors and the browser
+// session. Every error becomes an ApiError holding the server's problem+json.
+
+const enc = encodeURIComponent;
+
+/** `?a=1&b=2` of the parameters that are set (or ''). */
+export function query(params = {}) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v != null && v !== '') q.set(k, v);
+  const text = q.toString();
+  return text ? `?${text}` : '';
+}
+
+const aggregate = (type, id) => `/v1/aggregates/${enc(type)}/${enc(id)}`;
+
+export const paths = {
+  types: () => '/v1/types',
+  ids: (type, params) => `/v1/aggregates/${enc(type)}${query(params)}`,
+  aggregate,
+  events: (type, id, params) => `${aggregate(type, id)}/events${query(params)}`,
+  state: (type, id, params) => `${aggregate(type, id)}/state${query(params)}`,
+  follow: (type, id, params) => `${aggregate(type, id)}/subscribe${query(params)}`,
+  followCategory: (type, params) => `/v1/categories/${enc(type)}/subscribe${query(params)}`,
+  plugins: (type) => `/v1/plugins${query({ type })}`,
+  activations: (type) => `/v1/plugins/${enc(type)}/history`,
+  verify: (type, sample) => `/v1/plugins/verify${query({ type, sample })}`,
+  session: () => '/v1/session',
+};
+
+/** A failed request: `status` 0 when the server could not be reached. */
+export class ApiError extends Error {
+  constructor(status, problem, retryAfter = null) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+
+  /** The problem's slug (`reducer-rejected`, `busy`, …). */
+  get kind() {
+    return String(this.problem.type ?? '').replace('urn:streamfold:problem:', '');
+  }
+}
+
+const LOST = {
+  title: 'Connection lost',
+  detail: 'The server could not be reached: check that it is running and the network is up, then retry.',
+};
+
+/** One request: `{data, headers, status}`, or an ApiError (aborts are passed on). */
+export async function request(method, path, { body, headers = {}, signal } = {}) {
+  let res;
+  let data;
+  try {
+    res = await fetch(path, { method, body, signal, headers: { Accept: 'application/json', ...headers } });
+    const type = res.headers.get('content-type') ?? '';
+    data = res.status === 204 ? null : type.includes('json') ? await res.json() : await res.text();
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    if (!res) throw new ApiError(0, LOST);
+    data = null;
+  }
+  if (res.status === 401 && !headers.Authorization) session.ended();
+  if (!res.ok) {
+    const problem = data && typeof data === 'object' ? data : { title: res.statusText, detail: data || '' };
+    throw new ApiError(res.status, problem, res.headers.get('retry-after'));
+  }
+  return { data, headers: res.headers, status: res.status };
+}
+
+export const get = (path, options) => request('GET', path, options);
+
+/** What an aborted request throws (a newer one replaced it). */
+export const aborted = (err) => err?.name === 'AbortError';
+
+// The browser session. The cookie is HttpOnly: the page only keeps what the server
+// said about it (role, types, expiry) to show it; the token itself is never kept.
+const KEY = 'streamfold.session';
+
+export const session = {
+  /** `{role, types, expires_at}` of this tab's sign-in, or null. */
+  current() {
+    try {
+      return JSON.parse(sessionStorage.getItem(KEY));
+    } catch {
+      return null;
+    }
+  },
+
+  async signIn(token) {
+    const { data } = await request('POST', paths.session(), { headers: { Authorization: `Bearer ${token}` } });
+    sessionStorage.setItem(KEY, JSON.stringify(data));
+    return data;
+  },
+
+  async signOut() {
+    sessionStorage.removeItem(KEY);
+    await request('DELETE', paths.session());
+  },
+
+  /** The server no longer knows the session (expired, or its token was removed). */
+  ended() {
+    if (sessionStorage.getItem(KEY) === null) return;
+    sessionStorage.removeItem(KEY);
+    document.dispatchEvent(new CustomEvent('sf:session'));
+  },
+};
