@@ -18,6 +18,11 @@ use tokio::sync::mpsc;
 use crate::Runtime;
 use crate::error::{Error, Result};
 
+/// Entries in the first page of a replay that may start from a snapshot: read while
+/// the snapshot is looked up, so an aggregate this small (most are) costs one round
+/// trip's wait, and thrown away when a snapshot is found.
+const SPECULATIVE_PAGE: usize = 64;
+
 /// What to replay, and how.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -208,10 +213,29 @@ pub(crate) async fn fold_history(
     keep_session: bool,
 ) -> Result<(Folded, Option<Session>, Option<Snapshot>)> {
     let store = rt.store();
-    let snapshot = if options.use_snapshots {
-        store
-            .load_snapshot(aggregate_type, aggregate_id, &plugin.info().digest)
-            .await?
+    let mut read = ReadOptions::default();
+    if let Some(r) = options.at_revision {
+        read = read.to_revision(r);
+    }
+    if let Some(t) = options.as_of {
+        read = read.as_of(t);
+    }
+    // Most aggregates are small and have no snapshot. Ask for the snapshot and the
+    // start of the history at once (both in flight together: one round trip's
+    // wait), and keep that start unless a snapshot lets the replay begin later.
+    // The first page is small, so reading it for nothing costs little.
+    let mut history = store.history(
+        aggregate_type,
+        aggregate_id,
+        read.clone().first_page_size(SPECULATIVE_PAGE),
+    );
+    let (snapshot, first) = if options.use_snapshots {
+        let digest = &plugin.info().digest;
+        let (snapshot, first) = tokio::join!(
+            store.load_snapshot(aggregate_type, aggregate_id, digest),
+            history.next_page()
+        );
+        let snapshot = snapshot?
             .filter(|s| options.at_revision.is_none_or(|r| s.revision <= r))
             .filter(|s| {
                 options.as_of.is_none_or(|t| {
@@ -219,25 +243,21 @@ pub(crate) async fn fold_history(
                         i64::try_from(ms).is_ok_and(|ms| ms <= t.timestamp_millis())
                     })
                 })
-            })
+            });
+        match snapshot {
+            Some(s) => {
+                history = store.history(
+                    aggregate_type,
+                    aggregate_id,
+                    read.after(s.position.clone(), s.revision),
+                );
+                (Some(s), history.next_page().await?)
+            }
+            None => (None, first?),
+        }
     } else {
-        None
+        (None, history.next_page().await?)
     };
-
-    let mut read = ReadOptions::default();
-    if let Some(s) = &snapshot {
-        read = read.after(s.position.clone(), s.revision);
-    }
-    if let Some(r) = options.at_revision {
-        read = read.to_revision(r);
-    }
-    if let Some(t) = options.as_of {
-        read = read.as_of(t);
-    }
-    let mut history = store.history(aggregate_type, aggregate_id, read);
-    // Most aggregates are small: their whole history is one page. Read it here, and
-    // when it is all there is, fold it in one blocking call with no reader task.
-    let first = history.next_page().await?;
     let sandbox = rt.sandbox().clone();
     let (plugin_, id, snap) = (plugin.clone(), aggregate_id.to_string(), snapshot.clone());
     let aggregate_type_ = aggregate_type.to_string();
@@ -247,6 +267,8 @@ pub(crate) async fn fold_history(
         Pick::Fresh => sandbox.fresh_session(plugin_, &aggregate_type_, &id),
         Pick::Warm => sandbox.warm_session(plugin_, &aggregate_type_, &id),
     };
+    // When the first page is the whole history, fold it in one blocking call with no
+    // reader task.
     let folded = if history.is_done() {
         let mut first = first.map(Ok);
         tokio::task::spawn_blocking(move || {

@@ -27,6 +27,7 @@ pub struct ReadOptions {
     to_revision: Option<u64>,
     as_of: Option<DateTime<Utc>>,
     page_size: Option<usize>,
+    first_page_size: Option<usize>,
 }
 
 impl ReadOptions {
@@ -66,6 +67,14 @@ impl ReadOptions {
     /// Entries per request (default: the store's page size).
     pub fn page_size(mut self, n: usize) -> Self {
         self.page_size = Some(n);
+        self
+    }
+
+    /// Entries in the first request only (default: the page size); later pages hold
+    /// the page size. A small first page suits a read that may be thrown away (a
+    /// replay reads the start of a history while it asks for a snapshot).
+    pub fn first_page_size(mut self, n: usize) -> Self {
+        self.first_page_size = Some(n);
         self
     }
 }
@@ -128,6 +137,8 @@ struct Cursor {
     from_revision: u64,
     to_revision: Option<u64>,
     page_size: usize,
+    /// The size of the next page if it is the first (then `None`).
+    first_page_size: Option<usize>,
     done: bool,
     /// The type's partition count was checked (before the first page).
     partitions_checked: bool,
@@ -154,7 +165,7 @@ impl EventStore {
     ) -> Result<Cursor> {
         let keys = aggregate_keys(self.config(), aggregate_type, aggregate_id)?;
         let page_size = opts.page_size.unwrap_or(self.config().page_size);
-        if page_size == 0 {
+        if page_size == 0 || opts.first_page_size == Some(0) {
             return Err(Error::invalid("the page size must be at least 1"));
         }
         let (start, next_revision) = match opts.after {
@@ -189,6 +200,7 @@ impl EventStore {
             from_revision: opts.from_revision.unwrap_or(0),
             to_revision: opts.to_revision,
             page_size,
+            first_page_size: opts.first_page_size,
             done,
             partitions_checked: false,
         })
@@ -386,15 +398,12 @@ impl History {
             }
             let defaults = (cursor.aggregate_type.as_str(), cursor.aggregate_id.as_str());
             let mut next_revision = cursor.next_revision;
+            let count = cursor.first_page_size.take().unwrap_or(cursor.page_size);
             let mut page = self
                 .store
-                .xrange(
-                    &cursor.key,
-                    &cursor.start,
-                    &cursor.end,
-                    cursor.page_size,
-                    |reply| decode_page(reply, &cursor.key, Some((defaults, &mut next_revision))),
-                )
+                .xrange(&cursor.key, &cursor.start, &cursor.end, count, |reply| {
+                    decode_page(reply, &cursor.key, Some((defaults, &mut next_revision)))
+                })
                 .await?;
             cursor.next_revision = next_revision;
             let read = page.len();
@@ -404,7 +413,7 @@ impl History {
             let (from, to) = (cursor.from_revision, cursor.to_revision);
             let reached_end = to.is_some_and(|to| page.iter().any(|e| e.revision > to));
             page.retain_revisions(|r| r >= from && to.is_none_or(|to| r <= to));
-            if read < cursor.page_size || reached_end || to.is_some_and(|to| next_revision > to) {
+            if read < count || reached_end || to.is_some_and(|to| next_revision > to) {
                 cursor.done = true;
             }
             if !page.is_empty() {
