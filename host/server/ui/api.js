@@ -4,7 +4,7 @@
 const enc = encodeURIComponent;
 
 /** `?a=1&b=2` of the parameters that are set (or ''). */
-export function query(params = {}) {
+function query(params = {}) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v != null && v !== '') q.set(k, v);
   const text = q.toString();
@@ -35,11 +35,6 @@ export class ApiError extends Error {
     this.problem = problem;
     this.retryAfter = retryAfter;
   }
-
-  /** The problem's slug (`reducer-rejected`, `busy`, …). */
-  get kind() {
-    return String(this.problem.type ?? '').replace('urn:streamfold:problem:', '');
-  }
 }
 
 const LOST = {
@@ -47,17 +42,17 @@ const LOST = {
   detail: 'The server could not be reached: check that it is running and the network is up, then retry.',
 };
 
-/** One request: `{data, headers, status}`, or an ApiError (aborts are passed on). */
-export async function request(method, path, { body, headers = {}, signal } = {}) {
+/** One request: `{data, headers, status}`, or an ApiError. */
+export async function request(method, path, { body, headers = {} } = {}) {
   let res;
   let data;
   try {
-    res = await fetch(path, { method, body, signal, headers: { Accept: 'application/json', ...headers } });
+    res = await fetch(path, { method, body, headers: { Accept: 'application/json', ...headers } });
     const type = res.headers.get('content-type') ?? '';
     data = res.status === 204 ? null : type.includes('json') ? await res.json() : await res.text();
-  } catch (err) {
-    if (err.name === 'AbortError') throw err;
-    if (!res) throw new ApiError(0, LOST);
+  } catch {
+    // Cut off before the answer, or while reading it (an error's body is optional).
+    if (!res || res.ok) throw new ApiError(0, LOST);
     data = null;
   }
   if (res.status === 401 && !headers.Authorization) session.ended();
@@ -69,9 +64,6 @@ export async function request(method, path, { body, headers = {}, signal } = {})
 }
 
 export const get = (path, options) => request('GET', path, options);
-
-/** What an aborted request throws (a newer one replaced it). */
-export const aborted = (err) => err?.name === 'AbortError';
 
 // The browser session. The cookie is HttpOnly: the page only keeps what the server
 // said about it (role, types, expiry) to show it; the token itself is never kept.

@@ -4,7 +4,7 @@
 
 import { get, paths, session } from './api.js';
 import { h } from './dom.js';
-import { links, navigate } from './nav.js';
+import { links, navigate, title } from './nav.js';
 import { AggregateView } from './views/aggregate.js';
 import { TypeView } from './views/type.js';
 import { TypesView } from './views/types.js';
@@ -42,6 +42,7 @@ function route({ focus = false, fresh = false } = {}) {
   }
   current?.view.dispose?.();
   current = null;
+  title('No such page');
   main.replaceChildren(h('h1', {}, 'No such page'),
     h('p', {}, 'Nothing is shown at this address. ', h('a', { href: links.types() }, 'See the aggregate types.')));
 }

@@ -19,7 +19,9 @@ function walk(a, b, path, out) {
   if (equal(a, b)) return;
   if (isObject(a) && isObject(b)) {
     const keys = [...Object.keys(b), ...Object.keys(a).filter((k) => !Object.hasOwn(b, k))];
-    for (const k of keys) walk(a[k], b[k], `${path}/${escapePointer(k)}`, out);
+    // Own members only: a key such as `__proto__` is data here, not the prototype.
+    const own = (o, k) => (Object.hasOwn(o, k) ? o[k] : undefined);
+    for (const k of keys) walk(own(a, k), own(b, k), `${path}/${escapePointer(k)}`, out);
   } else if (Array.isArray(a) && Array.isArray(b)) {
     for (let i = 0; i < Math.max(a.length, b.length); i++) walk(a[i], b[i], `${path}/${i}`, out);
   } else {

@@ -24,7 +24,7 @@ export function h(tag, props = {}, ...children) {
 const PROPERTIES = new Set(['value', 'hidden', 'disabled', 'checked', 'selected']);
 
 /** Text only screen readers read (a cue that colour alone would give). */
-export const srOnly = (text) => h('span', { class: 'sr-only' }, text);
+const srOnly = (text) => h('span', { class: 'sr-only' }, text);
 
 /** The millisecond time of a stream position (`ms-seq`): when Redis stored it. */
 export function storedAt(position) {
@@ -81,9 +81,4 @@ export const escapePointer = (key) => String(key).replaceAll('~', '~0').replaceA
 export function facts(pairs) {
   return h('dl', { class: 'facts' },
     pairs.filter(([, v]) => v != null && v !== '').map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
-}
-
-/** Updates a polite live region: screen readers announce the change. */
-export function say(region, text) {
-  region.textContent = text;
 }

@@ -7,13 +7,17 @@ import { h } from './dom.js';
 export function explain(err) {
   const p = err.problem ?? { detail: String(err.message ?? err) };
   const detail = p.detail ?? '';
+  const said = detail ? ` The server said: ${detail}` : '';
   switch (err.status) {
     case 0:
       return { heading: p.title, text: p.detail };
     case 401:
-      return { heading: 'Sign-in needed', text: `${detail} Sign in with an access token for this server.` };
+      return {
+        heading: 'Sign-in needed',
+        text: `Sign in with an access token for this server: the page trades it for a session cookie and does not keep it.${said}`,
+      };
     case 403:
-      return { heading: 'Not allowed', text: `${detail} Sign in with a token that covers this, or ask for one.` };
+      return { heading: 'Not allowed', text: `Sign in with a token that covers this, or ask for one.${said}` };
     case 503: {
       const wait = err.retryAfter ? ` Retry in ${err.retryAfter} s.` : ' Retry in a moment.';
       return { heading: `The server is busy: ${p.title ?? 'unavailable'}`, text: `${detail}${wait}` };
@@ -32,7 +36,7 @@ export function errorBox(err, { onRetry, onSignedIn } = {}) {
   const { heading, text } = explain(err);
   const box = h('section', { class: 'problem', role: 'alert' }, h('h2', {}, heading), text && h('p', {}, text));
   if ((err.status === 401 || err.status === 403) && onSignedIn) box.append(signInForm(onSignedIn));
-  if ((err.status === 0 || err.status === 503 || err.status >= 500) && onRetry) {
+  if ((err.status === 0 || err.status >= 500) && onRetry) {
     box.append(h('button', { type: 'button', onclick: onRetry }, 'Retry'));
   }
   return box;
@@ -41,7 +45,7 @@ export function errorBox(err, { onRetry, onSignedIn } = {}) {
 let forms = 0;
 
 /** The sign-in form: a token, exchanged for a session cookie (POST /v1/session). */
-export function signInForm(onSignedIn) {
+function signInForm(onSignedIn) {
   const id = `token-${++forms}`;
   const input = h('input', { id, name: 'token', type: 'password', autocomplete: 'off', required: true, spellcheck: 'false' });
   const message = h('p', { class: 'form-message', role: 'status' });

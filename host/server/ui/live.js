@@ -8,7 +8,7 @@ export class Follower {
   /**
    * `url(after)`: the subscription's URL, resuming after a position (or null).
    * `on`: handlers by SSE event name, given the parsed data and the event's id.
-   * `status(text, state)`: what to tell the reader (`state`: live, paused, off, failed).
+   * `status(text, state)`: what to tell the reader (`state`: live, paused or failed).
    * `probe()`: a plain request to the same resource, to say why a stream was refused.
    */
   constructor({ url, on, status, probe }) {

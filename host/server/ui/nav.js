@@ -19,3 +19,8 @@ export function navigate(href, { replace = false } = {}) {
   history[replace ? 'replaceState' : 'pushState'](null, '', href);
   document.dispatchEvent(new CustomEvent('sf:navigate'));
 }
+
+/** Names the view in the window's title (tabs, history, bookmarks). */
+export function title(text) {
+  document.title = text ? `${text} · Streamfold explorer` : 'Streamfold explorer';
+}

@@ -9,7 +9,7 @@ import { brief, facts, h, jsonView, storedAt, utc } from '../dom.js';
 import { changedPaths, diff, equal } from '../diff.js';
 import { errorBox, explain, failureBox, isReducerFailure } from '../errors.js';
 import { Follower } from '../live.js';
-import { links } from '../nav.js';
+import { links, title } from '../nav.js';
 import { Timeline } from '../timeline.js';
 
 /** How many states and events are kept for going back and forth. */
@@ -33,6 +33,7 @@ export class AggregateView {
 
   async start(url) {
     const heading = () => h('h1', {}, h('span', { class: 'muted' }, `${this.type} `), this.id);
+    title(`${this.type} ${this.id}`);
     this.main.replaceChildren(heading(), h('p', { role: 'status' }, 'Loading…'));
     let versions;
     try {
@@ -177,7 +178,7 @@ export class AggregateView {
   }
 
   liveBar() {
-    this.followButton = h('button', { type: 'button', 'aria-pressed': 'false', onclick: () => this.toggleFollow() }, 'Follow live');
+    this.followButton = h('button', { type: 'button', onclick: () => this.toggleFollow() }, 'Follow live');
     this.liveStatus = h('span', { role: 'status', class: 'muted' });
     this.curl = h('code', { id: 'curl' });
     this.copyStatus = h('span', { role: 'status', class: 'muted' });
@@ -191,7 +192,6 @@ export class AggregateView {
       status: (text, state) => {
         this.liveStatus.textContent = text;
         this.followButton.textContent = state === 'live' ? 'Pause' : state === 'paused' ? 'Resume' : 'Follow live';
-        this.followButton.setAttribute('aria-pressed', String(state === 'live'));
       },
       probe: () => get(paths.aggregate(this.type, this.id)),
     });
@@ -211,13 +211,13 @@ export class AggregateView {
     this.revision = revision;
     this.asOf = asOf;
     this.syncControls();
+    title(`${this.type} ${this.id} at ${asOf ?? `revision ${revision}`}`);
     this.position.textContent = `Loading revision ${revision}…`;
-    const none = Promise.resolve(null);
     const [event, after, before, other] = await Promise.all([
       this.eventAt(revision),
       this.stateAt(revision),
       revision > 1 ? this.stateAt(revision - 1) : Promise.resolve({ state: undefined }),
-      this.compare ? this.stateAt(revision, this.compare) : none,
+      this.compare ? this.stateAt(revision, this.compare) : Promise.resolve(null),
     ].map((p) => p.then((value) => ({ value }), (error) => ({ error }))));
     if (seq !== this.seq) return;
     const e = event.value;
@@ -313,7 +313,8 @@ export class AggregateView {
       h('div', { class: 'what-if' },
         h('figure', {}, h('figcaption', {}, `${a} (active)`), jsonView(active.value.state, marks)),
         h('figure', {}, h('figcaption', {}, b), jsonView(other.value.state, marks))),
-      changes.length > 0 && changesTable(changes, [a, b], 'Differences between the reducers'));
+      changes.length > 0 && changesTable(changes, [a, b], 'Differences between the reducers',
+        { added: 'compared only', removed: 'active only', changed: 'differs' }));
   }
 
   // --- Data ------------------------------------------------------------------------
@@ -431,15 +432,16 @@ function eventFacts(e) {
     jsonView(e.data));
 }
 
-/** The changes as a table: field (a JSON Pointer), kind, and the two values. */
-function changesTable(changes, [a, b], caption) {
+/** The changes as a table: field (a JSON Pointer), kind (named by `kinds`), and the
+ * two values, under the headings `a` and `b`. */
+function changesTable(changes, [a, b], caption, kinds = { added: 'added', removed: 'removed', changed: 'changed' }) {
   if (changes.length === 0) return h('p', {}, 'No field changed.');
   return h('table', { class: 'diff' },
     h('caption', { class: 'sr-only' }, caption),
     h('thead', {}, h('tr', {}, ['Field', 'Change', a, b].map((c) => h('th', { scope: 'col' }, c)))),
     h('tbody', {}, changes.map((c) => h('tr', { class: c.kind },
       h('th', { scope: 'row' }, h('code', {}, c.path || '(the whole state)')),
-      h('td', { class: 'kind' }, c.kind),
+      h('td', { class: 'kind' }, kinds[c.kind]),
       h('td', {}, h('code', {}, brief(c.before, 300))),
       h('td', {}, h('code', {}, brief(c.after, 300)))))));
 }

@@ -6,7 +6,7 @@ import { get, paths, request } from '../api.js';
 import { brief, h, storedAt, utc } from '../dom.js';
 import { errorBox, explain } from '../errors.js';
 import { Follower } from '../live.js';
-import { links } from '../nav.js';
+import { links, title } from '../nav.js';
 
 /** Ids asked for per request, and how many a "more" click shows at least. */
 const IDS_PAGE = 100;
@@ -21,10 +21,11 @@ export class TypeView {
 
   start() {
     const retry = () => this.start();
+    title(`Type ${this.type}`);
     this.main.replaceChildren(
       h('h1', {}, h('span', { class: 'muted' }, 'Type '), this.type),
       this.idsSection(), this.reducersSection(retry), this.feedSection());
-    this.loadIds(true, retry);
+    this.loadIds(true);
   }
 
   dispose() {
@@ -111,10 +112,10 @@ export class TypeView {
         out.replaceChildren(verifyReport(data, this.type));
       } catch (err) {
         const { heading, text } = explain(err);
-        const hint = err.status === 403 || err.status === 401
-          ? ` A browser session only reads: verify with the command line instead (streamfold plugin verify FILE --type ${this.type}), or on a server without tokens.`
-          : '';
-        out.replaceChildren(h('div', { class: 'problem', role: 'alert' }, h('p', {}, `${heading}. ${text}${hint}`)));
+        const said = err.status === 401 || err.status === 403
+          ? `Not allowed here: ${err.problem.detail ?? ''} A browser session only reads: verify with the command line instead (streamfold plugin verify FILE --type ${this.type}), or on a server without tokens.`
+          : `${heading}. ${text}`;
+        out.replaceChildren(h('div', { class: 'problem', role: 'alert' }, h('p', {}, said)));
       }
     });
     return h('section', { class: 'sub' },
@@ -128,14 +129,13 @@ export class TypeView {
   feedSection() {
     this.feedList = h('ol', { class: 'feed', reversed: true });
     this.feedStatus = h('p', { role: 'status', class: 'muted' }, 'Not following.');
-    this.feedButton = h('button', { type: 'button', 'aria-pressed': 'false', onclick: () => this.toggleFeed() }, 'Follow live');
+    this.feedButton = h('button', { type: 'button', onclick: () => this.toggleFeed() }, 'Follow live');
     this.feed = new Follower({
       url: (after) => paths.followCategory(this.type, { after }),
       on: { event: (e) => this.arrived(e) },
       status: (text, state) => {
         this.feedStatus.textContent = text;
         this.feedButton.textContent = state === 'live' ? 'Pause' : state === 'paused' ? 'Resume' : 'Follow live';
-        this.feedButton.setAttribute('aria-pressed', String(state === 'live'));
       },
       probe: () => get(paths.ids(this.type, { limit: 1 })),
     });

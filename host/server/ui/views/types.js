@@ -3,7 +3,7 @@
 import { get, paths } from '../api.js';
 import { h } from '../dom.js';
 import { errorBox } from '../errors.js';
-import { links } from '../nav.js';
+import { links, title } from '../nav.js';
 
 export class TypesView {
   constructor(main) {
@@ -11,6 +11,7 @@ export class TypesView {
   }
 
   async start() {
+    title('Aggregate types');
     this.main.replaceChildren(h('h1', {}, 'Aggregate types'), h('p', { role: 'status' }, 'Loading the types…'));
     let types;
     try {
