@@ -1,14 +1,22 @@
 //! Appending events: validation in Rust, then one Lua script that checks the expected
 //! revision and writes the whole batch to the aggregate and category streams.
 //!
+//! **Group commit.** Appends to aggregates of one category partition (whose keys
+//! share a hash slot) queue while a script call for that partition runs; the next
+//! call commits everything queued, each append still on its own (its expected
+//! revision, retry detection and reply). A lone append goes out at once, so it waits
+//! for nothing; under load, many appends share one call, which is where Redis spends
+//! its time per command. See [`Queues`].
+//!
 //! How a retried append is recognised is described under "Retry safety" in the
 //! [store module](crate#retry-safety); the details are in `append.lua`.
 
-use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{LazyLock, Mutex};
 
 use chrono::Utc;
 use redis::Value;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::{Durability, Layout};
@@ -96,6 +104,99 @@ fn prepare(events: Vec<NewEvent>) -> Result<Vec<PreparedEvent>> {
     Ok(out)
 }
 
+/// Most appends one script call commits.
+const MAX_GROUP: usize = 64;
+
+/// Most events one script call writes, unless a single append has more (a call holds
+/// Redis while it runs).
+const MAX_GROUP_EVENTS: usize = 1_000;
+
+/// One append, checked and ready for the script.
+#[derive(Debug)]
+struct Append {
+    stream: String,
+    revision: String,
+    category: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    expected: ExpectedRevision,
+    batch: Vec<PreparedEvent>,
+}
+
+/// An append waiting for its call, and where its reply goes.
+struct Waiting {
+    append: Append,
+    reply: oneshot::Sender<Result<Value>>,
+}
+
+/// The appends waiting for a script call, per category partition (the keys of its
+/// aggregates share a hash slot, so one call can hold them on a Redis Cluster too).
+/// At most one task per partition makes calls: it starts with the first append that
+/// finds nothing under way and ends when nothing waits.
+#[derive(Default)]
+pub(crate) struct Queues(Mutex<HashMap<String, Queue>>);
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queues")
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Waiting>,
+    /// A task is making calls for this partition.
+    draining: bool,
+}
+
+/// The next call's appends, in the order they came: at most [`MAX_GROUP`] and
+/// [`MAX_GROUP_EVENTS`] (at least one), and never two to one aggregate, so that a
+/// call retried after a lost connection finds each append it committed as its
+/// aggregate's last batch. An append left out keeps its place for the next call.
+fn next_group(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
+    let mut group: Vec<Waiting> = Vec::new();
+    let mut streams = HashSet::new();
+    let mut later = Vec::new();
+    let mut events = 0;
+    while let Some(w) = waiting.pop_front() {
+        let n = w.append.batch.len();
+        if !group.is_empty() && (group.len() == MAX_GROUP || events + n > MAX_GROUP_EVENTS) {
+            waiting.push_front(w);
+            break;
+        }
+        if streams.contains(w.append.stream.as_str()) {
+            later.push(w);
+            continue;
+        }
+        streams.insert(w.append.stream.clone());
+        events += n;
+        group.push(w);
+    }
+    for w in later.into_iter().rev() {
+        waiting.push_front(w);
+    }
+    group
+}
+
+/// Ends a partition's task: marks it stopped if the task ends some other way than
+/// by finding nothing to do (its runtime shut down), so the next append starts one.
+struct Draining<'a> {
+    queues: &'a Queues,
+    partition: &'a str,
+    armed: bool,
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Ok(mut queues) = self.queues.0.lock()
+            && let Some(q) = queues.get_mut(self.partition)
+        {
+            q.draining = false;
+        }
+    }
+}
+
 impl EventStore {
     /// Appends a batch of events to an aggregate, atomically, if its revision is what
     /// `expected` says.
@@ -116,40 +217,18 @@ impl EventStore {
         let keys = aggregate_keys(self.config(), aggregate_type, aggregate_id)?;
         let batch = prepare(events)?;
         self.check_partitions(aggregate_type, true).await?;
-        let (kind, number) = match expected {
-            ExpectedRevision::Any => ("any", 0),
-            ExpectedRevision::Exists => ("exists", 0),
-            ExpectedRevision::NoStream => ("exact", 0),
-            ExpectedRevision::Exact(n) => ("exact", n),
-        };
-
-        let mut inv = APPEND_SCRIPT.prepare_invoke();
-        inv.key(&keys.stream)
-            .key(&keys.revision)
-            .key(&keys.category)
-            .arg(kind)
-            .arg(number)
-            .arg(self.config().category_max_len)
-            .arg(aggregate_type)
-            .arg(aggregate_id)
-            .arg(RETRY_SCAN_LIMIT)
-            .arg(batch.len());
-        let mut id = Uuid::encode_buffer();
-        for e in &batch {
-            inv.arg(e.id.hyphenated().encode_lower(&mut id).as_bytes())
-                .arg(&e.event_type)
-                .arg(&e.data)
-                .arg(&e.timestamp)
-                .arg(&e.version);
-        }
-        let inv = &inv;
-        let reply: Value = self
-            .with_reconnect(&keys.stream, move |mut con| async move {
-                inv.invoke_async::<Value>(&mut con).await
+        let event_ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
+        let reply = self
+            .commit(Append {
+                stream: keys.stream.clone(),
+                revision: keys.revision.clone(),
+                category: keys.category.clone(),
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                expected,
+                batch,
             })
             .await?;
-
-        let event_ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
         let result = parse_reply(
             reply,
             &keys.revision,
@@ -162,6 +241,113 @@ impl EventStore {
         // have failed exactly here.
         self.wait_for_replicas(&keys.stream).await?;
         Ok(result)
+    }
+
+    /// Queues an append for its partition's next script call, starting the
+    /// partition's task if none runs, and waits for the script's reply to it.
+    async fn commit(&self, append: Append) -> Result<Value> {
+        let (reply, replied) = oneshot::channel();
+        let partition = append.category.clone();
+        let start = {
+            let mut queues = self.inner.appends.0.lock().expect("append queues poisoned");
+            let q = queues.entry(partition.clone()).or_default();
+            q.waiting.push_back(Waiting { append, reply });
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            tokio::spawn(self.clone().drain(partition));
+        }
+        replied.await.map_err(|_| {
+            Error::unreachable(
+                self.url(),
+                "the append was dropped before it was sent: the runtime is shutting down",
+            )
+        })?
+    }
+
+    /// A partition's task: one script call after another, each with what waits,
+    /// until nothing does.
+    async fn drain(self, partition: String) {
+        let mut guard = Draining {
+            queues: &self.inner.appends,
+            partition: &partition,
+            armed: true,
+        };
+        loop {
+            let group = {
+                let mut queues = self.inner.appends.0.lock().expect("append queues poisoned");
+                let Some(q) = queues.get_mut(&partition) else {
+                    guard.armed = false;
+                    return;
+                };
+                let group = next_group(&mut q.waiting);
+                if group.is_empty() {
+                    queues.remove(&partition);
+                    guard.armed = false;
+                    return;
+                }
+                group
+            };
+            match self.call(&group).await {
+                Ok(replies) => {
+                    for (w, reply) in group.into_iter().zip(replies) {
+                        let _ = w.reply.send(Ok(reply));
+                    }
+                }
+                Err(e) => {
+                    for w in group {
+                        let _ = w.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One script call for `group`: its replies, one per append, in order.
+    async fn call(&self, group: &[Waiting]) -> Result<Vec<Value>> {
+        let mut inv = APPEND_SCRIPT.prepare_invoke();
+        inv.arg(group.len());
+        let mut id = Uuid::encode_buffer();
+        for w in group {
+            let a = &w.append;
+            let (kind, number) = match a.expected {
+                ExpectedRevision::Any => ("any", 0),
+                ExpectedRevision::Exists => ("exists", 0),
+                ExpectedRevision::NoStream => ("exact", 0),
+                ExpectedRevision::Exact(n) => ("exact", n),
+            };
+            inv.key(&a.stream)
+                .key(&a.revision)
+                .key(&a.category)
+                .arg(kind)
+                .arg(number)
+                .arg(self.config().category_max_len)
+                .arg(&a.aggregate_type)
+                .arg(&a.aggregate_id)
+                .arg(RETRY_SCAN_LIMIT)
+                .arg(a.batch.len());
+            for e in &a.batch {
+                inv.arg(e.id.hyphenated().encode_lower(&mut id).as_bytes())
+                    .arg(&e.event_type)
+                    .arg(&e.data)
+                    .arg(&e.timestamp)
+                    .arg(&e.version);
+            }
+        }
+        let inv = &inv;
+        let key = &group[0].append.stream;
+        let reply: Value = self
+            .with_reconnect(key, move |mut con| async move {
+                inv.invoke_async::<Value>(&mut con).await
+            })
+            .await?;
+        match reply {
+            Value::Array(replies) if replies.len() == group.len() => Ok(replies),
+            _ => Err(Error::corrupt(
+                &group[0].append.revision,
+                "the append script gave an unexpected reply",
+            )),
+        }
     }
 
     /// With [`Durability::Replicas`], waits until enough replicas hold what this
@@ -311,6 +497,16 @@ fn parse_reply(
                 expected,
                 actual,
             ))
+        }
+        "error" => {
+            // A command the script ran was refused (out of memory, say): as if the
+            // client had sent it.
+            let message = items.get(1).and_then(text).unwrap_or_default();
+            let (code, detail) = message.split_once(' ').unwrap_or((&message, ""));
+            Err(Error::from(redis::make_extension_error(
+                code.to_owned(),
+                Some(detail.to_owned()),
+            )))
         }
         "corrupt" => {
             let key = items

@@ -51,9 +51,10 @@ pub struct Conflict {
 
 /// Everything that can go wrong in the event store. Messages never include a
 /// password: URLs are kept with their credentials removed.
+#[derive(Clone)]
 pub struct Error(Box<Repr>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Repr {
     Conflict(Conflict),
     InvalidInput(String),

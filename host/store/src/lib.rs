@@ -193,6 +193,8 @@ struct Inner {
     reader: Reads,
     /// Types whose partition count was checked against the one recorded in Redis.
     partitions_checked: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Appends waiting for their partition's next script call (group commit).
+    appends: append::Queues,
 }
 
 /// Where one `SCAN` walk runs.
@@ -427,6 +429,7 @@ impl EventStore {
                 url: redacted,
                 reader,
                 partitions_checked: Default::default(),
+                appends: Default::default(),
             }),
             con: Connection(con),
         })

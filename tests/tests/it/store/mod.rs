@@ -7,6 +7,7 @@ mod append;
 mod concurrency;
 mod connection;
 mod corrupt_data;
+mod group_commit;
 pub(crate) mod partitions;
 mod read;
 mod retry;

@@ -1,0 +1,130 @@
+//! Group commit: appends to aggregates of one category partition that arrive while a
+//! script call runs share the next call, and each keeps its own expected revision,
+//! conflict and result.
+
+use std::collections::BTreeMap;
+
+use streamfold_store::{CategoryReadOptions, ExpectedRevision, ReadOptions};
+use streamfold_test_support::{Env, counted_events, revisions};
+
+/// Aggregates in the test, and appends racing on each.
+const AGGREGATES: u64 = 60;
+
+/// How many `EVALSHA` calls the Redis under `env` has answered (single server only).
+async fn script_calls(env: &Env) -> Option<u64> {
+    if env.cluster().is_some() {
+        return None;
+    }
+    let mut con = env.raw().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // No line before the first call.
+    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) else {
+        return Some(0);
+    };
+    let calls = line.split(['=', ',']).nth(1).expect("calls=N");
+    Some(calls.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_appends_share_calls_and_each_gets_its_own_answer() {
+    let env = Env::start().await;
+    let before = script_calls(&env).await;
+    // Two appends race on every aggregate, both expecting no stream: on each, exactly
+    // one must win and the other must conflict with revision 2 (the winner's batch),
+    // whatever call either went in.
+    let mut tasks = Vec::new();
+    for i in 0..AGGREGATES {
+        for writer in 0..2 {
+            let store = env.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let events = counted_events(writer * 10 + 1, 2);
+                let r = store
+                    .append("user", &i.to_string(), events, ExpectedRevision::NoStream)
+                    .await;
+                (i, writer, r)
+            }));
+        }
+    }
+    let mut outcomes: BTreeMap<u64, Vec<Result<u64, u64>>> = BTreeMap::new();
+    for t in tasks {
+        let (i, _, r) = t.await.unwrap();
+        let outcome = match r {
+            Ok(done) => {
+                assert_eq!((done.first_revision, done.last_revision), (1, 2));
+                assert!(!done.already_appended);
+                Ok(done.last_revision)
+            }
+            Err(e) => Err(e.conflict().expect("only conflicts").actual),
+        };
+        outcomes.entry(i).or_default().push(outcome);
+    }
+    for (i, mut results) in outcomes {
+        results.sort();
+        assert_eq!(results, [Ok(2), Err(2)], "aggregate {i}");
+        let history = env
+            .store
+            .read_all("user", &i.to_string(), ReadOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(revisions(&history), [1, 2], "aggregate {i}");
+    }
+    let feed = env
+        .store
+        .read_category("user", CategoryReadOptions::default().count(10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        feed.len() as u64,
+        AGGREGATES * 2,
+        "only the winners' events"
+    );
+
+    // The appends shared calls: fewer script calls than appends (on one server,
+    // where INFO counts them all).
+    if let (Some(before), Some(after)) = (before, script_calls(&env).await) {
+        let appends = AGGREGATES * 2;
+        assert!(
+            after - before < appends,
+            "{} script calls for {appends} racing appends",
+            after - before
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_appends_error_leaves_the_others_of_its_call_alone() {
+    let env = Env::start().await;
+    // A key of the wrong kind where one aggregate's stream goes.
+    let keys = env.store.keys("user", "bad").unwrap();
+    let mut con = env.raw().await;
+    let _: () = redis::cmd("SET")
+        .arg(&keys.stream)
+        .arg("not a stream")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let store = &env.store;
+    let (bad, good, other) = tokio::join!(
+        store.append("user", "bad", counted_events(1, 1), ExpectedRevision::Any),
+        store.append(
+            "user",
+            "good",
+            counted_events(1, 3),
+            ExpectedRevision::NoStream
+        ),
+        store.append(
+            "user",
+            "other",
+            counted_events(1, 1),
+            ExpectedRevision::Exact(5)
+        ),
+    );
+    assert!(bad.unwrap_err().is_corrupt());
+    assert_eq!(good.unwrap().last_revision, 3);
+    assert_eq!(other.unwrap_err().conflict().unwrap().actual, 0);
+    assert_eq!(store.revision("user", "good").await.unwrap(), 3);
+}
