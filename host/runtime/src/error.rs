@@ -61,6 +61,7 @@ impl Error {
                 Store::InvalidInput => ErrorKind::InvalidInput,
                 Store::Unavailable => ErrorKind::Unavailable,
                 Store::Corrupt => ErrorKind::Corrupt,
+                Store::NotFound => ErrorKind::NotFound,
                 _ => ErrorKind::Redis,
             },
             Repr::Sandbox(e) => match e.kind() {

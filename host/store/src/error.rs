@@ -14,8 +14,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The aggregate was not at the revision the append expected. Nothing was
-    /// written; [`Error::conflict`] has the details.
+    /// written; [`Error::conflict`] has the details. Also: a durable subscription
+    /// group created again with other settings (then [`Error::conflict`] is `None`).
     Conflict,
+    /// Something named does not exist (a durable subscription group).
+    NotFound,
     /// The caller passed something unusable (bad JSON, an empty id, a bad key
     /// character, a configuration out of range). Nothing was written.
     InvalidInput,
@@ -57,6 +60,8 @@ pub struct Error(Box<Repr>);
 #[derive(Debug, Clone)]
 enum Repr {
     Conflict(Conflict),
+    Refused(String),
+    NotFound(String),
     InvalidInput(String),
     Unreachable { url: String, reason: String },
     Tls { url: String, reason: String },
@@ -69,7 +74,8 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match &*self.0 {
-            Repr::Conflict(_) => ErrorKind::Conflict,
+            Repr::Conflict(_) | Repr::Refused(_) => ErrorKind::Conflict,
+            Repr::NotFound(_) => ErrorKind::NotFound,
             Repr::InvalidInput(_) => ErrorKind::InvalidInput,
             Repr::Unreachable { .. } | Repr::Tls { .. } | Repr::Timeout(_) => {
                 ErrorKind::Unavailable
@@ -83,6 +89,11 @@ impl Error {
     /// The append's expected revision did not match.
     pub fn is_conflict(&self) -> bool {
         self.kind() == ErrorKind::Conflict
+    }
+
+    /// Something named does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == ErrorKind::NotFound
     }
 
     /// The caller's input was rejected before anything was written.
@@ -115,6 +126,15 @@ impl Error {
             actual,
         })
         .into()
+    }
+
+    /// A [conflict](ErrorKind::Conflict) that is not about a revision.
+    pub(crate) fn refused(msg: impl fmt::Display) -> Self {
+        Repr::Refused(msg.to_string()).into()
+    }
+
+    pub(crate) fn not_found(msg: impl fmt::Display) -> Self {
+        Repr::NotFound(msg.to_string()).into()
     }
 
     pub(crate) fn invalid(msg: impl fmt::Display) -> Self {
@@ -222,6 +242,8 @@ impl fmt::Display for Error {
                     write!(f, "{}", c.actual)
                 }
             }
+            Repr::Refused(msg) => write!(f, "conflict: {msg}"),
+            Repr::NotFound(msg) => write!(f, "not found: {msg}"),
             Repr::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
             Repr::Unreachable { url, reason } => write!(f, "cannot reach Redis at {url}: {reason}"),
             Repr::Tls { url, reason } => {

@@ -210,6 +210,46 @@ pub(crate) fn category_key(
     }
 }
 
+/// The Redis keys of a durable subscription group on one category partition: all
+/// under the partition's hash tag, so one script touches them atomically (one slot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupKeys {
+    /// The category stream partition, which holds the Redis consumer group.
+    pub category: String,
+    /// Hash: the group's settings, its consumers' last polls, workers' last errors.
+    pub state: String,
+    /// Stream: the group's parked entries of this partition.
+    pub parked: String,
+    /// List: category entry ids put back by a replay of parked entries.
+    pub replay: String,
+}
+
+/// The keys of group `group` on partition `partition` of a type (default layout only;
+/// the caller checks the names). After the tag comes `:grp:`, `:parked:` or
+/// `:replay:` and then the group name, always last (like an aggregate id), so these
+/// keys collide neither with each other nor with an aggregate's.
+pub(crate) fn group_keys(
+    config: &StoreConfig,
+    aggregate_type: &str,
+    group: &str,
+    partition: u32,
+) -> Result<GroupKeys> {
+    let category = category_key(config, aggregate_type, partition)?;
+    let base = tag_base(&config.prefix, aggregate_type, partition);
+    Ok(GroupKeys {
+        category,
+        state: format!("{base}:grp:{group}"),
+        parked: format!("{base}:parked:{group}"),
+        replay: format!("{base}:replay:{group}"),
+    })
+}
+
+/// The hash of every group of every type (`type group` -> settings as JSON), for
+/// listing: type and group names hold no whitespace, so the space separates them.
+pub(crate) fn groups_registry_key(config: &StoreConfig) -> String {
+    format!("{}:groups", config.prefix)
+}
+
 /// The literal key prefixes before the aggregate id of a type's aggregate streams (one
 /// per partition), for discovering aggregate ids with `SCAN`.
 pub(crate) fn aggregate_stream_prefixes(

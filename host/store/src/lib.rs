@@ -54,6 +54,42 @@
 //! subscription's own), resuming exactly after the last position delivered across
 //! reconnects. See [`Subscription`].
 //!
+//! # Durable subscriptions
+//!
+//! [`EventStore::create_group`] makes a named group on a type's category: a Redis
+//! consumer group of that name on every partition stream, from the beginning, the
+//! end or a position. Workers [`fetch`](EventStore::fetch) deliveries, each with a
+//! `delivery` token (`partition/stream id`) and its delivery count, and
+//! [`ack`](EventStore::ack) or [`nack`](EventStore::nack) them (retry now or after
+//! a delay, park, skip). Every step on a partition is one Lua script (`groups.lua`)
+//! over keys that share the partition's hash tag: atomic, one slot on a cluster.
+//!
+//! - **Order per aggregate, without leases.** A partition hands out its next entries
+//!   only while the group has nothing pending on it, as a batch that stops before an
+//!   aggregate's second entry. So no two events of one aggregate are ever in flight,
+//!   and a partition is held by one consumer at a time: the type's partition count
+//!   bounds a group's parallelism. Any polling consumer takes any free partition (a
+//!   fetch starts at a rotating one), which is the rebalance: a consumer that stops
+//!   polling stops taking partitions.
+//! - **At least once.** An entry pending longer than the ack timeout is handed out
+//!   again by the next fetch that looks at its partition, its delivery count raised.
+//!   Delivered `max_deliveries` times, it is parked instead: copied with the reason,
+//!   the count and the worker's last error to the group's parked stream, and
+//!   acknowledged. A nack `retry` keeps the entry pending (the partition waits) and
+//!   sets its idle time so that it is reclaimed after the delay.
+//! - **Replay** ([`EventStore::replay_parked`]) puts parked entries on a per-partition
+//!   list the fetch serves before new entries (`XCLAIM … FORCE`, a fresh delivery
+//!   count). They are not appended to the category again: that would hand them to
+//!   every other group and break each aggregate's order there.
+//! - **Status** ([`EventStore::group_status`]): lag (`XINFO GROUPS`; the group is
+//!   created with `ENTRIESREAD` so Redis knows it at once), pending, oldest pending
+//!   age, parked, and the consumers with their last poll. A fetch returns at once; a
+//!   long poll belongs to the caller ([`EventStore::fetch_wait`] polls).
+//! - **Not yet:** the category trim (`XADD … MAXLEN ~`) does not wait for groups, so
+//!   an event trimmed before a group acknowledged it is lost to that group (it is
+//!   parked as `trimmed` when its redelivery finds it gone). Keep the category length
+//!   above the groups' backlog.
+//!
 //! # Redis Cluster
 //!
 //! With [`StoreConfig::cluster`], [`EventStore::connect`] takes one or more node URLs,
@@ -80,6 +116,10 @@
 //! | `sf:{user:0}:rev:1`              | hash: revision counter and the last batch (retry safety) |
 //! | `sf:{user:0}:snap:1`             | hash: one snapshot per reducer digest                  |
 //! | `sf:{user:0}:cat`                | category stream, partition 0 of type `user` (trimmed)  |
+//! | `sf:{user:0}:grp:mailer`         | hash: group `mailer`'s settings, consumers' last polls and workers' last errors on partition 0 |
+//! | `sf:{user:0}:parked:mailer`      | stream: group `mailer`'s parked entries of partition 0 |
+//! | `sf:{user:0}:replay:mailer`      | list: parked entries replayed, served before new ones  |
+//! | `sf:groups`                      | hash: every group (`type group` → settings), for listing |
 //!
 //! `sf` is the configurable prefix, `0` the partition: a stable FNV-1a hash of the
 //! aggregate id modulo the type's partition count. That count is recorded in the hash
@@ -91,7 +131,8 @@
 //! the first `{` of a key ends the prefix and the first `}` ends the tag; the partition
 //! (digits only) is the tag's last `:`-separated part, so `type` is everything before
 //! it. After the tag comes exactly one of `:agg:`, `:rev:`, `:snap:` followed by the
-//! id (which may contain anything), or the bare `:cat`. Other modules that keep data
+//! id (which may contain anything), one of `:grp:`, `:parked:`, `:replay:` followed by
+//! a group name, or the bare `:cat`. Other modules that keep data
 //! under the same prefix (the plugin registry) use keys without `{` right after the
 //! prefix, so they cannot collide with these either.
 //!
@@ -115,6 +156,7 @@ mod config;
 mod connection;
 mod error;
 mod feed;
+mod groups;
 mod keys;
 mod listing;
 mod live;
@@ -144,6 +186,13 @@ pub use append::{MAX_BATCH, RETRY_SCAN_LIMIT};
 pub use config::{Durability, Layout, StoreConfig, TlsConfig};
 pub use connection::Connection;
 pub use feed::CategoryFeed;
+pub use groups::{
+    ConsumerStatus, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_DELIVERIES, Delivery, GroupCreated,
+    GroupInfo, GroupSettings, GroupStart, GroupStatus, MAX_ACK_TIMEOUT_MS, MAX_FETCH,
+    MAX_GROUP_NAME_CHARS, MAX_MAX_DELIVERIES, MAX_PARKED_PAGE, MAX_REASON_CHARS, MAX_SETTLE,
+    NackAction, ParkReason, ParkedEvent, ParkedPage, PartitionStatus, Replayed, Settled,
+    validate_group_name,
+};
 pub use keys::AggregateKeys;
 pub use listing::{IdsPage, IdsPageOptions, MAX_IDS_PAGE};
 

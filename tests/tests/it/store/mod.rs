@@ -8,6 +8,7 @@ mod concurrency;
 mod connection;
 mod corrupt_data;
 mod group_commit;
+mod groups;
 pub(crate) mod partitions;
 mod read;
 mod retry;

@@ -1,0 +1,309 @@
+-- Streamfold: durable subscriptions, one operation on one category partition of a group.
+--
+-- Every key shares the partition's hash tag `{type:p}`, so each call is atomic, on one
+-- node of a Redis Cluster too. The Rust side (groups.rs) validates every argument.
+--
+-- KEYS[1]  the category stream partition; the Redis consumer group lives on it
+-- KEYS[2]  the group's state hash for this partition: settings (start, ack_timeout_ms,
+--          max_deliveries, created_ms), c:<consumer> -> last poll (Redis ms),
+--          e:<entry id> -> the last error a worker gave for that entry
+-- KEYS[3]  the group's parked stream for this partition
+-- KEYS[4]  the group's replay list: category entry ids put back by a replay of parked
+--          entries, served before new entries
+-- ARGV[1]  the operation: create | destroy | fetch | settle | status | replay
+-- ARGV[2]  the group (the consumer group's name)
+--
+-- Replies are tables whose first element says what happened ('ok', 'nogroup', ...).
+
+local cat, state, parked, replay = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local op, g = ARGV[1], ARGV[2]
+
+-- The value after `name` in a flat name/value array (XINFO replies, entry fields).
+local function field(flat, name)
+  for i = 1, #flat, 2 do
+    if flat[i] == name then return flat[i + 1] end
+  end
+  return nil
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A stream id as a string that sorts like the id (ms and seq padded to 20 digits).
+local function id_key(id)
+  local ms, seq = string.match(id, '^(%d+)-?(%d*)$')
+  if seq == '' then seq = '0' end
+  return string.rep('0', 20 - #ms) .. ms .. string.rep('0', 20 - #seq) .. seq
+end
+
+-- The fields of a category entry a parked entry keeps (not the parked entry's own).
+local EVENT_FIELDS = {
+  event_id = true, aggregate_type = true, aggregate_id = true, event_type = true,
+  data = true, timestamp = true, version = true, revision = true,
+}
+
+-- Moves pending entry `id` to the parked stream (with the event, why, how often it
+-- was delivered and the last error a worker gave), then acknowledges it. An entry
+-- the category trim removed is parked without its event ('missing'), so its loss is
+-- reported instead of silent.
+local function park(id, reason, deliveries, fields)
+  if fields == nil then
+    local r = redis.call('XRANGE', cat, id, id)
+    if r[1] then fields = r[1][2] end
+  end
+  local f = {'position', id, 'reason', reason, 'deliveries', tostring(deliveries)}
+  local err = redis.call('HGET', state, 'e:' .. id)
+  if err then f[#f + 1] = 'error'; f[#f + 1] = err end
+  if fields then
+    for i = 1, #fields, 2 do
+      if EVENT_FIELDS[fields[i]] then f[#f + 1] = fields[i]; f[#f + 1] = fields[i + 1] end
+    end
+  else
+    f[#f + 1] = 'missing'; f[#f + 1] = '1'
+  end
+  redis.call('XADD', parked, '*', unpack(f))
+  redis.call('XACK', cat, g, id)
+  redis.call('HDEL', state, 'e:' .. id)
+end
+
+local function pending_count()
+  return redis.call('XPENDING', cat, g)[1]
+end
+
+-- ARGV[3] start id ('0', '$' or a stream id)  ARGV[4] the start as the caller gave it
+-- ARGV[5] ack_timeout_ms  ARGV[6] max_deliveries  ARGV[7] created (ms)
+-- -> {'created'} | {'exists', start, ack_timeout_ms, max_deliveries} | {'foreign'}
+local function create()
+  if redis.call('EXISTS', state) == 1 then
+    local s = redis.call('HMGET', state, 'start', 'ack_timeout_ms', 'max_deliveries')
+    return {'exists', s[1], s[2], s[3]}
+  end
+  local start = ARGV[3]
+  -- ENTRIESREAD tells Redis how many entries lie before the start, so that XINFO
+  -- GROUPS reports the group's lag from the first moment (else null until it catches
+  -- up). Only where it is known without counting entries.
+  local read = nil
+  if redis.call('EXISTS', cat) == 1 then
+    local info = redis.call('XINFO', 'STREAM', cat)
+    local added, len = field(info, 'entries-added'), field(info, 'length')
+    local first = field(info, 'first-entry')
+    if start == '$' or id_key(start) >= id_key(field(info, 'last-generated-id')) then
+      read = added
+    elseif start == '0' or (first and id_key(start) < id_key(first[1])) then
+      read = added - len
+    end
+  elseif start == '0' or start == '$' then
+    read = 0
+  end
+  local args = {'XGROUP', 'CREATE', cat, g, start, 'MKSTREAM'}
+  if read then args[#args + 1] = 'ENTRIESREAD'; args[#args + 1] = read end
+  local r = redis.pcall(unpack(args))
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'BUSYGROUP', 1, true) then return {'foreign'} end
+    return r
+  end
+  redis.call('HSET', state, 'start', ARGV[4], 'ack_timeout_ms', ARGV[5],
+    'max_deliveries', ARGV[6], 'created_ms', ARGV[7])
+  return {'created'}
+end
+
+-- -> {'ok', 1 if the group was here else 0}. Deletes the category stream too when the
+-- group's creation made it (empty, nothing ever appended, no other group).
+local function destroy()
+  local existed = redis.call('EXISTS', state)
+  if existed == 1 and redis.call('EXISTS', cat) == 1 then
+    redis.pcall('XGROUP', 'DESTROY', cat, g)
+    local info = redis.call('XINFO', 'STREAM', cat)
+    if field(info, 'length') == 0 and field(info, 'entries-added') == 0
+      and field(info, 'groups') == 0 then
+      redis.call('DEL', cat)
+    end
+  end
+  redis.call('DEL', state, parked, replay)
+  return {'ok', existed}
+end
+
+-- ARGV[3] consumer  ARGV[4] max
+-- -> {'nogroup'} | {'ok', {{entry id, delivery count, fields}...}, parked}
+--
+-- The partition hands out entries only while the group has nothing pending on it:
+-- so no two events of one aggregate are ever in flight, and one consumer at a time
+-- holds the partition. While entries are pending, only those idle past the ack
+-- timeout are handed out again (to this consumer, their delivery count raised), or
+-- parked once delivered max_deliveries times.
+local function fetch()
+  local consumer, max = ARGV[3], tonumber(ARGV[4])
+  local s = redis.call('HMGET', state, 'ack_timeout_ms', 'max_deliveries')
+  if not s[1] then return {'nogroup'} end
+  local ack, maxd = tonumber(s[1]), tonumber(s[2])
+  redis.call('HSET', state, 'c:' .. consumer, now_ms())
+  local out, parked_n = {}, 0
+
+  if pending_count() > 0 then
+    local due = redis.call('XPENDING', cat, g, 'IDLE', ack, '-', '+', max)
+    local claim, counts = {}, {}
+    for _, p in ipairs(due) do
+      if p[4] >= maxd then
+        park(p[1], 'max_deliveries', p[4], nil)
+        parked_n = parked_n + 1
+      else
+        claim[#claim + 1] = p[1]
+        counts[p[1]] = p[4] + 1
+      end
+    end
+    if #claim > 0 then
+      -- XCLAIM (not XAUTOCLAIM): the ids and counts are the ones just looked at.
+      local got = redis.call('XCLAIM', cat, g, consumer, ack, unpack(claim))
+      local present = {}
+      for _, e in ipairs(got) do
+        present[e[1]] = true
+        out[#out + 1] = {e[1], counts[e[1]], e[2]}
+      end
+      -- Since 7.0 XCLAIM drops entries trimmed away from the pending list: say so.
+      for _, id in ipairs(claim) do
+        if not present[id] then
+          park(id, 'trimmed', counts[id] - 1, nil)
+          parked_n = parked_n + 1
+        end
+      end
+    end
+    if #out > 0 or pending_count() > 0 then return {'ok', out, parked_n} end
+  end
+
+  -- Free: replayed entries first, then new ones; either way a batch stops before the
+  -- first entry whose aggregate it already holds.
+  local ids = redis.call('LRANGE', replay, 0, max - 1)
+  if #ids > 0 then
+    local seen, take, used = {}, {}, 0
+    for _, id in ipairs(ids) do
+      local r = redis.call('XRANGE', cat, id, id)
+      if r[1] then
+        local agg = field(r[1][2], 'aggregate_id') or ''
+        if seen[agg] then break end
+        seen[agg] = true
+        take[#take + 1] = id
+      end
+      used = used + 1
+    end
+    redis.call('LTRIM', replay, used, -1)
+    for _, id in ipairs(take) do
+      -- FORCE puts an acknowledged entry back in the pending list: a fresh delivery.
+      local got = redis.call('XCLAIM', cat, g, consumer, 0, id, 'FORCE', 'RETRYCOUNT', 1)
+      if got[1] then out[#out + 1] = {id, 1, got[1][2]} end
+    end
+    if #out > 0 then return {'ok', out, parked_n} end
+  end
+
+  local last = nil
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', cat)) do
+    if field(info, 'name') == g then last = field(info, 'last-delivered-id') end
+  end
+  if not last then return {'nogroup'} end
+  local candidates = redis.call('XRANGE', cat, '(' .. last, '+', 'COUNT', max)
+  local seen, k = {}, 0
+  for _, e in ipairs(candidates) do
+    local agg = field(e[2], 'aggregate_id') or ''
+    if seen[agg] then break end
+    seen[agg] = true
+    k = k + 1
+  end
+  if k > 0 then
+    -- Exactly the k entries just chosen: nothing can be appended in between.
+    local r = redis.call('XREADGROUP', 'GROUP', g, consumer, 'COUNT', k, 'STREAMS', cat, '>')
+    for _, e in ipairs(r[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
+  end
+  return {'ok', out, parked_n}
+end
+
+-- ARGV[3] ack | retry | park | skip  ARGV[4] retry delay (ms)  ARGV[5] reason ('' none)
+-- ARGV[6..] entry ids
+-- -> {'nogroup'} | {'delay', ack_timeout_ms} | {'ok', {1 done | 0 not pending, ...}}
+local function settle()
+  if redis.call('EXISTS', state) == 0 then return {'nogroup'} end
+  local action, reason = ARGV[3], ARGV[5]
+  local idle = 0
+  if action == 'retry' then
+    local ack = tonumber(redis.call('HGET', state, 'ack_timeout_ms'))
+    local delay = tonumber(ARGV[4])
+    if delay > ack then return {'delay', ack} end
+    -- Idle for ack - delay: the next fetch after `delay` reclaims it. It stays pending
+    -- meanwhile, so the partition (and the aggregate's order) waits for it.
+    idle = ack - delay
+  end
+  local done = {}
+  for i = 6, #ARGV do
+    local id = ARGV[i]
+    local ok = 0
+    if action == 'ack' or action == 'skip' then
+      ok = redis.call('XACK', cat, g, id)
+      if ok == 1 then redis.call('HDEL', state, 'e:' .. id) end
+    else
+      local p = redis.call('XPENDING', cat, g, id, id, 1)
+      if p[1] then
+        ok = 1
+        if reason ~= '' then redis.call('HSET', state, 'e:' .. id, reason) end
+        if action == 'retry' then
+          redis.call('XCLAIM', cat, g, p[1][2], 0, id, 'IDLE', idle, 'JUSTID')
+        else
+          park(id, 'nacked', p[1][4], nil)
+        end
+      end
+    end
+    done[#done + 1] = ok
+  end
+  return {'ok', done}
+end
+
+-- -> {'nogroup'} | {'ok', now, XINFO GROUPS entry, pending, oldest pending idle (ms),
+--     parked, replaying, state hash (flat), pending per consumer}
+local function status()
+  if redis.call('EXISTS', state) == 0 then return {'nogroup'} end
+  local info = nil
+  for _, i in ipairs(redis.call('XINFO', 'GROUPS', cat)) do
+    if field(i, 'name') == g then info = i end
+  end
+  if not info then return {'nogroup'} end
+  local summary = redis.call('XPENDING', cat, g)
+  -- A partition holds at most one fetch's batch (plus replays): a short list.
+  local oldest = 0
+  for _, p in ipairs(redis.call('XPENDING', cat, g, '-', '+', 1000)) do
+    if p[3] > oldest then oldest = p[3] end
+  end
+  return {'ok', now_ms(), info, summary[1], oldest, redis.call('XLEN', parked),
+    redis.call('LLEN', replay), redis.call('HGETALL', state), summary[4] or {}}
+end
+
+-- ARGV[3] XRANGE start in the parked stream ('-' or '(id')  ARGV[4] count
+-- -> {'nogroup'} | {'ok', moved, kept, last parked id looked at, looked at}
+-- Entries whose category entry is gone (trimmed) cannot be delivered again: they stay.
+local function replay_parked()
+  if redis.call('EXISTS', state) == 0 then return {'nogroup'} end
+  local entries = redis.call('XRANGE', parked, ARGV[3], '+', 'COUNT', tonumber(ARGV[4]))
+  local moved, kept, last = 0, 0, ''
+  for _, e in ipairs(entries) do
+    last = e[1]
+    local pos = field(e[2], 'position')
+    if pos and field(e[2], 'missing') == nil and redis.call('XRANGE', cat, pos, pos)[1] then
+      redis.call('RPUSH', replay, pos)
+      redis.call('XDEL', parked, e[1])
+      moved = moved + 1
+    else
+      kept = kept + 1
+    end
+  end
+  if redis.call('EXISTS', parked) == 1 and redis.call('XLEN', parked) == 0 then
+    redis.call('DEL', parked)
+  end
+  return {'ok', moved, kept, last, #entries}
+end
+
+if op == 'create' then return create()
+elseif op == 'destroy' then return destroy()
+elseif op == 'fetch' then return fetch()
+elseif op == 'settle' then return settle()
+elseif op == 'status' then return status()
+elseif op == 'replay' then return replay_parked()
+end
+return redis.error_reply('streamfold groups: unknown operation ' .. tostring(op))
