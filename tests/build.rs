@@ -159,21 +159,18 @@ fn build_lang_plugin(
         let partial = cache.join(format!("{name}.{}.partial", std::process::id()));
         let mut cmd = match lang {
             Lang::JavaScript => {
-                // The same command as the plugin's `npm run build`.
+                // The same command as the plugin's `npm run build`: jco's QuickJS
+                // backend (componentize-qjs), without the component-model async ABI
+                // (wasmtime's component model here has none), every WASI import
+                // replaced by a trap. `--cwd` makes jco resolve the source from the
+                // plugin's folder (it runs from the source's own folder otherwise).
                 let mut cmd = Command::new(&tool.program);
                 cmd.current_dir(&dir)
-                    .arg("src/reducer.js")
+                    .args(["componentize", "src/reducer.js", "--cwd", "."])
                     .arg("--wit")
                     .arg(&wit)
-                    .args(["--world-name", "plugin"])
-                    .args([
-                        "--disable",
-                        "stdio",
-                        "random",
-                        "clocks",
-                        "http",
-                        "fetch-event",
-                    ])
+                    .args(["--world-name", "plugin", "--backend", "qjs"])
+                    .args(["--backend-qjs-disable-async", "--backend-qjs-stub-wasi"])
                     .arg("--out")
                     .arg(&partial);
                 cmd
@@ -314,28 +311,41 @@ fn toolchain(root: &Path, dir: &Path, name: &str, lang: Lang) -> Result<Toolchai
                     "Node.js, which builds the JavaScript reducers, is missing ('node' is not on PATH): {SETUP}"
                 )));
             }
-            let package = dir.join("node_modules/@bytecodealliance/componentize-js/package.json");
-            let program = dir.join("node_modules/.bin/componentize-js");
-            let installed = fs::read_to_string(&package)
-                .ok()
-                .and_then(|t| json_version(&t));
-            let locked = fs::read_to_string(dir.join("package-lock.json"))
-                .ok()
-                .and_then(|t| locked_version(&t, "node_modules/@bytecodealliance/componentize-js"));
-            match (installed, locked) {
-                (Some(installed), Some(locked)) if installed == locked && program.exists() => {
-                    Ok(Toolchain {
-                        program,
-                        version: format!("componentize-js {installed}"),
-                        stamp: dir.join("node_modules/.package-lock.json"),
-                    })
+            // jco runs the build; componentize-qjs (a native binary in an npm
+            // package) makes the component. Both as package-lock.json pins them.
+            let program = dir.join("node_modules/.bin/jco");
+            let mut versions = Vec::new();
+            for package in ["@bytecodealliance/jco", "componentize-qjs"] {
+                let path = format!("node_modules/{package}");
+                let installed = fs::read_to_string(dir.join(&path).join("package.json"))
+                    .ok()
+                    .and_then(|t| json_version(&t));
+                let locked = fs::read_to_string(dir.join("package-lock.json"))
+                    .ok()
+                    .and_then(|t| locked_version(&t, &path));
+                match (installed, locked) {
+                    (Some(installed), Some(locked)) if installed == locked => {
+                        versions.push(format!("{package} {installed}"));
+                    }
+                    (installed, locked) => {
+                        return Err(BuildError::line(format!(
+                            "the JavaScript toolchain of plugins/{name} is not installed (its node_modules has {package} {}, package-lock.json wants {}): {SETUP}",
+                            installed.as_deref().unwrap_or("missing"),
+                            locked.as_deref().unwrap_or("?"),
+                        )));
+                    }
                 }
-                (installed, locked) => Err(BuildError::line(format!(
-                    "the JavaScript toolchain of plugins/{name} is not installed (its node_modules has componentize-js {}, package-lock.json wants {}): {SETUP}",
-                    installed.as_deref().unwrap_or("missing"),
-                    locked.as_deref().unwrap_or("?"),
-                ))),
             }
+            if !program.exists() {
+                return Err(BuildError::line(format!(
+                    "the JavaScript toolchain of plugins/{name} is not installed (node_modules/.bin/jco is missing): {SETUP}"
+                )));
+            }
+            Ok(Toolchain {
+                program,
+                version: versions.join(", "),
+                stamp: dir.join("node_modules/.package-lock.json"),
+            })
         }
         Lang::Python => {
             let venv = root.join("target").join("py-venv");

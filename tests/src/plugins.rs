@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | [`USER`] | `plugins/user`: the seed's `user` aggregate |
 //! | [`CART`] | `plugins/cart`: a shopping cart with rules |
-//! | [`USER_JS`] | `plugins/user-js`: the `user` reducer in JavaScript (componentize-js) |
+//! | [`USER_JS`] | `plugins/user-js`: the `user` reducer in JavaScript (jco, QuickJS backend) |
 //! | [`USER_PY`] | `plugins/user-py`: the `user` reducer in Python (componentize-py) |
 //! | [`CART_PY`] | `plugins/cart-py`: the `cart` reducer in Python (componentize-py) |
 //! | [`SPIN`] | `apply` loops forever (aggregate `user`, handles `UserCreated`) |
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub const USER: &str = concat!(env!("OUT_DIR"), "/user.wasm");
 /// `plugins/cart`: a shopping cart with rules.
 pub const CART: &str = concat!(env!("OUT_DIR"), "/cart.wasm");
-/// `plugins/user-js`: the `user` reducer in JavaScript (componentize-js).
+/// `plugins/user-js`: the `user` reducer in JavaScript (jco, QuickJS backend).
 pub const USER_JS: &str = concat!(env!("OUT_DIR"), "/user-js.wasm");
 /// `plugins/user-py`: the `user` reducer in Python (componentize-py).
 pub const USER_PY: &str = concat!(env!("OUT_DIR"), "/user-py.wasm");

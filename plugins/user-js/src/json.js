@@ -19,11 +19,12 @@
 // Speed: the engine's native `JSON.parse` does the work, and its result is kept
 // when it cannot differ from serde_json's: no integer-like key, no surrogate
 // escape, no deep nesting, and either no number at all (the usual event: strings)
-// or no number text JSON.parse would change (a fraction, an exponent, 16 digits or
-// more, -0). The checks look at the parsed value first, which is cheap; only a
-// value holding numbers has its text searched, since regular expressions run in
-// the engine's interpreter here and cost more than the parse itself. Anything else
-// goes to a parser written here, which keeps the number text.
+// or only integers of up to 15 digits written plainly (no fraction, no exponent,
+// not -0). The checks look at the parsed value first, which is cheap; only a value
+// holding numbers is parsed again, with a reviver that reads each number's text
+// (`JSON.parse` source text access, which QuickJS has; an engine without it sends
+// every text with a number to the parser below). Anything else goes to a parser
+// written here, which keeps the number text.
 //
 // `stringify` prints such values compactly, as serde_json does (same escapes,
 // non-ASCII kept as is, floats in its form). It also prints plain JavaScript
@@ -53,12 +54,6 @@ export class JsonError extends Error {}
 
 const CONTROL = /[\u0000-\u001f]/;
 const MAX_DEPTH = 128; // serde_json's recursion limit: 127 levels pass
-
-// Strings, to blank them out before looking at the rest of the text.
-const STRINGS = /"[^"\\]*(?:\\.[^"\\]*)*"/g;
-// A number JSON.parse would not keep as serde_json does: a fraction, an exponent,
-// 16 digits or more, or -0 (in the text with its strings blanked out).
-const INEXACT_NUMBER = /\d[.eE]|\d{16}|-0/;
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
 
 /**
@@ -76,10 +71,30 @@ export function parse(text) {
   const value = toMaps(native, MAX_DEPTH);
   if (seen & (INTEGER_KEY_SEEN | TOO_DEEP)) return parseExactly(text);
   if (text.includes("\\u") && SURROGATE_ESCAPE.test(text)) return parseExactly(text);
-  if (seen & NUMBER_SEEN && INEXACT_NUMBER.test(text.replace(STRINGS, '""'))) {
-    return parseExactly(text);
+  if (seen & NUMBER_SEEN) {
+    inexact = false;
+    JSON.parse(text, checkNumber);
+    if (inexact) return parseExactly(text);
   }
   return value;
+}
+
+/** Whether `checkNumber` met a number JSON.parse does not keep as serde_json does. */
+let inexact = false;
+
+/**
+ * A `JSON.parse` reviver that notes, in `inexact`, a number whose text is not an
+ * integer of up to 15 digits written as JavaScript prints it (`1.0`, `1e2`, `-0`,
+ * `9007199254740993`); or any number, when the engine gives no source text.
+ */
+function checkNumber(_key, v, context) {
+  if (typeof v === "number") {
+    const text = context?.source;
+    if (text === undefined || text.length > 15 || !Number.isInteger(v) || String(v) !== text) {
+      inexact = true;
+    }
+  }
+  return v;
 }
 
 /** The parser written here: exact, and slower. */
@@ -437,9 +452,55 @@ export function formatFloat(f) {
  * (integers print as integers; use JsonNumber or formatFloat for floats).
  */
 export function stringify(value) {
+  const plain = flatObject(value);
+  if (plain !== undefined) return JSON.stringify(plain);
   const out = [];
   write(value, out);
   return out.join("");
+}
+
+/**
+ * A `Map` of strings, booleans, nulls and safe integers, whose keys cannot look
+ * like integers, as a plain object `JSON.stringify` prints the same way; else
+ * undefined. The usual flat state: one native call instead of `write`'s many
+ * (7 µs against 13.5 µs for the `user` state in QuickJS).
+ */
+function flatObject(value) {
+  if (!(value instanceof Map)) return undefined;
+  flat = {};
+  value.forEach(copyFlat);
+  const result = flat;
+  flat = undefined;
+  return result;
+}
+
+/** `flatObject`'s object, while it is made (undefined once it cannot be). */
+let flat;
+
+function copyFlat(v, key) {
+  if (flat === undefined) return;
+  let ok;
+  switch (typeof v) {
+    case "string":
+    case "boolean":
+      ok = true;
+      break;
+    case "number":
+      ok = Number.isSafeInteger(v);
+      break;
+    case "object":
+      ok = v === null;
+      break;
+    default:
+      ok = false;
+  }
+  // Not a key JavaScript would put first (one that starts with a digit), nor one
+  // an assignment would not make a plain property.
+  if (ok && typeof key === "string" && !(key.charCodeAt(0) <= 57 && key.charCodeAt(0) >= 48) && key !== "__proto__") {
+    flat[key] = v;
+  } else {
+    flat = undefined;
+  }
 }
 
 function write(v, out) {
