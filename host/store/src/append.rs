@@ -107,6 +107,11 @@ fn prepare(events: Vec<NewEvent>) -> Result<Vec<PreparedEvent>> {
 /// Most appends one script call commits.
 const MAX_GROUP: usize = 64;
 
+/// Script calls in flight at once per partition. More than one, so that Redis runs
+/// the next call while the reply to the last one travels; each still holds what
+/// queued meanwhile.
+const MAX_IN_FLIGHT: usize = 4;
+
 /// Most events one script call writes, unless a single append has more (a call holds
 /// Redis while it runs).
 const MAX_GROUP_EVENTS: usize = 1_000;
@@ -131,8 +136,8 @@ struct Waiting {
 
 /// The appends waiting for a script call, per category partition (the keys of its
 /// aggregates share a hash slot, so one call can hold them on a Redis Cluster too).
-/// At most one task per partition makes calls: it starts with the first append that
-/// finds nothing under way and ends when nothing waits.
+/// At most one task per partition makes the calls (a few at once): it starts with the
+/// first append that finds nothing under way and ends when nothing waits.
 #[derive(Default)]
 pub(crate) struct Queues(Mutex<HashMap<String, Queue>>);
 
@@ -265,14 +270,17 @@ impl EventStore {
         })?
     }
 
-    /// A partition's task: one script call after another, each with what waits,
-    /// until nothing does.
+    /// A partition's task: script calls for what waits, at most [`MAX_IN_FLIGHT`] at
+    /// once (so Redis never waits for a round trip), until nothing waits.
     async fn drain(self, partition: String) {
         let mut guard = Draining {
             queues: &self.inner.appends,
             partition: &partition,
             armed: true,
         };
+        // Dropped with this task (its runtime shutting down): the calls end too, and
+        // their appends answer that they were dropped.
+        let mut calls = tokio::task::JoinSet::new();
         loop {
             let group = {
                 let mut queues = self.inner.appends.0.lock().expect("append queues poisoned");
@@ -280,26 +288,38 @@ impl EventStore {
                     guard.armed = false;
                     return;
                 };
-                let group = next_group(&mut q.waiting);
-                if group.is_empty() {
+                let group = if calls.len() < MAX_IN_FLIGHT {
+                    next_group(&mut q.waiting)
+                } else {
+                    Vec::new()
+                };
+                if group.is_empty() && calls.is_empty() {
                     queues.remove(&partition);
                     guard.armed = false;
                     return;
                 }
                 group
             };
-            match self.call(&group).await {
-                Ok(replies) => {
-                    for (w, reply) in group.into_iter().zip(replies) {
-                        let _ = w.reply.send(Ok(reply));
-                    }
-                }
-                Err(e) => {
-                    for w in group {
-                        let _ = w.reply.send(Err(e.clone()));
-                    }
-                }
+            if group.is_empty() {
+                // Room comes when a call ends; appends queue meanwhile.
+                calls.join_next().await;
+                continue;
             }
+            let store = self.clone();
+            calls.spawn(async move {
+                match store.call(&group).await {
+                    Ok(replies) => {
+                        for (w, reply) in group.into_iter().zip(replies) {
+                            let _ = w.reply.send(Ok(reply));
+                        }
+                    }
+                    Err(e) => {
+                        for w in group {
+                            let _ = w.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            });
         }
     }
 
