@@ -72,6 +72,15 @@ pub use streamfold_store::{
     ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom, SubscribeOptions,
     Subscription, TlsConfig,
 };
+// Durable subscriptions (the store's groups); the store's `Replayed` is
+// `ParkedReplayed` here, beside the runtime's own `Replayed`.
+pub use streamfold_store::{
+    ConsumerStatus, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_DELIVERIES, Delivery, GroupCreated,
+    GroupInfo, GroupSettings, GroupStart, GroupStatus, MAX_ACK_TIMEOUT_MS, MAX_FETCH,
+    MAX_GROUP_NAME_CHARS, MAX_MAX_DELIVERIES, MAX_PARKED_PAGE, MAX_REASON_CHARS, MAX_SETTLE,
+    NackAction, ParkReason, ParkedEvent, ParkedPage, PartitionStatus, Replayed as ParkedReplayed,
+    Settled, validate_group_name,
+};
 pub use verify::{CandidateFailure, Difference, StateLeak, VerifyOptions, VerifyReport};
 
 use streamfold_sandbox::SandboxConfig;

@@ -40,6 +40,8 @@ pub enum ProblemType {
     WrongType,
     /// 409: a category position made for another partition count.
     PositionMismatch,
+    /// 409: creating a durable subscription group that exists with other settings.
+    GroupExists,
     /// 413: a body over its limit, or too many events in one append.
     TooLarge,
     /// 415: a body of the wrong content type.
@@ -62,7 +64,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, in the order the docs list them.
-    pub const ALL: [ProblemType; 19] = [
+    pub const ALL: [ProblemType; 20] = [
         ProblemType::InvalidInput,
         ProblemType::InvalidPlugin,
         ProblemType::Unauthorized,
@@ -73,6 +75,7 @@ impl ProblemType {
         ProblemType::ActivePlugin,
         ProblemType::WrongType,
         ProblemType::PositionMismatch,
+        ProblemType::GroupExists,
         ProblemType::TooLarge,
         ProblemType::UnsupportedMediaType,
         ProblemType::ReducerRejected,
@@ -179,6 +182,12 @@ impl ProblemType {
                 "The position does not fit the type's partitions",
                 StatusCode::CONFLICT,
                 "a category position with another number of parts than the type has partitions (made for another partition count)",
+            ),
+            GroupExists => (
+                "group-exists",
+                "The group exists with other settings",
+                StatusCode::CONFLICT,
+                "creating a durable subscription group that exists with other settings (delete it first, or create it with the same ones)",
             ),
             TooLarge => (
                 "too-large",

@@ -12,6 +12,7 @@ function query(params = {}) {
 }
 
 const aggregate = (type, id) => `/v1/aggregates/${enc(type)}/${enc(id)}`;
+const group = (type, name) => `/v1/groups/${enc(type)}/${enc(name)}`;
 
 export const paths = {
   types: () => '/v1/types',
@@ -25,6 +26,9 @@ export const paths = {
   activations: (type) => `/v1/plugins/${enc(type)}/history`,
   verify: (type, sample) => `/v1/plugins/verify${query({ type, sample })}`,
   session: () => '/v1/session',
+  groups: () => '/v1/groups',
+  group,
+  parked: (type, name, params) => `${group(type, name)}/parked${query(params)}`,
 };
 
 /** A failed request: `status` 0 when the server could not be reached. */

@@ -4,6 +4,7 @@
 mod catalog;
 mod declare;
 mod events;
+mod groups;
 pub(crate) mod openapi;
 mod ops;
 mod plugins;
@@ -95,6 +96,50 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
         .add(
             routes!(plugins::remove),
             Route::admin(Scope::Path).answers(&[NotFound, ActivePlugin]),
+        )
+        // Durable subscriptions: creating, deleting and replaying parked events are an
+        // operator's (admin); workers fetch, ack and nack with read. A fetch waits at
+        // most until shortly before the request timeout, so it keeps it.
+        .add(
+            routes!(groups::create),
+            Route::admin(Scope::Path)
+                .json(append_body)
+                .answers(&[GroupExists, PositionMismatch]),
+        )
+        .add(routes!(groups::list), Route::read(Scope::All))
+        .add(
+            routes!(groups::show),
+            Route::read(Scope::Path).answers(&[NotFound]),
+        )
+        .add(
+            routes!(groups::delete),
+            Route::admin(Scope::Path).answers(&[NotFound]),
+        )
+        .add(
+            routes!(groups::fetch),
+            Route::read(Scope::Path)
+                .json(append_body)
+                .answers(&[NotFound]),
+        )
+        .add(
+            routes!(groups::ack),
+            Route::read(Scope::Path)
+                .json(append_body)
+                .answers(&[NotFound]),
+        )
+        .add(
+            routes!(groups::nack),
+            Route::read(Scope::Path)
+                .json(append_body)
+                .answers(&[NotFound]),
+        )
+        .add(
+            routes!(groups::parked),
+            Route::read(Scope::Path).answers(&[NotFound, PositionMismatch]),
+        )
+        .add(
+            routes!(groups::replay),
+            Route::admin(Scope::Path).answers(&[NotFound]),
         )
         // Browser sessions: signing in needs a bearer token (a cookie only reads).
         .add(routes!(session::sign_in), Route::read(Scope::All))

@@ -30,6 +30,7 @@ use crate::AppState;
         (name = "session", description = "Browser sessions: a cookie that grants reads only"),
         (name = "state", description = "State replayed through reducers"),
         (name = "subscribe", description = "Live subscriptions (Server-Sent Events)"),
+        (name = "groups", description = "Durable subscriptions: consumer groups on a type's category, with acks, redelivery and parking"),
         (name = "plugins", description = "The reducer registry"),
         (name = "operations", description = "Liveness, readiness and metrics"),
     )

@@ -1,12 +1,13 @@
 // One aggregate type: its aggregates (by id prefix, a page at a time), its reducers
 // (versions, the active one, what was active when, and a verify of a candidate),
-// and its category feed, live.
+// its durable subscription groups (views/groups.js), and its category feed, live.
 
 import { get, paths, request } from '../api.js';
 import { brief, h, storedAt, utc } from '../dom.js';
 import { errorBox, explain } from '../errors.js';
 import { Follower } from '../live.js';
 import { links, title } from '../nav.js';
+import { GroupsSection } from './groups.js';
 
 /** Ids asked for per request, and how many a "more" click shows at least. */
 const IDS_PAGE = 100;
@@ -24,7 +25,8 @@ export class TypeView {
     title(`Type ${this.type}`);
     this.main.replaceChildren(
       h('h1', {}, h('span', { class: 'muted' }, 'Type '), this.type),
-      this.idsSection(), this.reducersSection(retry), this.feedSection());
+      this.idsSection(), this.reducersSection(retry),
+      new GroupsSection(this.type, { onSignedIn: retry }).element, this.feedSection());
     this.loadIds(true);
   }
 

@@ -13,11 +13,14 @@
 //! - `session`: browser sessions, a cookie that grants reads only.
 //! - `contract`: every route's declared access, body and constraints, enforced.
 //! - `ui`: the explorer's files, headers and redirects.
+//! - `groups`: durable subscriptions: groups, fetch and ack, redelivery, parking,
+//!   long polls, bad input and roles.
 
 mod auth;
 mod catalog;
 mod contract;
 mod events;
+mod groups;
 mod openapi;
 mod ops;
 mod plugins;
