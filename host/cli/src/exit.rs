@@ -73,6 +73,7 @@ pub(crate) fn status(e: &anyhow::Error) -> u8 {
             return match e.kind() {
                 Store::Conflict => CONFLICT,
                 Store::InvalidInput => USAGE,
+                Store::NotFound => NOT_FOUND,
                 _ => FAILURE,
             };
         }

@@ -1137,3 +1137,327 @@ fn cluster_durability_and_partition_flags_reach_the_store() {
     assert_ne!(status, 0);
     assert!(err.contains("0 of the 1 replicas"), "{err}");
 }
+
+#[test]
+fn group_create_list_show_delete_round_trip() {
+    let cli = Cli::new();
+    cli.ok(&["append", "user", "u1", "UserCreated", r#"{"id":1}"#]);
+    let created = cli.ok(&[
+        "group",
+        "create",
+        "user",
+        "mailer",
+        "--ack-timeout",
+        "2s",
+        "--max-deliveries",
+        "3",
+    ]);
+    assert_eq!(
+        created.trim(),
+        "created group mailer of user (start beginning, ack timeout 2s, max deliveries 3)"
+    );
+    // The same settings again change nothing; others conflict; a bad start is refused.
+    let again = cli.ok(&[
+        "group",
+        "create",
+        "user",
+        "mailer",
+        "--ack-timeout",
+        "2000ms",
+        "--max-deliveries",
+        "3",
+    ]);
+    assert!(
+        again.starts_with("unchanged: already had group mailer"),
+        "{again}"
+    );
+    let other = cli.run(&["group", "create", "user", "mailer"]);
+    assert_eq!(code(&other), 3, "{}", text(&other.stderr));
+    assert!(
+        text(&other.stderr).contains("other settings"),
+        "{}",
+        text(&other.stderr)
+    );
+    let bad = cli.run(&["group", "create", "user", "g2", "--start", "now"]);
+    assert_eq!(code(&bad), 2, "{}", text(&bad.stderr));
+    let bad = cli.run(&["group", "create", "user", "a b"]);
+    assert_eq!(code(&bad), 2, "{}", text(&bad.stderr));
+
+    let list = cli.ok(&["group", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(lines[0].starts_with("type"), "{list}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &row[..5],
+        ["user", "mailer", "beginning", "2s", "3"],
+        "{list}"
+    );
+    assert_eq!(
+        cli.ok(&["group", "list", "--type", "order"]).trim(),
+        "no groups (create one with `streamfold group create TYPE GROUP`)"
+    );
+    let listed: Value = serde_json::from_str(&cli.ok(&["group", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["group"], "mailer");
+    assert_eq!(listed[0]["settings"]["ack_timeout_ms"], 2000);
+
+    let show = cli.ok(&["group", "show", "user", "mailer"]);
+    for line in [
+        "group mailer of user",
+        "start:          beginning",
+        "ack timeout:    2s",
+        "max deliveries: 3",
+        "undelivered:    1",
+        "pending:        0",
+        "oldest pending: -",
+        "parked:         0",
+        "no consumer has polled yet",
+    ] {
+        assert!(show.lines().any(|l| l == line), "{line:?} in {show}");
+    }
+    let status: Value =
+        serde_json::from_str(&cli.ok(&["group", "show", "user", "mailer", "--json"])).unwrap();
+    assert_eq!(status["undelivered"], 1);
+    assert_eq!(status["info"]["settings"]["max_deliveries"], 3);
+
+    assert_eq!(
+        cli.ok(&["group", "delete", "user", "mailer"]).trim(),
+        "deleted group mailer of user"
+    );
+    for args in [
+        &["group", "show", "user", "mailer"][..],
+        &["group", "delete", "user", "mailer"],
+    ] {
+        let gone = cli.run(args);
+        assert_eq!(code(&gone), 4, "{args:?}: {}", text(&gone.stderr));
+    }
+    assert!(cli.ok(&["group", "list"]).starts_with("no groups"));
+}
+
+#[test]
+fn group_consume_acks_what_the_command_handles_and_parks_what_it_fails() {
+    let cli = Cli::new();
+    for (id, ty) in [
+        ("a", "UserCreated"),
+        ("b", "UserCreated"),
+        ("c", "UserCreated"),
+        ("a", "NameChanged"),
+    ] {
+        cli.ok(&["append", "user", id, ty, r#"{"n":1}"#]);
+    }
+    // One delivery at most: the failing event is parked at the next fetch.
+    cli.ok(&["group", "create", "user", "work", "--max-deliveries", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let handler = r#"
+        ev=$(cat)
+        echo "$ev" | grep -q "\"aggregate_id\":\"$STREAMFOLD_AGGREGATE_ID\"" || exit 9
+        echo "$STREAMFOLD_AGGREGATE_TYPE $STREAMFOLD_AGGREGATE_ID $STREAMFOLD_REVISION $STREAMFOLD_DELIVERY_COUNT ${STREAMFOLD_DELIVERY%%/*}" >> "$SEEN"
+        if [ "$STREAMFOLD_AGGREGATE_ID" = c ]; then
+            echo "a first line" >&2
+            echo "cannot handle c" >&2
+            exit 1
+        fi
+    "#;
+    let out = cli
+        .command(&[
+            "group",
+            "consume",
+            "user",
+            "work",
+            "--consumer",
+            "w1",
+            "--wait",
+            "300ms",
+            "--once",
+            "--",
+            "sh",
+            "-c",
+            handler,
+        ])
+        .env("SEEN", &seen)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "consumed 4 events: 3 acked, 1 nacked"
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot handle c"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "user a 1 1 0\nuser b 1 1 0\nuser c 1 1 0\nuser a 2 1 0\n"
+    );
+
+    let status: Value =
+        serde_json::from_str(&cli.ok(&["group", "show", "user", "work", "--json"])).unwrap();
+    assert_eq!(status["pending"], 0, "{status}");
+    assert_eq!(status["undelivered"], 0, "{status}");
+    assert_eq!(status["parked"], 1, "{status}");
+    assert_eq!(status["consumers"][0]["name"], "w1", "{status}");
+    let show = cli.ok(&["group", "show", "user", "work"]);
+    assert!(
+        show.lines().any(|l| l.starts_with("w1 ")),
+        "the consumer and its last poll: {show}"
+    );
+
+    let parked: Value =
+        serde_json::from_str(&cli.ok(&["group", "parked", "user", "work", "--json"])).unwrap();
+    let events = parked["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{parked}");
+    assert_eq!(events[0]["event"]["aggregate_id"], "c");
+    assert_eq!(events[0]["reason"], "max_deliveries");
+    assert_eq!(events[0]["last_error"], "cannot handle c");
+    let listed = cli.ok(&["group", "parked", "user", "work"]);
+    assert!(
+        listed.contains("user/c@1  UserCreated  max_deliveries after 1 deliveries"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("    last error: cannot handle c"),
+        "{listed}"
+    );
+
+    // Replayed, it comes back; this time the command succeeds.
+    assert_eq!(
+        cli.ok(&["group", "replay-parked", "user", "work"]).trim(),
+        "replayed 1 parked events into group work"
+    );
+    let again = cli.ok(&[
+        "group", "consume", "user", "work", "--wait", "200ms", "--once", "--", "true",
+    ]);
+    assert_eq!(again.trim(), "consumed 1 events: 1 acked, 0 nacked");
+    let status: Value =
+        serde_json::from_str(&cli.ok(&["group", "show", "user", "work", "--json"])).unwrap();
+    assert_eq!(
+        (status["pending"].as_u64(), status["parked"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    // A command that cannot start fails the consume, naming it.
+    cli.ok(&["append", "user", "d", "UserCreated", "{}"]);
+    let out = cli.run(&[
+        "group",
+        "consume",
+        "user",
+        "work",
+        "--once",
+        "--",
+        "/nonexistent/handler",
+    ]);
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/nonexistent/handler"));
+    let unknown = cli.run(&["group", "consume", "user", "nope", "--once", "--", "true"]);
+    assert_eq!(code(&unknown), 4, "{}", text(&unknown.stderr));
+}
+
+#[test]
+fn the_readmes_group_examples_run_against_a_real_server() {
+    let cli = Cli::new();
+    let (mut server, sf) = serve(&cli, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let append = |id: &str, ty: &str| cli.ok(&["append", "user", id, ty, r#"{"n":1}"#]);
+    let nothing_pending = || {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{sf}/v1/groups/user/mailer")])
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["pending"], 0, "{status}");
+        assert_eq!(status["undelivered"], 0, "{status}");
+    };
+
+    append("1", "UserCreated");
+    append("2", "UserCreated");
+    append("1", "EmailChanged");
+    let curl = run_example(
+        "bash",
+        &["-euo", "pipefail", "-c", &readme_example("group-curl")],
+        &sf,
+        dir.path(),
+    );
+    assert_eq!(curl, "UserCreated\nUserCreated\nEmailChanged\n");
+    nothing_pending();
+
+    // The same group, created again by each example: each sees only the new events.
+    append("2", "NameChanged");
+    let python = run_example(
+        "python3",
+        &["-c", &readme_example("group-python")],
+        &sf,
+        dir.path(),
+    );
+    assert_eq!(python, "NameChanged\n");
+    nothing_pending();
+
+    append("3", "UserCreated");
+    append("3", "EmailChanged");
+    let js = run_example(
+        "node",
+        &["--input-type=module", "-e", &readme_example("group-js")],
+        &sf,
+        dir.path(),
+    );
+    assert_eq!(js, "UserCreated\nEmailChanged\n");
+    nothing_pending();
+
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn group_consume_stops_on_sigterm_after_the_current_event() {
+    let cli = Cli::new();
+    cli.ok(&["append", "user", "a", "UserCreated", "{}"]);
+    cli.ok(&["append", "user", "b", "UserCreated", "{}"]);
+    cli.ok(&["group", "create", "user", "slow"]);
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let child = cli
+        .command(&[
+            "group",
+            "consume",
+            "user",
+            "slow",
+            "--",
+            "sh",
+            "-c",
+            r#"echo "start $STREAMFOLD_AGGREGATE_ID" >> "$SEEN"; sleep 1; echo "done $STREAMFOLD_AGGREGATE_ID" >> "$SEEN""#,
+        ])
+        .env("SEEN", &seen)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&seen).is_ok_and(|s| s.starts_with("start a")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the handler never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "consumed 1 events: 1 acked, 0 nacked"
+    );
+    // The event being handled finished; the next one was given back, not handled.
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "start a\ndone a\n");
+    let status: Value =
+        serde_json::from_str(&cli.ok(&["group", "show", "user", "slow", "--json"])).unwrap();
+    assert_eq!(status["parked"], 0, "{status}");
+    assert!(status["pending"].as_u64().unwrap() <= 1, "{status}");
+    let rest = cli.ok(&[
+        "group", "consume", "user", "slow", "--wait", "200ms", "--once", "--", "true",
+    ]);
+    assert_eq!(rest.trim(), "consumed 1 events: 1 acked, 0 nacked");
+}

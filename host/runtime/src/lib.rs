@@ -62,7 +62,7 @@ pub use registry::{Activation, RegisteredPlugin};
 pub use replay::{ReplayOptions, Replayed};
 pub use streamfold_sandbox::{
     CONTRACT, FailedEvent, FailureCause, Instances, Limits, LoadSource, Plugin, PluginInfo,
-    ReducerFailure, RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest,
+    ReducerFailure, RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest, text,
 };
 pub use streamfold_store::names;
 pub use streamfold_store::{

@@ -2,6 +2,7 @@
 
 mod append;
 mod demo;
+mod group;
 mod history;
 mod import;
 mod plugin;
@@ -121,6 +122,10 @@ pub(crate) enum Command {
     Serve(serve::Args),
     #[command(subcommand)]
     Token(token::Command),
+    /// Durable subscriptions: create, inspect and delete groups, list and replay
+    /// parked events, and consume a group with a shell command.
+    #[command(subcommand)]
+    Group(group::Command),
 }
 
 /// Runs the command.
@@ -137,5 +142,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Watch(args) => watch::run(g, args).await,
         Command::Serve(args) => serve::run(g, args).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Group(cmd) => group::run(g, cmd).await,
     }
 }
