@@ -304,6 +304,9 @@ impl Server {
         };
         state.metrics.watch_instances(state.runtime.clone());
         state.metrics.watch_redis(state.health.clone());
+        state
+            .metrics
+            .watch_groups(state.runtime.clone(), state.stopping.clone());
         Ok(Server {
             listener,
             router: routes::router(state, &api),

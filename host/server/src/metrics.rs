@@ -15,6 +15,17 @@
 //! | `streamfold_replay_slots` | | the most that may run at once |
 //! | `streamfold_redis_up` | | 1 while Redis answers the background check (`/readyz`), else 0 |
 //! | `streamfold_redis_away_seconds` | | how long Redis has not answered (0 while it does) |
+//! | `streamfold_group_deliveries_total` | `aggregate_type`, `group` | events handed to a group's workers by this server (redeliveries too) |
+//! | `streamfold_group_redeliveries_total` | `aggregate_type`, `group` | of those, deliveries after the first |
+//! | `streamfold_group_settled_total` | `aggregate_type`, `group`, `action` | deliveries acknowledged (`ack`) or given back (`retry`, `park`, `skip`) through this server |
+//! | `streamfold_group_undelivered` | `aggregate_type`, `group` | events not delivered yet (lag; left out while Redis cannot tell) |
+//! | `streamfold_group_pending` | `aggregate_type`, `group` | events delivered and not acknowledged |
+//! | `streamfold_group_oldest_pending_seconds` | `aggregate_type`, `group` | how long the oldest of those has waited (0: none) |
+//! | `streamfold_group_parked` | `aggregate_type`, `group` | parked events |
+//!
+//! The last four are read from Redis in the background, every
+//! [`GROUPS_INTERVAL`], for at most [`MAX_WATCHED_GROUPS`] groups, so a scrape never
+//! waits for Redis; they are as old as the last read.
 //!
 //! Routes are labelled by their pattern (`/v1/aggregates/{type}/{id}/state`), never
 //! by the path a client sent, so a client cannot grow the label set; `reducer` is
@@ -66,6 +77,25 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    aggregate_type: String,
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SettledLabels {
+    aggregate_type: String,
+    group: String,
+    action: String,
+}
+
+/// How often the groups' figures are read from Redis.
+pub(crate) const GROUPS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most groups whose figures are read (the rest are left out of the metrics).
+pub(crate) const MAX_WATCHED_GROUPS: usize = 256;
+
 fn seconds() -> Histogram {
     // 100 µs to ~100 s.
     Histogram::new(exponential_buckets(0.0001, 4.0, 11))
@@ -83,6 +113,11 @@ pub(crate) struct Metrics {
     failures: Family<KindLabels, Counter>,
     appends: Family<OutcomeLabels, Counter>,
     events_appended: Counter,
+    group_deliveries: Family<GroupLabels, Counter>,
+    group_redeliveries: Family<GroupLabels, Counter>,
+    group_settled: Family<SettledLabels, Counter>,
+    /// The groups' figures, as last read from Redis.
+    groups: Arc<Mutex<Vec<streamfold::GroupStatus>>>,
     pub(crate) subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
     replays_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     replay_slots: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -102,6 +137,10 @@ impl Metrics {
             failures: Family::default(),
             appends: Family::default(),
             events_appended: Counter::default(),
+            group_deliveries: Family::default(),
+            group_redeliveries: Family::default(),
+            group_settled: Family::default(),
+            groups: Arc::default(),
             subscribers: Gauge::default(),
             replays_in_flight: Gauge::default(),
             replay_slots: Gauge::default(),
@@ -148,6 +187,21 @@ impl Metrics {
                 m.events_appended.clone(),
             );
             sf.register(
+                "group_deliveries",
+                "Events handed to a group's workers (redeliveries too)",
+                m.group_deliveries.clone(),
+            );
+            sf.register(
+                "group_redeliveries",
+                "Deliveries of an event after its first",
+                m.group_redeliveries.clone(),
+            );
+            sf.register(
+                "group_settled",
+                "Deliveries acknowledged (ack) or given back (retry, park, skip)",
+                m.group_settled.clone(),
+            );
+            sf.register(
                 "sse_subscribers",
                 "Live subscriptions open",
                 m.subscribers.clone(),
@@ -178,6 +232,67 @@ impl Metrics {
         let mut r = self.registry.lock().expect("metrics registry");
         r.sub_registry_with_prefix("streamfold")
             .register_collector(Box::new(RedisUp(health)));
+    }
+
+    /// Reads the groups' figures from Redis every [`GROUPS_INTERVAL`] until
+    /// `stopping` turns true, and reports the last read at each scrape.
+    pub(crate) fn watch_groups(
+        &self,
+        runtime: streamfold::Runtime,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let groups = self.groups.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_groups(&runtime).await {
+                    Ok(read) => *groups.lock().expect("group figures") = read,
+                    // Redis away: /readyz and streamfold_redis_up say so; keep the last.
+                    Err(e) => tracing::debug!("cannot read the groups' figures: {e}"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(GROUPS_INTERVAL) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        let mut r = self.registry.lock().expect("metrics registry");
+        r.sub_registry_with_prefix("streamfold")
+            .register_collector(Box::new(Groups(self.groups.clone())));
+    }
+
+    /// Deliveries a fetch handed out, by their delivery counts.
+    pub(crate) fn delivered(
+        &self,
+        aggregate_type: &str,
+        group: &str,
+        counts: impl Iterator<Item = u64>,
+    ) {
+        let labels = GroupLabels {
+            aggregate_type: aggregate_type.to_owned(),
+            group: group.to_owned(),
+        };
+        let (mut all, mut again) = (0, 0);
+        for count in counts {
+            all += 1;
+            again += u64::from(count > 1);
+        }
+        if all > 0 {
+            self.group_deliveries.get_or_create(&labels).inc_by(all);
+        }
+        if again > 0 {
+            self.group_redeliveries.get_or_create(&labels).inc_by(again);
+        }
+    }
+
+    /// Deliveries an ack or a nack settled (`action`: `ack`, `retry`, `park`, `skip`).
+    pub(crate) fn settled(&self, aggregate_type: &str, group: &str, action: &str, n: usize) {
+        self.group_settled
+            .get_or_create(&SettledLabels {
+                aggregate_type: aggregate_type.to_owned(),
+                group: group.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc_by(n as u64);
     }
 
     /// A replay that returned a state, and how long it took.
@@ -380,6 +495,84 @@ impl prometheus_client::collector::Collector for RedisUp {
             None,
             away.metric_type(),
         )?)?;
+        Ok(())
+    }
+}
+
+/// Every group's status, at most [`MAX_WATCHED_GROUPS`] of them.
+async fn read_groups(
+    runtime: &streamfold::Runtime,
+) -> streamfold::Result<Vec<streamfold::GroupStatus>> {
+    let store = runtime.store();
+    let mut out = Vec::new();
+    for g in store
+        .list_groups(None)
+        .await?
+        .into_iter()
+        .take(MAX_WATCHED_GROUPS)
+    {
+        match store.group_status(&g.aggregate_type, &g.group).await {
+            Ok(status) => out.push(status),
+            // Deleted since it was listed.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// `streamfold_group_undelivered`, `_pending`, `_oldest_pending_seconds` and
+/// `_parked`, from the last background read.
+#[derive(Debug)]
+struct Groups(Arc<Mutex<Vec<streamfold::GroupStatus>>>);
+
+impl prometheus_client::collector::Collector for Groups {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let groups = self.0.lock().expect("group figures").clone();
+        let labels = |s: &streamfold::GroupStatus| GroupLabels {
+            aggregate_type: s.info.aggregate_type.clone(),
+            group: s.info.group.clone(),
+        };
+        type Figure = fn(&streamfold::GroupStatus) -> Option<f64>;
+        let families: [(&str, &str, Figure); 4] = [
+            (
+                "group_undelivered",
+                "Events a group has not delivered yet (its lag)",
+                |s| s.undelivered.map(|n| n as f64),
+            ),
+            (
+                "group_pending",
+                "Events delivered to a group's workers and not acknowledged",
+                |s| Some(s.pending as f64),
+            ),
+            (
+                "group_oldest_pending_seconds",
+                "How long a group's oldest unacknowledged delivery has waited",
+                |s| Some(s.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0),
+            ),
+            ("group_parked", "A group's parked events", |s| {
+                Some(s.parked as f64)
+            }),
+        ];
+        for (name, help, figure) in families {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstGauge::new(0.0f64).metric_type(),
+            )?;
+            for s in &groups {
+                if let Some(v) = figure(s) {
+                    ConstGauge::new(v).encode(family.encode_family(&labels(s))?)?;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -543,6 +543,11 @@ pub(crate) async fn fetch(
         .fetch_wait(&aggregate_type, &group, &body.consumer, max, wait)
         .await
         .map_err(streamfold::Error::from)?;
+    state.metrics.delivered(
+        &aggregate_type,
+        &group,
+        got.iter().map(|d| d.delivery_count),
+    );
     Ok(axum::Json(Deliveries {
         deliveries: got
             .into_iter()
@@ -675,6 +680,9 @@ pub(crate) async fn ack(
         .ack(&aggregate_type, &group, &tokens)
         .await
         .map_err(streamfold::Error::from)?;
+    state
+        .metrics
+        .settled(&aggregate_type, &group, "ack", s.done);
     Ok(axum::Json(Settled {
         done: s.done,
         unknown: s.unknown.into_iter().chain(elsewhere).collect(),
@@ -704,6 +712,11 @@ pub(crate) async fn nack(
 ) -> Result<axum::Json<Settled>, Problem> {
     let body: NackBody = object(body)?;
     let (tokens, elsewhere) = sort_tokens(&state, &aggregate_type, &group, body.deliveries).await?;
+    let label = match body.action {
+        Action::Retry => "retry",
+        Action::Park => "park",
+        Action::Skip => "skip",
+    };
     let action = match body.action {
         Action::Retry => {
             let delay = body.delay_ms.unwrap_or(0);
@@ -737,6 +750,9 @@ pub(crate) async fn nack(
         )
         .await
         .map_err(streamfold::Error::from)?;
+    state
+        .metrics
+        .settled(&aggregate_type, &group, label, s.done);
     Ok(axum::Json(Settled {
         done: s.done,
         unknown: s.unknown.into_iter().chain(elsewhere).collect(),

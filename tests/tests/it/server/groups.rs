@@ -695,3 +695,71 @@ async fn workers_need_read_and_operators_admin_on_the_type() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 }
+
+/// The value of the `/metrics` sample whose line starts with `key`.
+fn metric(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_and_settlements_and_show_each_groups_figures() {
+    let h = Harness::start().await;
+    for id in ["a", "b", "c"] {
+        h.append("metered", id, vec![step(1)]).await;
+    }
+    let r = put(&h, "metered", "g", &json!({"start": "beginning"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let got = fetch(&h, "metered", "g", json!({"consumer": "w1", "max": 10})).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    let t = tokens(&got);
+    settle(
+        &h,
+        "metered",
+        "g",
+        "ack",
+        json!({"deliveries": [t[0], t[1]]}),
+    )
+    .await;
+    let parked = json!({"deliveries": [t[2]], "action": "park", "reason": "no"});
+    settle(&h, "metered", "g", "nack", parked).await;
+
+    let labels = r#"{aggregate_type="metered",group="g"}"#;
+    let text = || async {
+        let (_, text) = super::status_and_text(h.get("/metrics").await).await;
+        text
+    };
+    // The counters move with the requests.
+    let now = text().await;
+    let key = |name: &str| format!("streamfold_{name}{labels}");
+    assert_eq!(
+        metric(&now, &key("group_deliveries_total")),
+        Some(3.0),
+        "{now}"
+    );
+    assert_eq!(
+        metric(&now, &key("group_redeliveries_total")),
+        None,
+        "{now}"
+    );
+    let settled = |action: &str| {
+        format!(
+            r#"streamfold_group_settled_total{{aggregate_type="metered",group="g",action="{action}"}}"#
+        )
+    };
+    assert_eq!(metric(&now, &settled("ack")), Some(2.0), "{now}");
+    assert_eq!(metric(&now, &settled("park")), Some(1.0), "{now}");
+    // The figures come from Redis in the background: wait for the read after the park.
+    let now = streamfold_test_support::wait_until("the group's figures", PATIENCE, || async {
+        let now = text().await;
+        (metric(&now, &key("group_parked")) == Some(1.0)).then_some(now)
+    })
+    .await;
+    assert_eq!(metric(&now, &key("group_pending")), Some(0.0), "{now}");
+    assert_eq!(metric(&now, &key("group_undelivered")), Some(0.0), "{now}");
+    assert_eq!(
+        metric(&now, &key("group_oldest_pending_seconds")),
+        Some(0.0),
+        "{now}"
+    );
+}
