@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::EventStore;
 use crate::config::Layout;
 use crate::error::{Error, Result};
-use crate::keys::{GroupKeys, group_keys, groups_registry_key, validate_type};
+use crate::keys::{GroupKeys, group_keys, groups_registry_key, type_char_allowed, validate_type};
 use crate::model::{RecordedEvent, digits};
 use crate::read::{category_position, category_positions};
 
@@ -342,9 +342,10 @@ pub fn validate_group_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid(format!("the {what} name is empty")));
     }
+    // A group name goes into hash tags as a type does: the same characters.
     if let Some(c) = name
         .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || *c == '{' || *c == '}')
+        .find(|c| !type_char_allowed(Layout::Default, *c))
     {
         return Err(Error::invalid(format!(
             "the {what} name {name:?} contains {c:?} (whitespace, control characters and braces are not allowed)"

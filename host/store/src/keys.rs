@@ -62,7 +62,7 @@ const TYPE_FORBIDDEN_CLASS: &str =
     r"{}\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
 /// Whether an aggregate type may hold `c` in `layout`.
-fn type_char_allowed(layout: Layout, c: char) -> bool {
+pub(crate) fn type_char_allowed(layout: Layout, c: char) -> bool {
     !(c == '{'
         || c == '}'
         || c.is_whitespace()
@@ -76,6 +76,14 @@ fn type_char_allowed(layout: Layout, c: char) -> bool {
 pub fn aggregate_type_pattern(layout: Layout) -> String {
     let seed = if layout == Layout::Seed { ":" } else { "" };
     format!("^[^{TYPE_FORBIDDEN_CLASS}{seed}]+$")
+}
+
+/// The regular expression (ECMA-262) that matches exactly the durable subscription
+/// group and consumer names the store accepts, length aside
+/// ([`MAX_GROUP_NAME_CHARS`](crate::MAX_GROUP_NAME_CHARS)): a group name lives in the
+/// keys' hash tags as a type does, so it follows the default layout's type rule.
+pub fn group_name_pattern() -> String {
+    aggregate_type_pattern(Layout::Default)
 }
 
 /// Checks an aggregate type for the given layout: non-empty, at most

@@ -200,7 +200,8 @@ pub use listing::{IdsPage, IdsPageOptions, MAX_IDS_PAGE};
 /// (for API schemas that must say exactly what is accepted).
 pub mod names {
     pub use crate::keys::{
-        MAX_ID_CHARS, MAX_TYPE_CHARS, aggregate_type_pattern, validate_id, validate_type,
+        MAX_ID_CHARS, MAX_TYPE_CHARS, aggregate_type_pattern, group_name_pattern, validate_id,
+        validate_type,
     };
     pub use crate::listing::IDS_CURSOR_PATTERN;
     pub use crate::model::{MAX_REVISION, POSITION_PATTERN, POSITIONS_PATTERN};

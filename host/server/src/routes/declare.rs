@@ -265,6 +265,7 @@ impl Api {
 pub(crate) struct Names {
     pub(crate) aggregate_type: Value,
     pub(crate) aggregate_id: Value,
+    pub(crate) group_name: Value,
     pub(crate) max_id_chars: usize,
     pub(crate) ids_cursor_pattern: &'static str,
     pub(crate) max_page: usize,
@@ -288,6 +289,10 @@ fn amend(op: &mut Value, method: &str, route: &Route, names: &Names) {
                 ("id", Some("path")) => {
                     p["schema"] = names.aggregate_id.clone();
                     p["example"] = json!("1");
+                }
+                ("group", Some("path")) => {
+                    p["schema"] = names.group_name.clone();
+                    p["example"] = json!("mailer");
                 }
                 ("prefix", Some("query")) => {
                     p["schema"] = json!({"type": "string", "maxLength": names.max_id_chars});

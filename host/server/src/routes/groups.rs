@@ -70,13 +70,7 @@ pub(crate) struct GroupPath(
     /// The aggregate type whose category the group follows, e.g. `user`.
     String,
     /// The group's name, e.g. `mailer`: 1 to 128 characters, no whitespace, control
-    /// characters or braces.
-    #[param(
-        min_length = 1,
-        max_length = 128,
-        pattern = "^[^\\t-\\r \\x00-\\x1f\\x7f-\\x9f\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000{}]+$",
-        example = "mailer"
-    )]
+    /// characters or braces (its schema is the store's rule, see `declare::Names`).
     String,
 );
 

@@ -84,6 +84,12 @@ pub(crate) fn document(config: &crate::ServerConfig, layout: streamfold::Layout)
             "minLength": 1,
             "maxLength": names::MAX_ID_CHARS,
         }),
+        group_name: serde_json::json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": streamfold::MAX_GROUP_NAME_CHARS,
+            "pattern": names::group_name_pattern(),
+        }),
         max_id_chars: names::MAX_ID_CHARS,
         ids_cursor_pattern: names::IDS_CURSOR_PATTERN,
         max_page: config.max_page,
