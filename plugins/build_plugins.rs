@@ -1,4 +1,5 @@
-//! Builds reducer plugins from source into WebAssembly components, for build scripts.
+//! Builds plugins (reducers and projections) from source into WebAssembly
+//! components, for build scripts.
 //!
 //! Shared by `host/cli/build.rs` and `tests/build.rs` (`#[path]`-included). Modelled on
 //! wasmtime's `crates/test-programs/artifacts/build.rs`: a nested
@@ -8,8 +9,11 @@
 //! a component, written to `OUT_DIR/<crate>.wasm`.
 //!
 //! `wasm32-unknown-unknown` plus `wit-component` gives components whose only imports
-//! are the reducer world's own interfaces (`types`, and `host` if the reducer logs);
-//! `wasm32-wasip2` would add 14 WASI interfaces the reducers never call.
+//! are their world's own interfaces (`types`, and `host` if the plugin logs; a
+//! projection's `read-model` too); `wasm32-wasip2` would add 14 WASI interfaces the
+//! plugins never call. wit-component needs no world named here: each core module
+//! carries the world it was built against (the reducer's `plugin` or the
+//! projection's `projection-plugin`) in the custom sections wit-bindgen wrote.
 
 #![allow(dead_code)] // each build script uses part of this file
 
@@ -48,6 +52,7 @@ pub fn build(crates: &[&str]) -> Vec<Plugin> {
         // build outputs) must not rebuild the host.
         "plugins/user",
         "plugins/cart",
+        "plugins/email-domains",
         "tests/plugins",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());

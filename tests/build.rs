@@ -37,6 +37,7 @@ fn main() {
     let plugins = build_plugins::build(&[
         "user",
         "cart",
+        "email-domains",
         "fixture-spin",
         "fixture-bomb",
         "fixture-trap",
@@ -46,6 +47,7 @@ fn main() {
         "fixture-hostile",
         "fixture-bad-info",
         "fixture-leaky",
+        "fixture-projection-hostile",
     ]);
     for plugin in &plugins {
         if let Some(short) = plugin.name.strip_prefix("fixture-") {

@@ -1,9 +1,11 @@
-//! A reducer's deliberate failures: [`Rejection`] (what `apply` returns) and
-//! [`ReducerError`] (what the host receives).
+//! A reducer's or projection's deliberate failures: [`Rejection`] (what `apply`
+//! returns) and [`ReducerError`] / [`ProjectionError`] (what the host receives).
 
 use std::fmt;
 
-/// Why a reducer refused to go on. Mirrors the WIT `error-kind`.
+/// Why a reducer or a projection refused to go on. Mirrors the WIT `error-kind`s of
+/// both contracts: a kind one contract lacks is sent as `invalid-data` there
+/// (`InvalidSnapshot` from a projection, `InvalidDocument` from a reducer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// An event's data is not what the reducer expects: bad JSON, a missing or
@@ -14,6 +16,8 @@ pub enum ErrorKind {
     /// The event is well formed but breaks a rule of the aggregate, e.g. removing an
     /// item that was never added.
     RuleViolation,
+    /// A projection read a document from its read model that is not what it expects.
+    InvalidDocument,
 }
 
 impl fmt::Display for ErrorKind {
@@ -22,6 +26,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::InvalidData => "invalid data",
             ErrorKind::InvalidSnapshot => "invalid snapshot",
             ErrorKind::RuleViolation => "rule violation",
+            ErrorKind::InvalidDocument => "invalid document",
         })
     }
 }
@@ -59,7 +64,17 @@ impl Rejection {
         }
     }
 
-    /// [`ErrorKind::InvalidData`] or [`ErrorKind::RuleViolation`].
+    /// A document a projection read from its read model is not what it expects, e.g.
+    /// `domain/example.com: missing field "users"`.
+    pub fn invalid_document(message: impl Into<String>) -> Self {
+        Rejection {
+            kind: ErrorKind::InvalidDocument,
+            message: message.into(),
+        }
+    }
+
+    /// [`ErrorKind::InvalidData`], [`ErrorKind::RuleViolation`] or
+    /// [`ErrorKind::InvalidDocument`].
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
@@ -94,7 +109,8 @@ impl From<serde_json::Error> for Rejection {
     }
 }
 
-/// A reducer's failure as the host receives it: the WIT `reducer-error`.
+/// A reducer's failure as the host receives it: the WIT `reducer-error` (and, as
+/// [`ProjectionError`], a projection's `projection-error`, the same record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReducerError {
     /// Why the reducer refused to go on.
@@ -130,3 +146,8 @@ impl fmt::Display for ReducerError {
 }
 
 impl std::error::Error for ReducerError {}
+
+/// A projection's failure as the host receives it: the WIT `projection-error`
+/// (kind, the failing event's index in its batch, message). The same record as a
+/// reducer's.
+pub type ProjectionError = ReducerError;

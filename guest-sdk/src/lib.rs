@@ -1,4 +1,4 @@
-//! Write [Streamfold] reducers in Rust.
+//! Write [Streamfold] reducers and projections in Rust.
 //!
 //! A reducer folds the events of one aggregate (say `user` 42) into its current
 //! state. It runs inside the host as a sandboxed WebAssembly component implementing
@@ -47,6 +47,20 @@
 //! A reducer is plain Rust: [`Aggregate`] drives it the way the host drives the
 //! component, so unit tests need no WebAssembly. [`log`] writes to stderr there.
 //!
+//! # Projections
+//!
+//! A projection folds whole categories (every aggregate of its source types) into
+//! a read model of JSON documents: the world `projection-plugin` of
+//! `wit/projection/projection.wit` (`streamfold:projection@0.1.0`). Implement
+//! [`Projection`] (one function that applies one event to a [`ReadModel`]) and call
+//! [`export_projection!`] once. A projection keeps no state between batches: all of
+//! it is in the read model. [`MemoryReadModel`] drives one natively for tests.
+//! The example, `plugins/email-domains/src/lib.rs`:
+//!
+#![doc = concat!("```rust\n", include_str!("../../plugins/email-domains/src/lib.rs"), "```")]
+//!
+//! It is built exactly like a reducer (`plugins/build-rust.sh email-domains`).
+//!
 //! [Streamfold]: https://example.invalid/streamfold
 
 #![deny(missing_docs)]
@@ -57,6 +71,7 @@ mod aggregate;
 mod error;
 mod event;
 pub mod log;
+mod projection;
 
 #[doc(hidden)]
 #[path = "rt.rs"]
@@ -66,8 +81,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use aggregate::Aggregate;
-pub use error::{ErrorKind, ReducerError, Rejection};
+pub use error::{ErrorKind, ProjectionError, ReducerError, Rejection};
 pub use event::Event;
+pub use projection::{MemoryReadModel, Projection, ProjectionEvent, ReadModel};
 
 /// A reducer: folds the events of one aggregate type into its state.
 ///
@@ -179,6 +195,83 @@ macro_rules! export {
             #[used]
             static __STREAMFOLD_INFO: fn() -> $crate::__rt::WitInfo =
                 <__StreamfoldReducer as $crate::__rt::Guest>::info;
+        };
+    };
+}
+
+/// Exports a [`Projection`] as the component's implementation of the
+/// `projection-plugin` world.
+///
+/// Call it once per projection crate, at the top level, with a type that implements
+/// [`Projection`]:
+///
+/// ```
+/// # use streamfold_guest::{Projection, ProjectionEvent, ReadModel, Rejection};
+/// # struct Names;
+/// # impl Projection for Names {
+/// #     const SOURCES: &'static [&'static str] = &["user"];
+/// #     const HANDLES: &'static [&'static str] = &[];
+/// #     fn apply(_: &ProjectionEvent, _: &mut ReadModel<'_>) -> Result<(), Rejection> { Ok(()) }
+/// # }
+/// streamfold_guest::export_projection!(Names);
+/// ```
+///
+/// The projection's name and version (what `info` reports) default to the calling
+/// crate's `CARGO_PKG_NAME` and `CARGO_PKG_VERSION`; either can be given instead:
+/// `export_projection!(Names, name = "names", version = "2.0.0")`. A crate exports
+/// one reducer or one projection, never both.
+///
+/// Native builds (unit tests, docs) check the projection but export nothing.
+#[macro_export]
+macro_rules! export_projection {
+    ($projection:ty $(,)?) => {
+        $crate::export_projection!(
+            $projection,
+            name = env!("CARGO_PKG_NAME"),
+            version = env!("CARGO_PKG_VERSION")
+        );
+    };
+    ($projection:ty, name = $name:expr $(,)?) => {
+        $crate::export_projection!(
+            $projection,
+            name = $name,
+            version = env!("CARGO_PKG_VERSION")
+        );
+    };
+    ($projection:ty, version = $version:expr $(,)?) => {
+        $crate::export_projection!(
+            $projection,
+            name = env!("CARGO_PKG_NAME"),
+            version = $version
+        );
+    };
+    ($projection:ty, name = $name:expr, version = $version:expr $(,)?) => {
+        const _: () = {
+            struct __StreamfoldProjection;
+
+            impl $crate::__rt::projection::Guest for __StreamfoldProjection {
+                fn info() -> $crate::__rt::projection::WitInfo {
+                    $crate::__rt::projection::info::<$projection>($name, $version)
+                }
+
+                fn apply(
+                    events: ::std::vec::Vec<$crate::__rt::projection::WitEvent>,
+                ) -> ::std::result::Result<
+                    (),
+                    $crate::__rt::projection::streamfold::projection::types::ProjectionError,
+                > {
+                    $crate::__rt::projection::apply::<$projection>(events)
+                }
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            $crate::__rt::projection::export_projection_plugin! {
+                __StreamfoldProjection with_types_in $crate::__rt::projection
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            #[used]
+            static __STREAMFOLD_INFO: fn() -> $crate::__rt::projection::WitInfo =
+                <__StreamfoldProjection as $crate::__rt::projection::Guest>::info;
         };
     };
 }

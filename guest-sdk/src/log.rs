@@ -1,6 +1,6 @@
 //! Writing to the host's log.
 //!
-//! Each line is tagged by the host with the plugin and the aggregate. The host cuts
+//! Each line is tagged by the host with the plugin and the aggregate (or batch). The host cuts
 //! long messages (4 KiB by default) and may drop lines when a reducer logs too much;
 //! logging never fails. Outside WebAssembly (native unit tests) lines go to stderr.
 //!
@@ -37,22 +37,30 @@ impl fmt::Display for Level {
     }
 }
 
+/// Where log lines go in a component: the `host.log` import of the world the
+/// component implements, set by the SDK's glue when the host first calls in (a
+/// reducer and a projection import different `host` interfaces, and a component
+/// must import only its own world's).
+type Sink = fn(Level, &str);
+
+thread_local! {
+    static SINK: std::cell::Cell<Option<Sink>> = const { std::cell::Cell::new(None) };
+}
+
+pub(crate) fn set_sink(sink: Sink) {
+    SINK.with(|s| s.set(Some(sink)));
+}
+
 /// Writes one line at `level` to the host's log.
 pub fn log(level: Level, message: &str) {
-    #[cfg(target_arch = "wasm32")]
-    {
-        use crate::__rt::host::{self, Level as L};
-        let level = match level {
-            Level::Trace => L::Trace,
-            Level::Debug => L::Debug,
-            Level::Info => L::Info,
-            Level::Warn => L::Warn,
-            Level::Error => L::Error,
-        };
-        host::log(level, message);
+    match SINK.with(std::cell::Cell::get) {
+        Some(sink) => sink(level, message),
+        // Native tests (or a line before the host ever called in).
+        None => {
+            #[cfg(not(target_arch = "wasm32"))]
+            eprintln!("[{level}] {message}");
+        }
     }
-    #[cfg(not(target_arch = "wasm32"))]
-    eprintln!("[{level}] {message}");
 }
 
 /// Writes one line at [`Level::Trace`].

@@ -1,5 +1,6 @@
-//! The sandbox a reducer runs in: the engine, the per-session store, its limits,
-//! the host's `log` import and an empty, deterministic WASI context.
+//! The sandbox every plugin runs in, whatever its kind: the engine, the per-call
+//! store, its limits, log budgets and an empty, deterministic WASI context; and the
+//! reducer's `log` import.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -11,9 +12,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{self, Level};
 use crate::text;
 
-/// Limits on what one reducer may use. Every limit fails the one session that hits
-/// it, with an error naming the plugin, the aggregate and the events; the host
-/// process goes on serving.
+/// Limits on what one plugin may use, reducer or projection. Every limit fails the
+/// one session (or batch) that hits it, with an error naming the plugin and the
+/// events; the host process goes on serving.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Limits {
@@ -29,8 +30,71 @@ pub struct Limits {
     pub component_bytes: usize,
     /// Longest log line kept from a reducer; longer lines are cut. Default 4 KiB.
     pub log_line_bytes: usize,
-    /// Log lines kept per session; the rest are counted and dropped. Default 1,000.
+    /// Log lines kept per session (per batch for a projection); the rest are
+    /// counted and dropped. Default 1,000.
     pub log_lines_per_replay: usize,
+    /// What one batch of a projection may read and write.
+    pub read_model: ReadModelLimits,
+}
+
+/// Bounds on what one batch of a projection may do to its read model. A batch that
+/// breaks one fails (nothing of it is written) with
+/// [`FailureCause::WriteLimit`](crate::FailureCause::WriteLimit) naming the bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadModelLimits {
+    /// Longest key, in bytes (keys must also be non-empty, without control
+    /// characters). Default 512.
+    pub key_bytes: usize,
+    /// Largest document one `put` may store, in bytes. Default 1 MiB.
+    pub document_bytes: usize,
+    /// Most `put` and `delete` calls in one batch. Default 100,000.
+    pub writes_per_batch: usize,
+    /// Most bytes (keys and documents) in a batch's final write set: what one
+    /// commit writes. Default 16 MiB.
+    pub write_bytes_per_batch: usize,
+    /// Most `get` calls in one batch. Default 100,000.
+    pub reads_per_batch: usize,
+}
+
+impl Default for ReadModelLimits {
+    fn default() -> Self {
+        ReadModelLimits {
+            key_bytes: 512,
+            document_bytes: 1 << 20,
+            writes_per_batch: 100_000,
+            write_bytes_per_batch: 16 << 20,
+            reads_per_batch: 100_000,
+        }
+    }
+}
+
+impl ReadModelLimits {
+    /// Sets [`ReadModelLimits::key_bytes`].
+    pub fn key_bytes(mut self, n: usize) -> Self {
+        self.key_bytes = n;
+        self
+    }
+    /// Sets [`ReadModelLimits::document_bytes`].
+    pub fn document_bytes(mut self, n: usize) -> Self {
+        self.document_bytes = n;
+        self
+    }
+    /// Sets [`ReadModelLimits::writes_per_batch`].
+    pub fn writes_per_batch(mut self, n: usize) -> Self {
+        self.writes_per_batch = n;
+        self
+    }
+    /// Sets [`ReadModelLimits::write_bytes_per_batch`].
+    pub fn write_bytes_per_batch(mut self, n: usize) -> Self {
+        self.write_bytes_per_batch = n;
+        self
+    }
+    /// Sets [`ReadModelLimits::reads_per_batch`].
+    pub fn reads_per_batch(mut self, n: usize) -> Self {
+        self.reads_per_batch = n;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -41,6 +105,7 @@ impl Default for Limits {
             component_bytes: 64 << 20,
             log_line_bytes: 4096,
             log_lines_per_replay: 1000,
+            read_model: ReadModelLimits::default(),
         }
     }
 }
@@ -59,6 +124,11 @@ impl Limits {
     /// Sets [`Limits::component_bytes`].
     pub fn component_bytes(mut self, bytes: usize) -> Self {
         self.component_bytes = bytes;
+        self
+    }
+    /// Sets [`Limits::read_model`].
+    pub fn read_model(mut self, limits: ReadModelLimits) -> Self {
+        self.read_model = limits;
         self
     }
     /// Sets [`Limits::log_line_bytes`].
@@ -133,15 +203,19 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     Ok(linker)
 }
 
-/// What a store carries for one session.
-pub(crate) struct HostState {
+/// What a store carries for one session (a reducer's) or one batch (a
+/// projection's): what every kind shares, and the kind's own host state `X`
+/// (nothing for a reducer, the batch's read-model buffer for a projection).
+pub(crate) struct HostState<X = ()> {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
     log: LogContext,
+    /// The kind's own state.
+    pub(crate) extra: X,
 }
 
-impl std::fmt::Debug for HostState {
+impl<X> std::fmt::Debug for HostState<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostState").finish_non_exhaustive()
     }
@@ -159,8 +233,21 @@ pub(crate) struct LogContext {
     pub(crate) dropped: u64,
 }
 
-impl HostState {
-    pub(crate) fn new(limits: &Limits, log: LogContext) -> Self {
+impl LogContext {
+    /// Takes one line from the budget: the line cut and escaped, or `None` when the
+    /// budget is spent (the line is counted as dropped).
+    pub(crate) fn admit(&mut self, message: &str) -> Option<String> {
+        if self.lines_left == 0 {
+            self.dropped += 1;
+            return None;
+        }
+        self.lines_left -= 1;
+        Some(text::shown(message, self.max_bytes))
+    }
+}
+
+impl<X> HostState<X> {
+    pub(crate) fn new(limits: &Limits, log: LogContext, extra: X) -> Self {
         HostState {
             wasi: sandbox_wasi(),
             table: ResourceTable::new(),
@@ -169,7 +256,12 @@ impl HostState {
                 hit: None,
             },
             log,
+            extra,
         }
+    }
+
+    pub(crate) fn log_mut(&mut self) -> &mut LogContext {
+        &mut self.log
     }
 
     /// Readies a warm instance's state for the next session: its log context and
@@ -188,9 +280,20 @@ impl HostState {
     }
 }
 
-/// A new store for one session, with memory limits and an epoch deadline armed.
+/// A new store for one reducer session, with memory limits and an epoch deadline armed.
 pub(crate) fn store(engine: &Engine, limits: &Limits, log: LogContext) -> Store<HostState> {
-    let mut store = Store::new(engine, HostState::new(limits, log));
+    store_with(engine, limits, log, ())
+}
+
+/// A new store carrying a kind's own host state `extra`, with memory limits and an
+/// epoch deadline armed.
+pub(crate) fn store_with<X: 'static>(
+    engine: &Engine,
+    limits: &Limits,
+    log: LogContext,
+    extra: X,
+) -> Store<HostState<X>> {
+    let mut store = Store::new(engine, HostState::new(limits, log, extra));
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_trap();
     arm_deadline(&mut store, limits);
@@ -198,7 +301,7 @@ pub(crate) fn store(engine: &Engine, limits: &Limits, log: LogContext) -> Store<
 }
 
 /// Gives the next call into the guest a fresh time budget.
-pub(crate) fn arm_deadline(store: &mut Store<HostState>, limits: &Limits) {
+pub(crate) fn arm_deadline<X>(store: &mut Store<HostState<X>>, limits: &Limits) {
     let ticks = limits
         .call_timeout
         .as_nanos()
@@ -242,7 +345,7 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
     }
 }
 
-impl WasiView for HostState {
+impl<X: Send + 'static> WasiView for HostState<X> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -253,13 +356,10 @@ impl WasiView for HostState {
 
 impl bindings::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
-        let log = &mut self.log;
-        if log.lines_left == 0 {
-            log.dropped += 1;
+        let Some(message) = self.log.admit(&message) else {
             return;
-        }
-        log.lines_left -= 1;
-        let message = text::shown(&message, log.max_bytes);
+        };
+        let log = &self.log;
         let (plugin, aggregate) = (log.plugin.as_str(), log.aggregate.as_str());
         macro_rules! emit {
             ($level:expr) => {
@@ -296,7 +396,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         if desired > self.limit {
             self.hit = Some(desired);
             wasmtime::bail!(
-                "memory limit exceeded: the reducer asked for {desired} bytes, the limit is {}",
+                "memory limit exceeded: the plugin asked for {desired} bytes, the limit is {}",
                 self.limit
             );
         }

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use crate::failure::ReducerFailure;
+use crate::failure::{ProjectionFailure, ReducerFailure};
+use crate::projection::SourceError;
 
 /// A result whose error is the sandbox's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -12,8 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// A `.wasm` file that cannot be a Streamfold reducer: not a component, another
-    /// world, an incompatible contract version, too large, nonsense in its `info`.
+    /// A `.wasm` file that cannot be a Streamfold plugin (or not of the kind asked
+    /// for): not a component, another world, an incompatible contract version, too
+    /// large, nonsense in its `info`.
     InvalidPlugin,
     /// A reducer failed in a session: its own typed error, a trap, a limit it hit,
     /// or output the contract forbids. [`Error::reducer_failure`] has the details.
@@ -21,9 +23,17 @@ pub enum ErrorKind {
     /// The engine could not be set up or a task running a reducer died: not the
     /// reducer's fault.
     Engine,
+    /// A projection failed on a batch: its own typed error, a trap, a limit it hit
+    /// (time, memory, or a bound on its read-model writes), or output the contract
+    /// forbids. [`Error::projection_failure`] has the details.
+    Projection,
+    /// The [`DocumentSource`](crate::DocumentSource) a projection's batch read from
+    /// failed (Redis down, say): not the projection's fault, worth retrying. The
+    /// source's own error is this error's [`source`](std::error::Error::source).
+    ReadModel,
 }
 
-/// Everything that can go wrong loading or running a reducer.
+/// Everything that can go wrong loading or running a reducer or a projection.
 pub struct Error(Box<Repr>);
 
 enum Repr {
@@ -33,6 +43,11 @@ enum Repr {
     },
     Reducer(ReducerFailure),
     Engine(anyhow::Error),
+    Projection(ProjectionFailure),
+    ReadModel {
+        context: String,
+        source: SourceError,
+    },
 }
 
 impl Error {
@@ -42,7 +57,32 @@ impl Error {
             Repr::InvalidPlugin { .. } => ErrorKind::InvalidPlugin,
             Repr::Reducer(_) => ErrorKind::Reducer,
             Repr::Engine(_) => ErrorKind::Engine,
+            Repr::Projection(_) => ErrorKind::Projection,
+            Repr::ReadModel { .. } => ErrorKind::ReadModel,
         }
+    }
+
+    /// A projection failed (its own error, a trap, or a limit).
+    pub fn is_projection_failure(&self) -> bool {
+        self.kind() == ErrorKind::Projection
+    }
+
+    /// The projection failure behind this error, if it is one.
+    pub fn projection_failure(&self) -> Option<&ProjectionFailure> {
+        match &*self.0 {
+            Repr::Projection(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Reading the read model failed (see [`ErrorKind::ReadModel`]).
+    pub fn is_read_model(&self) -> bool {
+        self.kind() == ErrorKind::ReadModel
+    }
+
+    /// `context` is the host's own text (which projection, which key, bounded).
+    pub(crate) fn read_model(context: String, source: SourceError) -> Self {
+        Error(Box::new(Repr::ReadModel { context, source }))
     }
 
     /// A plugin file was refused.
@@ -79,6 +119,12 @@ impl Error {
     }
 }
 
+impl From<ProjectionFailure> for Error {
+    fn from(f: ProjectionFailure) -> Self {
+        Error(Box::new(Repr::Projection(f)))
+    }
+}
+
 impl From<ReducerFailure> for Error {
     fn from(f: ReducerFailure) -> Self {
         Error(Box::new(Repr::Reducer(f)))
@@ -103,6 +149,8 @@ impl fmt::Display for Error {
             },
             Repr::Reducer(failure) => failure.fmt(f),
             Repr::Engine(e) => write!(f, "wasm engine: {e:#}"),
+            Repr::Projection(failure) => failure.fmt(f),
+            Repr::ReadModel { context, source } => write!(f, "{context}: {source}"),
         }
     }
 }
@@ -111,8 +159,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &*self.0 {
             // Shown as this error itself (its message is this message).
-            Repr::Reducer(_) => None,
+            Repr::Reducer(_) | Repr::Projection(_) => None,
             Repr::Engine(e) => e.chain().nth(1),
+            Repr::ReadModel { source, .. } => Some(source.as_ref()),
             Repr::InvalidPlugin { .. } => None,
         }
     }

@@ -1,4 +1,6 @@
-//! How a failed replay is reported: which plugin, which aggregate, which event, why.
+//! How a failure is reported: which plugin, which aggregate or batch, which event,
+//! why. [`ReducerFailure`] for a reducer's session, [`ProjectionFailure`] for a
+//! projection's batch; both share [`FailureCause`].
 
 use std::fmt;
 use std::time::Duration;
@@ -6,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::plugin::PluginInfo;
+use crate::projection::ProjectionInfo;
 
 /// A reducer's failure in one session (a replay, say). Stored events are never
 /// touched; the host goes on serving. Every text in it that came from the reducer
@@ -47,7 +50,8 @@ pub enum FailedEvent {
     },
 }
 
-/// The reducer's own verdict, from the WIT `error-kind`.
+/// The plugin's own verdict, from the WIT `error-kind` (the reducer's or the
+/// projection's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -58,6 +62,8 @@ pub enum RejectionKind {
     InvalidSnapshot,
     /// The event breaks a rule of the aggregate.
     RuleViolation,
+    /// A projection read a document of its read model that it cannot use.
+    InvalidDocument,
 }
 
 /// Why a replay failed.
@@ -94,9 +100,17 @@ pub enum FailureCause {
         requested: usize,
     },
     /// The reducer answered something the contract forbids (state that is not
-    /// JSON, an error naming an event that is not in the batch).
+    /// JSON, an error naming an event that is not in the batch; for a projection,
+    /// a `put` of text that is not JSON, or a key with control characters).
     BadOutput {
         /// What was wrong.
+        message: String,
+    },
+    /// A projection's batch broke a bound on what it may read or write (see
+    /// [`ReadModelLimits`](crate::ReadModelLimits)): too many writes or reads, too
+    /// many bytes, a key or document too large. Nothing of the batch is written.
+    WriteLimit {
+        /// Which bound, and by how much.
         message: String,
     },
 }
@@ -156,12 +170,20 @@ impl fmt::Display for ReducerFailure {
             )?,
             None => {}
         }
-        match &self.cause {
+        self.cause.fmt(f)
+    }
+}
+
+/// `: why`, as the failures' messages end.
+impl fmt::Display for FailureCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             FailureCause::Rejected { reason, message } => {
                 let reason = match reason {
                     RejectionKind::InvalidData => "invalid event data",
                     RejectionKind::InvalidSnapshot => "invalid snapshot",
                     RejectionKind::RuleViolation => "rule violation",
+                    RejectionKind::InvalidDocument => "invalid read-model document",
                 };
                 write!(f, ": {reason}: {message}")
             }
@@ -177,8 +199,114 @@ impl fmt::Display for ReducerFailure {
                 ": memory limit exceeded (asked for {requested} bytes, limit {limit} bytes)"
             ),
             FailureCause::BadOutput { message } => write!(f, ": broke the contract: {message}"),
+            FailureCause::WriteLimit { message } => {
+                write!(f, ": over a read-model limit: {message}")
+            }
         }
     }
 }
 
 impl std::error::Error for ReducerFailure {}
+
+/// A projection's failure on one batch. Nothing of the batch is written; stored
+/// events are never touched; the host goes on serving. Every text in it that came
+/// from the projection (its messages, a trap's backtrace, keys) is already bounded
+/// and escaped.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProjectionFailure {
+    /// The projection that failed.
+    pub projection: ProjectionInfo,
+    /// The event it failed on: exact when the projection named it, otherwise the
+    /// batch it was working on.
+    pub event: Option<FailedProjectionEvent>,
+    /// What went wrong.
+    pub cause: FailureCause,
+}
+
+/// The event (or batch of events) a projection failed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "scope", rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum FailedProjectionEvent {
+    /// The projection named this event.
+    Event {
+        /// Its index in the batch the caller passed (0-based, counting the events
+        /// the projection does not handle too).
+        index: usize,
+        /// The type of its aggregate.
+        aggregate_type: String,
+        /// The id of its aggregate.
+        aggregate_id: String,
+        /// Its position in the category (the stream entry id).
+        position: String,
+        /// Its id.
+        event_id: String,
+        /// Its type.
+        event_type: String,
+    },
+    /// The projection trapped, ran out of budget or broke a bound somewhere in
+    /// this batch.
+    Batch {
+        /// Position of the batch's first event.
+        first_position: String,
+        /// Position of the batch's last event.
+        last_position: String,
+        /// Events in the batch the caller passed.
+        events: usize,
+    },
+}
+
+impl ProjectionFailure {
+    /// Whether the projection refused an event with its typed error.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self.cause, FailureCause::Rejected { .. })
+    }
+    /// Whether the projection trapped.
+    pub fn is_trap(&self) -> bool {
+        matches!(self.cause, FailureCause::Trap { .. })
+    }
+    /// Whether the projection ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.cause, FailureCause::Timeout { .. })
+    }
+    /// Whether the projection hit the memory limit.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self.cause, FailureCause::OutOfMemory { .. })
+    }
+    /// Whether the batch broke a bound of [`ReadModelLimits`](crate::ReadModelLimits).
+    pub fn is_write_limit(&self) -> bool {
+        matches!(self.cause, FailureCause::WriteLimit { .. })
+    }
+}
+
+impl fmt::Display for ProjectionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "projection {} failed", self.projection.label())?;
+        match &self.event {
+            Some(FailedProjectionEvent::Event {
+                index,
+                aggregate_type,
+                aggregate_id,
+                position,
+                event_id,
+                event_type,
+            }) => write!(
+                f,
+                " at event {index} of its batch ({event_type} {event_id} of {aggregate_type}/{aggregate_id}, position {position})"
+            )?,
+            Some(FailedProjectionEvent::Batch {
+                first_position,
+                last_position,
+                events,
+            }) => write!(
+                f,
+                " in the batch of {events} events at positions {first_position}..={last_position}"
+            )?,
+            None => {}
+        }
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for ProjectionFailure {}

@@ -1,7 +1,17 @@
-//! `streamfold-sandbox`: the WebAssembly host that reducers run in.
+//! `streamfold-sandbox`: the WebAssembly host that reducers and projections run in.
 //!
-//! This crate knows nothing of Redis. It takes a reducer component's bytes and
-//! events as borrowed text, and gives back states and typed failures.
+//! This crate knows nothing of Redis. It takes a plugin component's bytes and
+//! events as borrowed text, and gives back states (reducers), read-model writes
+//! (projections) and typed failures.
+//!
+//! A plugin has a [`PluginKind`]: a **reducer** (`wit/reducer.wit`,
+//! [`CONTRACT`]) folds one aggregate into its state; a **projection**
+//! (`wit/projection/projection.wit`, [`PROJECTION_CONTRACT`]) folds whole
+//! categories into a read model of JSON documents. What every kind shares lives
+//! outside the kinds' modules: the engine, its limits and WASI context (`engine`),
+//! the size limit, digest, compiled-code cache, contract versions and kind
+//! detection (`code`), the checks on `info` (`info`), and untrusted text
+//! ([`text`]).
 //!
 //! # A tour
 //! - [`Sandbox`]: one Wasmtime engine for the process (pooling allocator, an epoch
@@ -18,16 +28,28 @@
 //!   that keeps state across aggregates is served fresh ([`Plugin::serve_fresh`]).
 //!   Every call is bounded by [`Limits`]; a failure is a [`ReducerFailure`] naming the
 //!   plugin, the aggregate and the event.
-//! - Reducer text is untrusted: messages, log lines and `info` are bounded and
+//! - [`Sandbox::load_projection`] does the same for a projection, giving a
+//!   [`Projection`]; [`Sandbox::load_any`] takes either kind, telling them apart by
+//!   their exports. Asking for one kind with a component of the other is refused
+//!   saying what it is.
+//! - [`Projection::apply_batch`] runs one batch of [`ProjectionEvent`]s on a fresh
+//!   instance, answering its reads from its own writes and a [`DocumentSource`],
+//!   and gives back the final [`BatchWrites`] (or a [`ProjectionFailure`] naming the
+//!   event). What a batch may write is bounded by [`ReadModelLimits`].
+//! - Plugin text is untrusted: messages, log lines, keys and `info` are bounded and
 //!   escaped (see [`text`]). Reducer log lines are `tracing` events with the target
-//!   `streamfold::reducer` and the fields `plugin` and `aggregate`.
+//!   `streamfold::reducer` and the fields `plugin` and `aggregate`; a projection's
+//!   have the target `streamfold::projection` and the fields `plugin` and `batch`.
 #![warn(missing_docs)]
 
 mod bindings;
+mod code;
 mod engine;
 mod error;
 mod failure;
+mod info;
 mod plugin;
+mod projection;
 mod session;
 pub mod text;
 
@@ -36,12 +58,18 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
-pub use engine::Limits;
+pub use code::PluginKind;
+pub use engine::{Limits, ReadModelLimits};
 pub use error::{Error, ErrorKind, Result};
-pub use failure::{FailedEvent, FailureCause, ReducerFailure, RejectionKind};
-pub use plugin::{
-    CONTRACT, MAX_HANDLES, MAX_INFO_NAME, MAX_INFO_VERSION, Plugin, PluginInfo, digest,
-    short_digest,
+pub use failure::{
+    FailedEvent, FailedProjectionEvent, FailureCause, ProjectionFailure, ReducerFailure,
+    RejectionKind,
+};
+pub use info::{MAX_HANDLES, MAX_INFO_NAME, MAX_INFO_VERSION};
+pub use plugin::{CONTRACT, Plugin, PluginInfo, digest, short_digest};
+pub use projection::{
+    BatchWrites, DocumentSource, LoadedPlugin, PROJECTION_CONTRACT, Projection, ProjectionEvent,
+    ProjectionInfo, SourceError,
 };
 use session::Keep;
 pub use session::{Session, SessionEvent};
@@ -50,7 +78,7 @@ pub use session::{Session, SessionEvent};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SandboxConfig {
-    /// What a reducer may use.
+    /// What a plugin may use.
     pub limits: Limits,
     /// Folder for compiled code (`None`: compile every time).
     pub cache_dir: Option<PathBuf>,
@@ -153,7 +181,16 @@ pub enum LoadSource {
     Compiled,
 }
 
-/// The reducer host: engine, linker, limits and compiled-code cache. Cheap to clone.
+fn load_source(cache_hit: bool) -> LoadSource {
+    if cache_hit {
+        LoadSource::DiskCache
+    } else {
+        LoadSource::Compiled
+    }
+}
+
+/// The plugin host: engine, linkers (one per kind), limits and compiled-code cache.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Inner>,
@@ -162,7 +199,8 @@ pub struct Sandbox {
 struct Inner {
     engine: wasmtime::Engine,
     linker: Linker<engine::HostState>,
-    cache: plugin::CodeCache,
+    projection_linker: projection::ProjectionLinker,
+    cache: code::CodeCache,
     limits: Limits,
     keep: Keep,
 }
@@ -183,11 +221,13 @@ impl Sandbox {
             .map_err(Error::engine)?;
         engine::start_epoch_ticker(&engine);
         let linker = engine::linker(&engine).map_err(Error::engine)?;
-        let cache = plugin::CodeCache::new(config.cache_dir, &engine);
+        let projection_linker = projection::linker(&engine).map_err(Error::engine)?;
+        let cache = code::CodeCache::new(config.cache_dir, &engine);
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                projection_linker,
                 cache,
                 limits: config.limits,
                 keep: match config.instances {
@@ -209,20 +249,70 @@ impl Sandbox {
         &self.inner.limits
     }
 
-    /// Validates and compiles a component, or takes its compiled code from the
-    /// disk cache. Blocking: compiling a large component takes seconds, so call it
-    /// from a thread that may block. Never returns [`LoadSource::Memory`]: keeping
-    /// loaded plugins is the caller's business.
+    /// Validates and compiles a reducer component, or takes its compiled code from
+    /// the disk cache. Blocking: compiling a large component takes seconds, so call
+    /// it from a thread that may block. Never returns [`LoadSource::Memory`]:
+    /// keeping loaded plugins is the caller's business. A projection is refused,
+    /// saying that it is one.
     pub fn load(&self, bytes: &[u8]) -> Result<(Arc<Plugin>, LoadSource)> {
+        let checked = self.check(bytes, Some(PluginKind::Reducer))?;
+        self.load_reducer(checked, bytes.len())
+    }
+
+    /// [`load`](Self::load) for a projection component. A reducer is refused,
+    /// saying that it is one.
+    pub fn load_projection(&self, bytes: &[u8]) -> Result<(Arc<Projection>, LoadSource)> {
+        let checked = self.check(bytes, Some(PluginKind::Projection))?;
+        self.load_projection_checked(checked, bytes.len())
+    }
+
+    /// Loads a component of any kind, telling which it is from its exports.
+    pub fn load_any(&self, bytes: &[u8]) -> Result<(LoadedPlugin, LoadSource)> {
+        let checked = self.check(bytes, None)?;
+        Ok(match checked.kind {
+            PluginKind::Reducer => {
+                let (p, source) = self.load_reducer(checked, bytes.len())?;
+                (LoadedPlugin::Reducer(p), source)
+            }
+            PluginKind::Projection => {
+                let (p, source) = self.load_projection_checked(checked, bytes.len())?;
+                (LoadedPlugin::Projection(p), source)
+            }
+        })
+    }
+
+    fn check(&self, bytes: &[u8], wanted: Option<PluginKind>) -> Result<code::Checked> {
         let i = &self.inner;
-        let (plugin, hit) = plugin::load(&i.engine, &i.linker, &i.cache, &i.limits, bytes)?;
+        code::check(&i.engine, &i.cache, &i.limits, bytes, wanted)
+    }
+
+    fn load_reducer(
+        &self,
+        checked: code::Checked,
+        size: usize,
+    ) -> Result<(Arc<Plugin>, LoadSource)> {
+        let i = &self.inner;
+        let (plugin, hit) =
+            plugin::load_checked(&i.engine, &i.linker, &i.limits, checked, size as u64)?;
         self.warm_up(&plugin);
-        let source = if hit {
-            LoadSource::DiskCache
-        } else {
-            LoadSource::Compiled
-        };
-        Ok((plugin, source))
+        Ok((plugin, load_source(hit)))
+    }
+
+    fn load_projection_checked(
+        &self,
+        checked: code::Checked,
+        size: usize,
+    ) -> Result<(Arc<Projection>, LoadSource)> {
+        let i = &self.inner;
+        let hit = checked.cache_hit;
+        let projection = projection::load_checked(
+            &i.engine,
+            &i.projection_linker,
+            &i.limits,
+            checked,
+            size as u64,
+        )?;
+        Ok((projection, load_source(hit)))
     }
 
     /// Starts a session of `plugin` for one aggregate: a new `aggregate` resource on

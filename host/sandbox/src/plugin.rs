@@ -2,24 +2,25 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 
 use crate::bindings;
+use crate::code::{self, PluginKind};
 use crate::engine::{self, HostState, Limits, LogContext};
 use crate::error::{Error, Result};
+use crate::info::InfoCheck;
 use crate::session::Instance;
 use crate::text;
 
 /// The WIT package every reducer implements, and the versions this host accepts.
 pub const CONTRACT: &str = "streamfold:reducer@0.1.0";
-const EXPORT_NAME: &str = "streamfold:reducer/reducer@0.1.0";
+const EXPORT_NAME: &str = PluginKind::Reducer.export_name();
 
 /// What a registered reducer is: what it said about itself, plus its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +41,12 @@ pub struct PluginInfo {
 }
 
 impl PluginInfo {
+    /// Always [`PluginKind::Reducer`]: a [`PluginInfo`] describes a reducer (a
+    /// projection's is a [`ProjectionInfo`](crate::ProjectionInfo)).
+    pub fn kind(&self) -> PluginKind {
+        PluginKind::Reducer
+    }
+
     /// `name@version (sha256:0123456789ab)`: how errors and logs name a plugin.
     pub fn label(&self) -> String {
         format!(
@@ -165,124 +172,21 @@ impl Plugin {
     }
 }
 
-/// Where compiled code is kept between runs: one file per component digest, in
-/// a folder per engine configuration (a different Wasmtime or different settings
-/// never read another's code).
-#[derive(Debug, Clone)]
-pub(crate) struct CodeCache {
-    dir: Option<PathBuf>,
-}
-
-impl CodeCache {
-    pub(crate) fn new(root: Option<PathBuf>, engine: &Engine) -> Self {
-        use std::hash::{DefaultHasher, Hash, Hasher};
-        let dir = root.map(|root| {
-            let mut h = DefaultHasher::new();
-            engine.precompile_compatibility_hash().hash(&mut h);
-            env!("CARGO_PKG_VERSION").hash(&mut h);
-            root.join(format!("{:016x}", h.finish()))
-        });
-        CodeCache { dir }
-    }
-
-    fn path(&self, digest: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("{digest}.cwasm")))
-    }
-
-    /// The compiled component for `digest`, from disk when it is there; compiles
-    /// `bytes` (and saves the result) when it is not. Returns whether it was a hit.
-    pub(crate) fn load_or_compile(
-        &self,
-        engine: &Engine,
-        digest: &str,
-        bytes: &[u8],
-    ) -> Result<(Component, bool)> {
-        if let Some(path) = self.path(digest).filter(|p| p.exists()) {
-            // SAFETY: files in our cache folder were written by `Component::serialize`
-            // of this very engine configuration (the folder name is its hash), named by
-            // the digest of their source. A truncated or corrupt file fails to
-            // deserialize and is recompiled below. The file is mapped into memory, so
-            // it must never be truncated while in use: we only ever rename new files
-            // into place (`write_atomically`).
-            #[allow(unsafe_code)]
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(_) => {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        let component = compile(engine, bytes)?;
-        if let Some(path) = self.path(digest) {
-            // A cache we cannot write only costs a recompile next time.
-            let _ = write_atomically(&path, &component);
-        }
-        Ok((component, false))
-    }
-}
-
-fn write_atomically(path: &Path, component: &Component) -> std::io::Result<()> {
-    let dir = path.parent().expect("cache path has a folder");
-    std::fs::create_dir_all(dir)?;
-    let code = component.serialize().map_err(std::io::Error::other)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &code)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
-/// Checks the file's header before handing it to Cranelift, so the common
-/// mistakes get a message that says what to do.
-fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
-    const MAGIC: &[u8] = b"\0asm";
-    if bytes.len() < 8 || &bytes[..4] != MAGIC {
-        return Err(Error::plugin(
-            None,
-            "not a WebAssembly file (no \\0asm header)",
-        ));
-    }
-    // Bytes 4..8: version and layer. Layer 0 is a core module, layer 1 a component.
-    if bytes[6..8] == [0, 0] {
-        return Err(Error::plugin(
-            None,
-            "this is a core WebAssembly module, not a component: build for wasm32-wasip2, \
-             or wrap the module with `wasm-tools component new`",
-        ));
-    }
-    Component::new(engine, bytes).map_err(|e| {
-        Error::plugin(
-            None,
-            format!(
-                "does not compile: {}",
-                text::shown(&format!("{e:#}"), text::MESSAGE_BYTES)
-            ),
-        )
-    })
-}
-
-/// Validates `bytes` as a reducer and prepares it for instantiation: compiled (or
-/// loaded from the cache), linked against our imports, exporting our world, with
-/// sane `info`.
-pub(crate) fn load(
+/// Prepares a component that passed the shared checks (`code::check`) as a
+/// reducer: linked against our imports, exporting our world, with sane `info`.
+pub(crate) fn load_checked(
     engine: &Engine,
     linker: &Linker<HostState>,
-    cache: &CodeCache,
     limits: &Limits,
-    bytes: &[u8],
+    checked: code::Checked,
+    size: u64,
 ) -> Result<(Arc<Plugin>, bool)> {
-    if bytes.len() > limits.component_bytes {
-        return Err(Error::plugin(
-            None,
-            format!(
-                "{} bytes is over the size limit of {} bytes",
-                bytes.len(),
-                limits.component_bytes
-            ),
-        ));
-    }
-    let digest = digest(bytes);
-    let (component, cache_hit) = cache.load_or_compile(engine, &digest, bytes)?;
-    check_contract_version(&component, engine)?;
+    let code::Checked {
+        digest,
+        component,
+        cache_hit,
+        ..
+    } = checked;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         Error::plugin(
             None,
@@ -290,20 +194,11 @@ pub(crate) fn load(
         )
     })?;
     let indices = bindings::PluginIndices::new(&pre).map_err(|e| {
-        let exports: Vec<String> = component
-            .component_type()
-            .exports(engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
         Error::plugin(
             None,
             format!(
                 "does not export the reducer world {EXPORT_NAME} (it exports: {}): {}",
-                if exports.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    text::shown(&exports.join(", "), text::MESSAGE_BYTES)
-                },
+                code::exports_shown(&component, engine),
                 text::shown(&format!("{e:#}"), text::MESSAGE_BYTES)
             ),
         )
@@ -337,7 +232,7 @@ pub(crate) fn load(
                 ),
             )
         })?;
-    let info = check_info(info, digest, bytes.len() as u64)?;
+    let info = check_info(info, digest, size)?;
     let handles = info.handles.iter().cloned().collect();
     let apply = component
         .get_export_index(None, EXPORT_NAME)
@@ -358,105 +253,14 @@ pub(crate) fn load(
     ))
 }
 
-/// Refuses a component that imports or exports the contract's interfaces at a version
-/// this host cannot serve, naming the version it was built for: otherwise the error
-/// would only say that the reducer world is missing.
-fn check_contract_version(component: &Component, engine: &Engine) -> Result<()> {
-    let (package, ours) = CONTRACT.split_once('@').expect("CONTRACT has a version");
-    let prefix = format!("{package}/");
-    let ty = component.component_type();
-    let names = ty
-        .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .chain(ty.exports(engine).map(|(name, _)| name.to_string()));
-    for name in names {
-        let Some(interface) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let theirs = interface.split_once('@').map(|(_, v)| v);
-        if theirs.is_none_or(|v| !semver_compatible(v, ours)) {
-            return Err(Error::plugin(
-                None,
-                format!(
-                    "was built against the contract {package}@{} (it uses {}); this host speaks {CONTRACT}: build it with a matching SDK and WIT",
-                    text::shown(theirs.unwrap_or("(no version)"), 64),
-                    text::shown(&name, 256)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Whether interface version `a` can be served by `b` (semver: same major, or same
-/// minor while the major is 0).
-fn semver_compatible(a: &str, b: &str) -> bool {
-    let parts = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split(['-', '+']).next()?.split('.');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parts(a), parts(b)) {
-        (Some((0, a_minor)), Some((0, b_minor))) => a_minor == b_minor,
-        (Some((a_major, _)), Some((b_major, _))) => a_major == b_major,
-        _ => false,
-    }
-}
-
-/// Longest `info.name`, `info.aggregate-type` and `info.handles` entry, in bytes.
-pub const MAX_INFO_NAME: usize = 128;
-/// Longest `info.version`, in bytes.
-pub const MAX_INFO_VERSION: usize = 64;
-/// Most entries in `info.handles`.
-pub const MAX_HANDLES: usize = 1024;
-
-/// `info` is untrusted text that the registry keeps and every error shows: refuse
-/// what is too long, or holds characters that could repaint a terminal, instead of
-/// storing it. Messages quote the offending value bounded and escaped.
+/// `info` is untrusted text that the registry keeps and every error shows (see
+/// [`crate::info`]).
 fn check_info(info: bindings::Info, digest: String, size: u64) -> Result<PluginInfo> {
-    let name = Some(info.name.as_str()).filter(|n| !n.is_empty() && !text::has_controls(n));
-    let bad = |reason: String| Error::plugin(name, reason);
-    let quoted = |s: &str| format!("\"{}\"", text::shown(s, 64));
-    let sane = |s: &str, max: usize| !s.is_empty() && s.len() <= max && !text::has_controls(s);
-    if !sane(&info.name, MAX_INFO_NAME) || info.name.trim().is_empty() {
-        return Err(bad(format!(
-            "info.name {} ({} bytes) must be 1 to {MAX_INFO_NAME} bytes with no control characters",
-            quoted(&info.name),
-            info.name.len()
-        )));
-    }
-    if info.version.len() > MAX_INFO_VERSION || !is_semver(&info.version) {
-        return Err(bad(format!(
-            "info.version {} is not a semantic version like 1.2.3 of at most {MAX_INFO_VERSION} bytes",
-            quoted(&info.version)
-        )));
-    }
-    let t = &info.aggregate_type;
-    if !sane(t, MAX_INFO_NAME)
-        || t.chars()
-            .any(|c| c.is_whitespace() || matches!(c, '{' | '}' | ':'))
-    {
-        return Err(bad(format!(
-            "info.aggregate-type {} must be 1 to {MAX_INFO_NAME} bytes with no whitespace, control characters, braces or colons",
-            quoted(t)
-        )));
-    }
-    if info.handles.len() > MAX_HANDLES {
-        return Err(bad(format!(
-            "info.handles lists {} event types; at most {MAX_HANDLES} are accepted",
-            info.handles.len()
-        )));
-    }
-    if let Some(h) = info
-        .handles
-        .iter()
-        .find(|h| !sane(h, MAX_INFO_NAME) || h.trim().is_empty())
-    {
-        return Err(bad(format!(
-            "info.handles contains the event type {} ({} bytes): each must be 1 to {MAX_INFO_NAME} bytes with no control characters",
-            quoted(h),
-            h.len()
-        )));
-    }
+    let check = InfoCheck::new(&info.name);
+    check.name(&info.name)?;
+    check.version(&info.version)?;
+    check.aggregate_type("info.aggregate-type", &info.aggregate_type)?;
+    check.handles(&info.handles)?;
     Ok(PluginInfo {
         name: info.name,
         version: info.version,
@@ -467,53 +271,10 @@ fn check_info(info: bindings::Info, digest: String, size: u64) -> Result<PluginI
     })
 }
 
-/// `MAJOR.MINOR.PATCH`, optionally followed by `-pre` and/or `+build` made of ASCII
-/// letters, digits, `-` and `.` (as semver.org says).
-pub(crate) fn is_semver(v: &str) -> bool {
-    let (core, rest) = match v.find(['-', '+']) {
-        Some(i) => v.split_at(i),
-        None => (v, ""),
-    };
-    if !rest
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'+'))
-    {
-        return false;
-    }
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && (p.len() == 1 || !p.starts_with('0'))
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn semver() {
-        assert!(is_semver("0.1.0"));
-        assert!(is_semver("1.20.3-beta.1+build5"));
-        assert!(!is_semver("1.2"));
-        assert!(!is_semver("01.2.3"));
-        assert!(!is_semver("v1.2.3"));
-        assert!(!is_semver(""));
-        assert!(!is_semver("1.0.0-\u{1b}[2J"));
-        assert!(!is_semver("1.0.0+build 5"));
-    }
-
-    #[test]
-    fn contract_versions_match_by_semver() {
-        assert!(semver_compatible("0.1.0", "0.1.0"));
-        assert!(semver_compatible("0.1.3", "0.1.0"));
-        assert!(!semver_compatible("0.2.0", "0.1.0"));
-        assert!(semver_compatible("1.4.0", "1.0.0"));
-        assert!(!semver_compatible("2.0.0", "1.0.0"));
-        assert!(!semver_compatible("x", "0.1.0"));
-    }
+    use crate::info::{MAX_HANDLES, MAX_INFO_NAME, MAX_INFO_VERSION};
 
     fn info(
         name: &str,

@@ -461,8 +461,8 @@ fn rejection(e: ReducerError) -> FailureCause {
 /// Tells a limit from a trap: the memory limiter records what it refused, and an
 /// epoch deadline surfaces as `Trap::Interrupt`. A trap's text names functions of
 /// the component (its backtrace): untrusted, so bounded and escaped.
-pub(crate) fn classify(
-    store: &Store<HostState>,
+pub(crate) fn classify<X>(
+    store: &Store<HostState<X>>,
     limits: &Limits,
     e: wasmtime::Error,
 ) -> FailureCause {

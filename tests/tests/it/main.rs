@@ -6,6 +6,7 @@ mod conformance;
 mod instances;
 mod live;
 mod logs;
+mod projection_sandbox;
 mod runtime;
 mod server;
 mod store;
