@@ -62,6 +62,8 @@ impl Error {
                 Store::Unavailable => ErrorKind::Unavailable,
                 Store::Corrupt => ErrorKind::Corrupt,
                 Store::NotFound => ErrorKind::NotFound,
+                // A projection runner that lost its lease: someone else runs it now.
+                Store::Fenced => ErrorKind::Conflict,
                 _ => ErrorKind::Redis,
             },
             Repr::Sandbox(e) => match e.kind() {

@@ -22,6 +22,7 @@
 //! | `streamfold_group_pending` | `aggregate_type`, `group` | events delivered and not acknowledged |
 //! | `streamfold_group_oldest_pending_seconds` | `aggregate_type`, `group` | how long the oldest of those has waited (0: none) |
 //! | `streamfold_group_parked` | `aggregate_type`, `group` | parked events |
+//! | `streamfold_group_trim_held_back` | `aggregate_type`, `group` | category entries kept beyond the configured length because the group has not acknowledged them (the trim waits for it) |
 //!
 //! The last four are read from Redis in the background, every
 //! [`GROUPS_INTERVAL`], for at most [`MAX_WATCHED_GROUPS`] groups, so a scrape never
@@ -521,8 +522,8 @@ async fn read_groups(
     Ok(out)
 }
 
-/// `streamfold_group_undelivered`, `_pending`, `_oldest_pending_seconds` and
-/// `_parked`, from the last background read.
+/// `streamfold_group_undelivered`, `_pending`, `_oldest_pending_seconds`, `_parked`
+/// and `_trim_held_back`, from the last background read.
 #[derive(Debug)]
 struct Groups(Arc<Mutex<Vec<streamfold::GroupStatus>>>);
 
@@ -540,7 +541,7 @@ impl prometheus_client::collector::Collector for Groups {
             group: s.info.group.clone(),
         };
         type Figure = fn(&streamfold::GroupStatus) -> Option<f64>;
-        let families: [(&str, &str, Figure); 4] = [
+        let families: [(&str, &str, Figure); 5] = [
             (
                 "group_undelivered",
                 "Events a group has not delivered yet (its lag)",
@@ -559,6 +560,11 @@ impl prometheus_client::collector::Collector for Groups {
             ("group_parked", "A group's parked events", |s| {
                 Some(s.parked as f64)
             }),
+            (
+                "group_trim_held_back",
+                "Category entries kept beyond the configured length until a group acknowledges them",
+                |s| Some(s.trim_held_back as f64),
+            ),
         ];
         for (name, help, figure) in families {
             let mut family = encoder.encode_descriptor(

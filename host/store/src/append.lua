@@ -16,6 +16,11 @@
 --            append is looked for; n, the number of events;
 --            then per event: event_id, event_type, data, timestamp, version
 --
+-- KEYS[3m + 1] (default layout) the partition's trim holds (see holds.lua). Every append
+--          of one call goes to the same category partition. Without holds each XADD
+--          trims with MAXLEN ~; with holds the call trims once at the end, never
+--          below the lowest hold, and records how far the trim was held back.
+--
 -- Replies: one per append, in order:
 --          {'ok', first_rev, last_rev, {positions}}
 --          {'dup', first_rev, last_rev, {positions}}   the same batch was appended before
@@ -29,6 +34,13 @@
 -- batch) instead of writing it twice.
 
 local PER = 5
+-- With holds, the trim runs when the partition is this many entries over its length
+-- (a few radix-tree nodes, which is what MAXLEN ~ removes at a time).
+local TRIM_STEP = 256
+local m = tonumber(ARGV[1])
+local holds = nil
+if #KEYS > 3 * m then holds = KEYS[3 * m + 1] end
+local held_by_readers = holds ~= nil and redis.call('EXISTS', holds) == 1
 
 local function failed(reply) return type(reply) == 'table' and reply.err ~= nil end
 
@@ -151,7 +163,7 @@ local function append(k, a)
       'version', ARGV[o + 5], 'revision', rs)
   end
 
-  local trim_category = maxlen ~= '0'
+  local trim_category = maxlen ~= '0' and not held_by_readers
   local rs = string.format('%d', cur + 1)
   local first = add(redis.pcall, agg, BASE, rs, false)
   if failed(first) then return wrong_type(agg, 'stream', first) end -- nothing written
@@ -181,10 +193,52 @@ local function append(k, a)
   return {'ok', cur + 1, rev, positions}
 end
 
+-- Trims category `cat` to about `maxlen` entries, but never an entry at or above the
+-- lowest hold; records in the holds hash how many entries that kept beyond `maxlen`.
+local function trim_held(cat, maxlen)
+  local excess = redis.call('XLEN', cat) - maxlen
+  if excess < TRIM_STEP then
+    redis.call('HDEL', holds, HELD)
+    return
+  end
+  local floor = lowest_hold(holds)
+  if floor == nil then
+    redis.call('XTRIM', cat, 'MAXLEN', '~', maxlen)
+    redis.call('DEL', holds)
+    return
+  end
+  -- How many of the entries an exact MAXLEN trim would drop lie below the floor.
+  local below = 0
+  local first = redis.call('XRANGE', cat, '-', '+', 'COUNT', 1)[1]
+  if first and id_key(first[1]) < id_key(floor) then
+    below = #redis.call('XRANGE', cat, '-', '(' .. floor, 'COUNT', excess)
+  end
+  if below >= excess then
+    -- MAXLEN ~ removes whole nodes of those entries only: all below the floor.
+    redis.call('XTRIM', cat, 'MAXLEN', '~', maxlen)
+    redis.call('HDEL', holds, HELD)
+  else
+    if below > 0 then redis.call('XTRIM', cat, 'MINID', floor) end
+    redis.call('HSET', holds, HELD, excess - below)
+  end
+end
+
 local replies, k, a = {}, 0, 1
-for j = 1, tonumber(ARGV[1]) do
+local cat, maxlen = nil, '0'
+for j = 1, m do
   replies[j] = append(k, a)
+  cat, maxlen = KEYS[k + 3], ARGV[a + 3]
   k = k + 3
   a = a + 7 + PER * tonumber(ARGV[a + 7])
+end
+if held_by_readers and maxlen ~= '0' then
+  -- Only when something was written: a failed append must not be followed by a trim
+  -- of a key that may not be a stream.
+  for _, r in ipairs(replies) do
+    if r[1] == 'ok' then
+      trim_held(cat, tonumber(maxlen))
+      break
+    end
+  end
 end
 return replies

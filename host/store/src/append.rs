@@ -23,13 +23,17 @@ use crate::config::{Durability, Layout};
 use crate::error::{Error, Result};
 
 use super::EventStore;
-use super::keys::aggregate_keys;
+use super::keys::{aggregate_keys, holds_key};
 use super::model::{AppendResult, ExpectedRevision, NewEvent, check_json, format_timestamp};
 
 /// The append script, loaded once per Redis and called by SHA (`EVALSHA`); the redis
 /// crate loads it again by itself after `NOSCRIPT` (a `SCRIPT FLUSH` or a restart).
-pub(crate) static APPEND_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("append.lua")));
+pub(crate) static APPEND_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        include_str!("holds.lua"),
+        include_str!("append.lua")
+    ))
+});
 
 /// How many entries back the script looks for an exact-revision retry that was not the
 /// last batch. Also the largest batch one append accepts.
@@ -122,6 +126,8 @@ struct Append {
     stream: String,
     revision: String,
     category: String,
+    /// The partition's trim holds (default layout).
+    holds: Option<String>,
     aggregate_type: String,
     aggregate_id: String,
     expected: ExpectedRevision,
@@ -228,6 +234,7 @@ impl EventStore {
                 stream: keys.stream.clone(),
                 revision: keys.revision.clone(),
                 category: keys.category.clone(),
+                holds: holds_key(self.config(), aggregate_type, keys.partition),
                 aggregate_type: aggregate_type.to_owned(),
                 aggregate_id: aggregate_id.to_owned(),
                 expected,
@@ -353,6 +360,10 @@ impl EventStore {
                     .arg(&e.timestamp)
                     .arg(&e.version);
             }
+        }
+        // Every append of a call goes to one category partition: one holds key.
+        if let Some(holds) = &group[0].append.holds {
+            inv.key(holds);
         }
         let inv = &inv;
         let key = &group[0].append.stream;

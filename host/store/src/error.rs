@@ -39,6 +39,12 @@ pub enum ErrorKind {
     Corrupt,
     /// Redis answered a command with an error.
     Redis,
+    /// A projection runner's lease is no longer its own (it expired, another host
+    /// took it, or the version was rebuilt): its commit was refused and nothing was
+    /// written. The runner must stop, acquire the lease again and reload the
+    /// checkpoint; unlike a [`Conflict`](Self::Conflict) (the checkpoint was not the
+    /// one expected), retrying with the same lease can never succeed.
+    Fenced,
 }
 
 /// An append's expected revision did not match (see [`ErrorKind::Conflict`]).
@@ -68,6 +74,7 @@ enum Repr {
     Timeout(Duration),
     Redis(redis::RedisError),
     Corrupt { key: String, reason: String },
+    Fenced(String),
 }
 
 impl Error {
@@ -83,6 +90,7 @@ impl Error {
             Repr::Redis(e) if is_unavailable(e) => ErrorKind::Unavailable,
             Repr::Redis(_) => ErrorKind::Redis,
             Repr::Corrupt { .. } => ErrorKind::Corrupt,
+            Repr::Fenced(_) => ErrorKind::Fenced,
         }
     }
 
@@ -111,6 +119,11 @@ impl Error {
         self.kind() == ErrorKind::Corrupt
     }
 
+    /// A projection's lease was lost: see [`ErrorKind::Fenced`].
+    pub fn is_fenced(&self) -> bool {
+        self.kind() == ErrorKind::Fenced
+    }
+
     /// The expected and actual revisions of a [conflict](ErrorKind::Conflict).
     pub fn conflict(&self) -> Option<&Conflict> {
         match &*self.0 {
@@ -131,6 +144,10 @@ impl Error {
     /// A [conflict](ErrorKind::Conflict) that is not about a revision.
     pub(crate) fn refused(msg: impl fmt::Display) -> Self {
         Repr::Refused(msg.to_string()).into()
+    }
+
+    pub(crate) fn fenced(msg: impl fmt::Display) -> Self {
+        Repr::Fenced(msg.to_string()).into()
     }
 
     pub(crate) fn not_found(msg: impl fmt::Display) -> Self {
@@ -252,6 +269,7 @@ impl fmt::Display for Error {
             Repr::Timeout(d) => write!(f, "Redis did not answer within {d:?}"),
             Repr::Redis(e) => write!(f, "Redis error: {e}"),
             Repr::Corrupt { key, reason } => write!(f, "corrupt data in {key}: {reason}"),
+            Repr::Fenced(msg) => write!(f, "fenced: {msg}"),
         }
     }
 }

@@ -10,13 +10,17 @@
 -- KEYS[3]  the group's parked stream for this partition
 -- KEYS[4]  the group's replay list: category entry ids put back by a replay of parked
 --          entries, served before new entries
+-- KEYS[5]  the partition's trim holds (see holds.lua): field g:<group> is the lowest
+--          category entry id the group still needs, kept up to date by every operation
+--          that moves it, so the category trim never drops an unacknowledged entry
 -- ARGV[1]  the operation: create | destroy | fetch | settle | status | replay
 -- ARGV[2]  the group (the consumer group's name)
 --
 -- Replies are tables whose first element says what happened ('ok', 'nogroup', ...).
 
-local cat, state, parked, replay = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cat, state, parked, replay, holds = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op, g = ARGV[1], ARGV[2]
+local hold_field = 'g:' .. g
 
 -- The value after `name` in a flat name/value array (XINFO replies, entry fields).
 local function field(flat, name)
@@ -29,13 +33,6 @@ end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- A stream id as a string that sorts like the id (ms and seq padded to 20 digits).
-local function id_key(id)
-  local ms, seq = string.match(id, '^(%d+)-?(%d*)$')
-  if seq == '' then seq = '0' end
-  return string.rep('0', 20 - #ms) .. ms .. string.rep('0', 20 - #seq) .. seq
 end
 
 -- The fields of a category entry a parked entry keeps (not the parked entry's own).
@@ -72,6 +69,34 @@ local function pending_count()
   return redis.call('XPENDING', cat, g)[1]
 end
 
+-- The group's last delivered id on this partition, or nil without the group.
+local function last_delivered()
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', cat)) do
+    if field(info, 'name') == g then return field(info, 'last-delivered-id') end
+  end
+  return nil
+end
+
+-- Records the lowest entry the group still needs: the first after its last delivered
+-- one, or an earlier pending one, or an earlier replayed one (state field replay_min,
+-- kept while the replay list is not empty).
+local function update_hold()
+  local last = last_delivered()
+  if not last then return end
+  local hold = id_after(last)
+  local first = redis.call('XPENDING', cat, g, '-', '+', 1)[1]
+  if first and id_key(first[1]) < id_key(hold) then hold = first[1] end
+  local rmin = redis.call('HGET', state, 'replay_min')
+  if rmin then
+    if redis.call('LLEN', replay) == 0 then
+      redis.call('HDEL', state, 'replay_min')
+    elseif id_key(rmin) < id_key(hold) then
+      hold = rmin
+    end
+  end
+  redis.call('HSET', holds, hold_field, hold)
+end
+
 -- ARGV[3] start id ('0', '$' or a stream id)  ARGV[4] the start as the caller gave it
 -- ARGV[5] ack_timeout_ms  ARGV[6] max_deliveries  ARGV[7] created (ms)
 -- -> {'created'} | {'exists', start, ack_timeout_ms, max_deliveries} | {'foreign'}
@@ -106,6 +131,9 @@ local function create()
   end
   redis.call('HSET', state, 'start', ARGV[4], 'ack_timeout_ms', ARGV[5],
     'max_deliveries', ARGV[6], 'created_ms', ARGV[7])
+  -- Our own count of the entries before the group's position, for its lag: Redis
+  -- 7.0 does not restore a group's entries-read from its append-only file.
+  if read then redis.call('HSET', state, 'read', read) end
   return {'created'}
 end
 
@@ -122,6 +150,10 @@ local function destroy()
     end
   end
   redis.call('DEL', state, parked, replay)
+  redis.call('HDEL', holds, hold_field)
+  if redis.call('HLEN', holds) == 1 and redis.call('HEXISTS', holds, HELD) == 1 then
+    redis.call('DEL', holds)
+  end
   return {'ok', existed}
 end
 
@@ -196,10 +228,7 @@ local function fetch()
     if #out > 0 then return {'ok', out, parked_n} end
   end
 
-  local last = nil
-  for _, info in ipairs(redis.call('XINFO', 'GROUPS', cat)) do
-    if field(info, 'name') == g then last = field(info, 'last-delivered-id') end
-  end
+  local last = last_delivered()
   if not last then return {'nogroup'} end
   local candidates = redis.call('XRANGE', cat, '(' .. last, '+', 'COUNT', max)
   local seen, k = {}, 0
@@ -213,6 +242,9 @@ local function fetch()
     -- Exactly the k entries just chosen: nothing can be appended in between.
     local r = redis.call('XREADGROUP', 'GROUP', g, consumer, 'COUNT', k, 'STREAMS', cat, '>')
     for _, e in ipairs(r[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
+    if redis.call('HEXISTS', state, 'read') == 1 then
+      redis.call('HINCRBY', state, 'read', #r[1][2])
+    end
   end
   return {'ok', out, parked_n}
 end
@@ -257,7 +289,8 @@ local function settle()
 end
 
 -- -> {'nogroup'} | {'ok', now, XINFO GROUPS entry, pending, oldest pending idle (ms),
---     parked, replaying, state hash (flat), pending per consumer}
+--     parked, replaying, state hash (flat), pending per consumer, trim held back,
+--     undelivered (-1: not known)}
 local function status()
   if redis.call('EXISTS', state) == 0 then return {'nogroup'} end
   local info = nil
@@ -271,8 +304,25 @@ local function status()
   for _, p in ipairs(redis.call('XPENDING', cat, g, '-', '+', 1000)) do
     if p[3] > oldest then oldest = p[3] end
   end
+  -- Entries the trim kept beyond the category's length, if this group's hold is the
+  -- lowest (the one keeping them).
+  local held = 0
+  local mine, floor = redis.call('HGET', holds, hold_field), lowest_hold(holds)
+  if mine and floor and id_key(mine) == id_key(floor) then
+    held = tonumber(redis.call('HGET', holds, HELD) or '0')
+  end
+  -- The lag: entries added to the stream minus those before the group's position.
+  local undelivered = -1
+  local read = redis.call('HGET', state, 'read')
+  if read then
+    local added = field(redis.call('XINFO', 'STREAM', cat), 'entries-added')
+    undelivered = math.max(0, added - tonumber(read))
+  elseif field(info, 'lag') then
+    undelivered = field(info, 'lag')
+  end
   return {'ok', now_ms(), info, summary[1], oldest, redis.call('XLEN', parked),
-    redis.call('LLEN', replay), redis.call('HGETALL', state), summary[4] or {}}
+    redis.call('LLEN', replay), redis.call('HGETALL', state), summary[4] or {}, held,
+    undelivered}
 end
 
 -- ARGV[3] XRANGE start in the parked stream ('-' or '(id')  ARGV[4] count
@@ -287,6 +337,10 @@ local function replay_parked()
     local pos = field(e[2], 'position')
     if pos and field(e[2], 'missing') == nil and redis.call('XRANGE', cat, pos, pos)[1] then
       redis.call('RPUSH', replay, pos)
+      local rmin = redis.call('HGET', state, 'replay_min')
+      if not rmin or id_key(pos) < id_key(rmin) then
+        redis.call('HSET', state, 'replay_min', pos)
+      end
       redis.call('XDEL', parked, e[1])
       moved = moved + 1
     else
@@ -299,11 +353,19 @@ local function replay_parked()
   return {'ok', moved, kept, last, #entries}
 end
 
-if op == 'create' then return create()
+-- Every operation that moves what the group needs updates its hold before it returns.
+local function holding(reply)
+  if reply[1] ~= 'nogroup' and reply[1] ~= 'foreign' and reply[1] ~= 'exists' then
+    update_hold()
+  end
+  return reply
+end
+
+if op == 'create' then return holding(create())
 elseif op == 'destroy' then return destroy()
-elseif op == 'fetch' then return fetch()
-elseif op == 'settle' then return settle()
+elseif op == 'fetch' then return holding(fetch())
+elseif op == 'settle' then return holding(settle())
 elseif op == 'status' then return status()
-elseif op == 'replay' then return replay_parked()
+elseif op == 'replay' then return holding(replay_parked())
 end
 return redis.error_reply('streamfold groups: unknown operation ' .. tostring(op))

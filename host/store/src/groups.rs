@@ -23,8 +23,12 @@ use crate::model::{RecordedEvent, digits};
 use crate::read::{category_position, category_positions};
 
 /// The groups script, loaded once per Redis and called by SHA like the append script.
-static GROUPS_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("groups.lua")));
+static GROUPS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        include_str!("holds.lua"),
+        include_str!("groups.lua")
+    ))
+});
 
 /// Where the next fetch starts among a type's partitions: turns at every fetch, so
 /// that consumers polling at once spread over the partitions instead of all asking
@@ -50,6 +54,8 @@ pub const MAX_SETTLE: usize = 10_000;
 pub const MAX_REASON_CHARS: usize = 4_096;
 /// The most parked entries one [`EventStore::parked`] call returns.
 pub const MAX_PARKED_PAGE: usize = 1_000;
+/// How often a waiting [`EventStore::fetch_wait`] asks again when nothing woke it.
+pub const REPOLL: Duration = Duration::from_millis(250);
 /// Parked entries one replay script call moves (a bounded time holding Redis).
 const REPLAY_STEP: usize = 500;
 
@@ -288,6 +294,10 @@ pub struct GroupStatus {
     pub parked: u64,
     /// Replayed parked events waiting to be delivered again.
     pub replaying: u64,
+    /// Category entries kept beyond the configured length because this group has not
+    /// acknowledged them yet (the trim is held back; the streams grow until it
+    /// catches up). 0 when the trim is not held back by this group.
+    pub trim_held_back: u64,
     /// The same per partition.
     pub partitions: Vec<PartitionStatus>,
     /// Consumers that have polled, most recent first.
@@ -309,6 +319,8 @@ pub struct PartitionStatus {
     pub parked: u64,
     /// Replayed events waiting.
     pub replaying: u64,
+    /// Entries the category trim kept on this partition for this group.
+    pub trim_held_back: u64,
     /// The stream id of the last new entry handed out.
     pub last_delivered: String,
 }
@@ -490,6 +502,7 @@ impl EventStore {
             .key(&keys.state)
             .key(&keys.parked)
             .key(&keys.replay)
+            .key(&keys.holds)
             .arg(op)
             .arg(group);
         for a in args {
@@ -786,8 +799,11 @@ impl EventStore {
         Ok(out)
     }
 
-    /// [`fetch`](Self::fetch), asked again (every few milliseconds, backing off to
-    /// 100 ms) until it hands out events or `wait` has passed: a long poll by polling.
+    /// [`fetch`](Self::fetch), asked again until it hands out events or `wait` has
+    /// passed: a long poll. Between attempts it waits for a new entry on one of the
+    /// type's partitions, or an ack or nack in this process (see the `wake` module),
+    /// and at most [`REPOLL`] (for what it cannot see: another host's acks, an ack
+    /// timeout or a retry delay passing).
     pub async fn fetch_wait(
         &self,
         aggregate_type: &str,
@@ -797,15 +813,17 @@ impl EventStore {
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
         let started = Instant::now();
-        let mut pause = Duration::from_millis(5);
+        self.group_checks(aggregate_type, group, false).await?;
+        let mut watch = self.watch_category(aggregate_type)?;
         loop {
+            // Seen before the fetch: whatever changes after it wakes the wait below.
+            watch.mark_seen();
             let got = self.fetch(aggregate_type, group, consumer, max).await?;
             let left = wait.saturating_sub(started.elapsed());
             if !got.is_empty() || left.is_zero() {
                 return Ok(got);
             }
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            watch.changed(left.min(REPOLL)).await;
         }
     }
 
@@ -888,6 +906,10 @@ impl EventStore {
             }
         }))
         .await?;
+        // Settled deliveries may free their partitions for the next batch.
+        for p in by_partition.keys() {
+            self.wake_partition(&self.category_key(aggregate_type, *p)?);
+        }
         let mut settled = Settled::default();
         for (reply, tokens) in replies.iter().zip(by_partition.values()) {
             if reply.first().and_then(text).as_deref() == Some("delay") {
@@ -926,6 +948,7 @@ impl EventStore {
             oldest_pending_ms: None,
             parked: 0,
             replaying: 0,
+            trim_held_back: 0,
             partitions: Vec::new(),
             consumers: Vec::new(),
         };
@@ -939,11 +962,12 @@ impl EventStore {
             let oldest = (pending > 0).then(|| num(4));
             let part = PartitionStatus {
                 partition: p as u32,
-                undelivered: lookup(&ginfo, "lag").and_then(int),
+                undelivered: r.get(10).and_then(int),
                 pending,
                 oldest_pending_ms: oldest,
                 parked: num(5),
                 replaying: num(6),
+                trim_held_back: num(9),
                 last_delivered: lookup(&ginfo, "last-delivered-id")
                     .and_then(text)
                     .unwrap_or_default(),
@@ -969,6 +993,7 @@ impl EventStore {
             status.oldest_pending_ms = status.oldest_pending_ms.max(part.oldest_pending_ms);
             status.parked += part.parked;
             status.replaying += part.replaying;
+            status.trim_held_back += part.trim_held_back;
             status.partitions.push(part);
         }
         status.consumers = consumers

@@ -230,6 +230,8 @@ pub(crate) struct GroupKeys {
     pub parked: String,
     /// List: category entry ids put back by a replay of parked entries.
     pub replay: String,
+    /// Hash: the partition's trim holds (see [`holds_key`]).
+    pub holds: String,
 }
 
 /// The keys of group `group` on partition `partition` of a type (default layout only;
@@ -249,7 +251,25 @@ pub(crate) fn group_keys(
         state: format!("{base}:grp:{group}"),
         parked: format!("{base}:parked:{group}"),
         replay: format!("{base}:replay:{group}"),
+        holds: format!("{base}:holds"),
     })
+}
+
+/// The hash of a category partition's trim holds: the lowest entry each reader that
+/// holds the trim (a durable subscription) still needs. The append script trims the
+/// partition no further. `None` in the seed layout, which has no groups.
+pub(crate) fn holds_key(
+    config: &StoreConfig,
+    aggregate_type: &str,
+    partition: u32,
+) -> Option<String> {
+    match config.layout {
+        Layout::Default => Some(format!(
+            "{}:holds",
+            tag_base(&config.prefix, aggregate_type, partition)
+        )),
+        Layout::Seed => None,
+    }
 }
 
 /// The hash of every group of every type (`type group` -> settings as JSON), for
@@ -284,6 +304,70 @@ pub(crate) fn glob_escape(literal: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The Redis keys of one projection version: all under the hash tag `{name:vid}`, so
+/// one script touches them atomically (one slot on a Redis Cluster). They live under
+/// `prefix:pj:`, like other modules' keys (no `{` right after the prefix), so they
+/// cannot collide with an aggregate's; the version id holds no `:`, so the tag's last
+/// `:` separates it from the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProjectionKeys {
+    /// Hash: document key -> JSON.
+    pub docs: String,
+    /// Sorted set: every document key with score 0, for paging in key order.
+    pub keys: String,
+    /// Hash: source partition stream key -> last position applied.
+    pub ckpt: String,
+    /// Hash: counters and the recorded failure.
+    pub stat: String,
+    /// String: `<token> <holder>` with an expiry.
+    pub lease: String,
+    /// Counter: the last fencing token handed out.
+    pub fence: String,
+    /// Stream: dead letters.
+    pub dead: String,
+    /// Stream (capped): document changes.
+    pub changes: String,
+}
+
+impl ProjectionKeys {
+    /// Every key, in the order the projections script takes them.
+    pub(crate) fn all(&self) -> [&str; 8] {
+        [
+            &self.docs,
+            &self.keys,
+            &self.ckpt,
+            &self.stat,
+            &self.lease,
+            &self.fence,
+            &self.dead,
+            &self.changes,
+        ]
+    }
+}
+
+/// The keys of version `vid` of projection `name` (the caller checks the names).
+pub(crate) fn projection_keys(config: &StoreConfig, name: &str, vid: &str) -> ProjectionKeys {
+    let base = format!("{}:pj:{{{name}:{vid}}}", config.prefix);
+    ProjectionKeys {
+        docs: format!("{base}:docs"),
+        keys: format!("{base}:keys"),
+        ckpt: format!("{base}:ckpt"),
+        stat: format!("{base}:stat"),
+        lease: format!("{base}:lease"),
+        fence: format!("{base}:fence"),
+        dead: format!("{base}:dead"),
+        changes: format!("{base}:changes"),
+    }
+}
+
+/// A projection registry key (not hash-tagged: each command touches one of them):
+/// `prefix:pj:versions:NAME` (hash: version id -> the caller's metadata),
+/// `prefix:pj:serving` and `prefix:pj:active` (hashes: name -> version id),
+/// `prefix:pj:names` (set of names). `rest` never starts with `{`.
+pub(crate) fn projection_registry_key(config: &StoreConfig, rest: &str) -> String {
+    format!("{}:pj:{rest}", config.prefix)
 }
 
 #[cfg(test)]

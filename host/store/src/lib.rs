@@ -90,6 +90,43 @@
 //!   parked as `trimmed` when its redelivery finds it gone). Keep the category length
 //!   above the groups' backlog.
 //!
+//! # Projections
+//!
+//! What a projection runner (the WASM host that folds category feeds into a read
+//! model of JSON documents) needs from Redis; the runner itself is elsewhere. Each
+//! projection *version* ([`EventStore::projection`] → [`ProjectionVersion`]) keeps
+//! all its keys under one hash tag `{name:vid}`, so every step is one Lua script
+//! (`projections.lua`) on one slot, on a cluster too:
+//!
+//! - **Effectively once.** [`ProjectionVersion::commit`] writes a batch's documents
+//!   (and their key index, change entries, dead letters, failure and counters) and
+//!   moves the checkpoint (one position per source partition stream), atomically,
+//!   if the checkpoint is the one the batch started from. A crash before the commit
+//!   leaves the read model exactly at the checkpoint; a commit retried after a lost
+//!   reply is recognised by its id.
+//! - **One runner.** A lease per version ([`ProjectionVersion::acquire_lease`],
+//!   `SET … PX` in the script) carries a fencing token that only grows; the commit
+//!   checks it, so a paused or partitioned former holder is
+//!   [`Fenced`](ErrorKind::Fenced) and never commits again.
+//! - **Rebuilds, blue/green.** A new version builds under its own keys from position
+//!   0; the registry's serving pointer
+//!   ([`EventStore::set_projection_pointer`], compare-and-set) switches reads to it
+//!   and back (rollback). [`ProjectionVersion::reset`] rebuilds a version in place;
+//!   [`EventStore::remove_projection_version`] drops one.
+//! - **Failures.** A commit records where the projection stopped (event, aggregate,
+//!   error) or dead-letters skipped events, with the batch.
+//! - **Reads.** [`ProjectionVersion::get`], pages in key order
+//!   ([`ProjectionVersion::page`]), the change head as an ETag, and the capped change
+//!   stream ([`ProjectionVersion::changes`], live with [`ChangeFeed`]).
+//! - **Sources.** [`EventStore::projection_sources`],
+//!   [`EventStore::read_projection_sources`] (merged pages after a checkpoint),
+//!   [`EventStore::trimmed_projection_sources`] (the category trim got ahead of the
+//!   checkpoint) and [`EventStore::projection_lag`].
+//!
+//! Keys: `sf:pj:{name:vid}:docs|keys|ckpt|stat|lease|fence|dead|changes` (see
+//! [`ProjectionVersion`]) and the registry's `sf:pj:versions:NAME`, `sf:pj:names`,
+//! `sf:pj:serving`, `sf:pj:active` (no hash tag; one key per command).
+//!
 //! # Redis Cluster
 //!
 //! With [`StoreConfig::cluster`], [`EventStore::connect`] takes one or more node URLs,
@@ -157,14 +194,17 @@ mod connection;
 mod error;
 mod feed;
 mod groups;
+mod holds;
 mod keys;
 mod listing;
 mod live;
 mod model;
 mod page;
+mod projections;
 mod read;
 mod snapshot;
 mod tls;
+mod wake;
 mod wire;
 
 use std::fmt;
@@ -190,11 +230,13 @@ pub use groups::{
     ConsumerStatus, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_DELIVERIES, Delivery, GroupCreated,
     GroupInfo, GroupSettings, GroupStart, GroupStatus, MAX_ACK_TIMEOUT_MS, MAX_FETCH,
     MAX_GROUP_NAME_CHARS, MAX_MAX_DELIVERIES, MAX_PARKED_PAGE, MAX_REASON_CHARS, MAX_SETTLE,
-    NackAction, ParkReason, ParkedEvent, ParkedPage, PartitionStatus, Replayed, Settled,
+    NackAction, ParkReason, ParkedEvent, ParkedPage, PartitionStatus, REPOLL, Replayed, Settled,
     validate_group_name,
 };
+pub use holds::MAX_TRIM_HOLDER_CHARS;
 pub use keys::AggregateKeys;
 pub use listing::{IdsPage, IdsPageOptions, MAX_IDS_PAGE};
+pub use wake::CategoryWatch;
 
 /// The names and positions the store accepts, as limits and regular expressions
 /// (for API schemas that must say exactly what is accepted).
@@ -211,6 +253,15 @@ pub use live::{
 };
 pub use model::{AppendResult, ExpectedRevision, NewEvent, RecordedEvent, Snapshot};
 pub use page::{EventView, Iter as PageIter, Page};
+pub use projections::{
+    Change, ChangeFeed, ChangeOp, ChangesPage, Checkpoint, CommitBatch, CommitOutcome,
+    DEFAULT_CHANGES_MAX_LEN, DeadLetter, DocPage, DocWrite, Lease, LeaseHolder, MAX_CHANGES_PAGE,
+    MAX_CHECKPOINT_STREAMS, MAX_COMMIT_BYTES, MAX_COMMIT_DEAD_LETTERS, MAX_COMMIT_WRITES,
+    MAX_DOC_BYTES, MAX_DOC_KEY_BYTES, MAX_DOC_PAGE, MAX_ERROR_CHARS, MAX_HOLDER_CHARS,
+    MAX_LEASE_TTL, MAX_PROJECTION_NAME_CHARS, MAX_VERSION_ID_CHARS, MAX_VERSION_META_BYTES,
+    Pointer, ProjectionFailure, ProjectionInfo, ProjectionStatus, ProjectionVersion, SourceEvent,
+    SourceLag, SourceStream, StoredDeadLetter, validate_projection_name, validate_version_id,
+};
 pub use read::{CategoryReadOptions, History, MAX_CATEGORY_COUNT, ReadOptions};
 
 /// The Redis Cluster hash slot of a key (CRC16 of its hash tag, or of the whole key
@@ -245,6 +296,8 @@ struct Inner {
     partitions_checked: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Appends waiting for their partition's next script call (group commit).
     appends: append::Queues,
+    /// The partition watchers that wake waiting fetches of durable subscriptions.
+    wakers: wake::Wakers,
 }
 
 /// Where one `SCAN` walk runs.
@@ -480,6 +533,7 @@ impl EventStore {
                 reader,
                 partitions_checked: Default::default(),
                 appends: Default::default(),
+                wakers: Default::default(),
             }),
             con: Connection(con),
         })

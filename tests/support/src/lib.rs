@@ -72,9 +72,18 @@ impl Env {
     /// A server and a store whose configuration `configure` adjusts (from
     /// [`StoreConfig::default`]).
     pub async fn start_with(configure: impl FnOnce(StoreConfig) -> StoreConfig) -> Env {
+        Self::start_with_args(&[], configure).await
+    }
+
+    /// [`start_with`](Self::start_with), with more `redis-server` arguments for a
+    /// single server (e.g. `--appendonly yes`); a cluster ignores them.
+    pub async fn start_with_args(
+        redis_args: &[&str],
+        configure: impl FnOnce(StoreConfig) -> StoreConfig,
+    ) -> Env {
         let (servers, url, config) = match Backend::from_env() {
             Backend::Single => {
-                let redis = LocalRedis::start()
+                let redis = LocalRedis::start_with_args(redis_args)
                     .unwrap_or_else(|e| panic!("cannot start redis-server for the test: {e}"));
                 let url = redis.url();
                 (

@@ -267,6 +267,10 @@ pub(crate) struct GroupStatus {
     parked: u64,
     /// Replayed parked events waiting to be delivered again.
     replaying: u64,
+    /// Category entries kept beyond the type's configured length because this group
+    /// has not acknowledged them: the trim waits for it, and the category grows until
+    /// it catches up. 0 when the group holds nothing back.
+    trim_held_back: u64,
     /// The same per partition.
     partitions: Vec<PartitionStatus>,
     /// The consumers that have fetched, most recent first.
@@ -289,6 +293,8 @@ pub(crate) struct PartitionStatus {
     parked: u64,
     /// Replayed events waiting.
     replaying: u64,
+    /// Category entries the trim kept on this partition for this group.
+    trim_held_back: u64,
     /// The stream id of the last new entry handed out.
     last_delivered: String,
 }
@@ -316,6 +322,7 @@ impl From<streamfold::GroupStatus> for GroupStatus {
             oldest_pending_ms: s.oldest_pending_ms,
             parked: s.parked,
             replaying: s.replaying,
+            trim_held_back: s.trim_held_back,
             partitions: s
                 .partitions
                 .into_iter()
@@ -326,6 +333,7 @@ impl From<streamfold::GroupStatus> for GroupStatus {
                     oldest_pending_ms: p.oldest_pending_ms,
                     parked: p.parked,
                     replaying: p.replaying,
+                    trim_held_back: p.trim_held_back,
                     last_delivered: p.last_delivered,
                 })
                 .collect(),

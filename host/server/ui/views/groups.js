@@ -92,6 +92,7 @@ export class GroupsSection {
         ['Oldest pending', g.oldest_pending_ms == null ? 'none' : duration(g.oldest_pending_ms)],
         ['Parked', g.parked],
         g.replaying ? ['Replaying', g.replaying] : null,
+        g.trim_held_back ? ['Trim held back', `${g.trim_held_back} events kept until acknowledged`] : null,
         ['Created', utc(g.created_at_ms)],
       ].filter(Boolean).map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, String(v ?? '—'))))),
       consumersTable(g),

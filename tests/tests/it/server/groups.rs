@@ -15,7 +15,7 @@ fn path(t: &str, g: &str, rest: &str) -> String {
     format!("/v1/groups/{t}/{g}{rest}")
 }
 
-async fn put(h: &Harness, t: &str, g: &str, body: &Value) -> Response {
+pub(super) async fn put(h: &Harness, t: &str, g: &str, body: &Value) -> Response {
     h.http
         .put(h.url(&path(t, g, "")))
         .json(body)
@@ -24,13 +24,13 @@ async fn put(h: &Harness, t: &str, g: &str, body: &Value) -> Response {
         .expect("PUT a group")
 }
 
-async fn fetch(h: &Harness, t: &str, g: &str, body: Value) -> Vec<Value> {
+pub(super) async fn fetch(h: &Harness, t: &str, g: &str, body: Value) -> Vec<Value> {
     let r = h.post_json(&path(t, g, "/fetch"), &body).await;
     let got = json_body(r, StatusCode::OK).await;
     got["deliveries"].as_array().expect("deliveries").clone()
 }
 
-async fn settle(h: &Harness, t: &str, g: &str, what: &str, body: Value) -> Value {
+pub(super) async fn settle(h: &Harness, t: &str, g: &str, what: &str, body: Value) -> Value {
     json_body(
         h.post_json(&path(t, g, &format!("/{what}")), &body).await,
         StatusCode::OK,
@@ -38,18 +38,18 @@ async fn settle(h: &Harness, t: &str, g: &str, what: &str, body: Value) -> Value
     .await
 }
 
-async fn status(h: &Harness, t: &str, g: &str) -> Value {
+pub(super) async fn status(h: &Harness, t: &str, g: &str) -> Value {
     json_body(h.get(&path(t, g, "")).await, StatusCode::OK).await
 }
 
-fn tokens(deliveries: &[Value]) -> Vec<String> {
+pub(super) fn tokens(deliveries: &[Value]) -> Vec<String> {
     deliveries
         .iter()
         .map(|d| d["delivery"].as_str().expect("a token").to_owned())
         .collect()
 }
 
-fn step(n: u64) -> Value {
+pub(super) fn step(n: u64) -> Value {
     ev("Stepped", json!({ "n": n }))
 }
 
@@ -697,7 +697,7 @@ async fn workers_need_read_and_operators_admin_on_the_type() {
 }
 
 /// The value of the `/metrics` sample whose line starts with `key`.
-fn metric(text: &str, key: &str) -> Option<f64> {
+pub(super) fn metric(text: &str, key: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
 }

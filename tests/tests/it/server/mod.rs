@@ -20,6 +20,7 @@ mod auth;
 mod catalog;
 mod contract;
 mod events;
+mod group_workers;
 mod groups;
 mod openapi;
 mod ops;
@@ -88,7 +89,16 @@ impl Harness {
         rc: RuntimeConfig,
         configure: impl FnOnce(ServerConfig) -> ServerConfig,
     ) -> Harness {
-        let env = Env::start().await;
+        Self::start_on(Env::start().await, rc, configure).await
+    }
+
+    /// [`start_with`](Self::start_with) over an environment of the test's own (a
+    /// store configured otherwise, a Redis started with other arguments).
+    pub async fn start_on(
+        env: Env,
+        rc: RuntimeConfig,
+        configure: impl FnOnce(ServerConfig) -> ServerConfig,
+    ) -> Harness {
         let rt = Runtime::new(env.store.clone(), rc).expect("the runtime starts");
         let config = configure(ServerConfig::default().listen(loopback()));
         let server = Server::bind(rt.clone(), config)

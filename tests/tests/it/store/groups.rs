@@ -704,3 +704,209 @@ async fn events_trimmed_before_their_ack_are_parked_as_trimmed() {
     assert_eq!((replayed.replayed, replayed.kept), (0, 3));
     assert_eq!(s.group_status("order", "g").await.unwrap().pending, 0);
 }
+
+/// Sum of the lengths of a type's category partitions.
+async fn category_len(env: &Env, partitions: u32) -> u64 {
+    let mut total = 0;
+    for p in 0..partitions {
+        let key = env.store.category_key("order", p).unwrap();
+        let n: u64 = redis::cmd("XLEN")
+            .arg(&key)
+            .query_async(&mut env.raw().await)
+            .await
+            .unwrap();
+        total += n;
+    }
+    total
+}
+
+/// Fetches and acks until `want` events arrived; returns them (id, revision) in
+/// delivery order, checking that each aggregate's come in revision order after
+/// revision `after`.
+async fn drain(s: &EventStore, group: &str, want: usize, after: u64) -> Vec<(String, u64)> {
+    let mut got = Vec::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let started = Instant::now();
+    while got.len() < want {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out: {} of {want} events",
+            got.len()
+        );
+        let batch = s.fetch("order", group, "w", 500).await.unwrap();
+        for d in &batch {
+            let e = &d.event;
+            let before = last
+                .insert(e.aggregate_id.clone(), e.revision)
+                .unwrap_or(after);
+            assert_eq!(e.revision, before + 1, "{} out of order", e.aggregate_id);
+            got.push((e.aggregate_id.clone(), e.revision));
+        }
+        s.ack("order", group, &tokens(&batch)).await.unwrap();
+    }
+    got
+}
+
+#[tokio::test]
+async fn the_category_trim_waits_for_unacknowledged_events_and_says_so() {
+    const MAX_LEN: u64 = 100;
+    let env = Env::start_with(|c| {
+        c.partitions_for("order", 2)
+            .prefix("gt")
+            .category_max_len(MAX_LEN)
+    })
+    .await;
+    let s = &env.store;
+    s.create_group("order", "slow", GroupSettings::new())
+        .await
+        .unwrap();
+    // 1,500 events on 30 aggregates, 5 at a time: far past the category's length.
+    for round in 0..10 {
+        for a in 0..30 {
+            let id = format!("o{a}");
+            s.append(
+                "order",
+                &id,
+                counted_events(round * 5 + 1, 5),
+                ExpectedRevision::Exact(round * 5),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(
+        category_len(&env, 2).await,
+        1500,
+        "the trim dropped events the group has not acknowledged"
+    );
+    let status = s.group_status("order", "slow").await.unwrap();
+    assert_eq!(status.undelivered, Some(1500));
+    assert!(
+        status.trim_held_back > 1500 - 2 * MAX_LEN - 2 * 256,
+        "the status does not say the trim is held back: {}",
+        status.trim_held_back
+    );
+
+    // Every event is delivered, in order per aggregate, none lost.
+    let got = drain(s, "slow", 1500, 0).await;
+    let unique: HashSet<_> = got.iter().collect();
+    assert_eq!(unique.len(), 1500);
+
+    // Once acknowledged, the trim goes on: the old entries go, the new ones stay.
+    for a in 0..30 {
+        s.append(
+            "order",
+            &format!("o{a}"),
+            counted_events(51, 20),
+            ExpectedRevision::Exact(50),
+        )
+        .await
+        .unwrap();
+    }
+    let len = category_len(&env, 2).await;
+    assert!(len < 1500, "nothing was trimmed after the acks: {len}");
+    assert!(len >= 600, "new, undelivered events were trimmed: {len}");
+    let got = drain(s, "slow", 600, 50).await;
+    assert!(got.iter().all(|(_, r)| *r > 50));
+    assert_eq!(
+        s.group_status("order", "slow")
+            .await
+            .unwrap()
+            .trim_held_back,
+        0
+    );
+
+    // Without the group, the category is trimmed as configured again.
+    s.delete_group("order", "slow").await.unwrap();
+    for a in 0..30 {
+        s.append(
+            "order",
+            &format!("o{a}"),
+            counted_events(71, 20),
+            ExpectedRevision::Exact(70),
+        )
+        .await
+        .unwrap();
+    }
+    let len = category_len(&env, 2).await;
+    assert!(
+        len <= 2 * (MAX_LEN + 256),
+        "the trim did not resume without the group: {len}"
+    );
+    let holds: u64 = redis::cmd("EXISTS")
+        .arg("gt:{order:0}:holds")
+        .arg("gt:{order:1}:holds")
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    assert_eq!(holds, 0, "deleting the group left its trim holds");
+}
+
+#[tokio::test]
+async fn a_readers_trim_hold_keeps_what_it_has_not_handled() {
+    const MAX_LEN: u64 = 100;
+    let env = Env::start_with(|c| c.prefix("th").category_max_len(MAX_LEN)).await;
+    let s = &env.store;
+    s.hold_trim("order", 0, "p:reader", None).await.unwrap();
+    for a in 0..60 {
+        s.append(
+            "order",
+            &format!("o{a}"),
+            counted_events(1, 10),
+            ExpectedRevision::NoStream,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(category_len(&env, 1).await, 600, "the hold was not kept");
+    let key = s.category_key("order", 0).unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    let positions: Vec<String> = entries.into_iter().map(|(id, _)| id).collect();
+    // The reader handled the first 400: the trim may take those, never the rest.
+    s.hold_trim("order", 0, "p:reader", Some(&positions[399]))
+        .await
+        .unwrap();
+    for a in 0..30 {
+        s.append(
+            "order",
+            &format!("o{a}"),
+            counted_events(11, 10),
+            ExpectedRevision::Exact(10),
+        )
+        .await
+        .unwrap();
+    }
+    let len = category_len(&env, 1).await;
+    assert!(len < 900, "nothing was trimmed: {len}");
+    assert!(len >= 500, "entries after the hold were trimmed: {len}");
+    let first: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg(&positions[400])
+        .arg(&positions[400])
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "the first unhandled entry is gone");
+    // Released: the category is trimmed as configured again.
+    s.release_trim("order", "p:reader").await.unwrap();
+    for a in 0..30 {
+        s.append(
+            "order",
+            &format!("o{a}"),
+            counted_events(21, 10),
+            ExpectedRevision::Exact(20),
+        )
+        .await
+        .unwrap();
+    }
+    let len = category_len(&env, 1).await;
+    assert!(len <= MAX_LEN + 256, "the trim did not resume: {len}");
+    assert!(s.hold_trim("order", 0, "g:taken", None).await.is_err());
+    assert!(s.hold_trim("order", 1, "p:reader", None).await.is_err());
+}

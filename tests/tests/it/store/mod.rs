@@ -10,6 +10,7 @@ mod corrupt_data;
 mod group_commit;
 mod groups;
 pub(crate) mod partitions;
+mod projections;
 mod read;
 mod retry;
 mod seed_layout;
