@@ -6,7 +6,8 @@ use streamfold::{EventStore, Instances, Limits, Runtime, RuntimeConfig, StoreCon
 use crate::commands::Global;
 use crate::exit::Explained;
 
-/// `--prefix`, `--layout`, `--cluster`, `--durability`, `--partitions` and the
+/// `--prefix`, `--layout`, `--cluster`, `--durability`, `--partitions`,
+/// `--category-max-len` and the
 /// `--tls-*` flags (their files read and checked).
 pub(crate) fn store_config(g: &Global) -> Result<StoreConfig> {
     let mut config = StoreConfig::default()
@@ -14,6 +15,7 @@ pub(crate) fn store_config(g: &Global) -> Result<StoreConfig> {
         .layout(g.layout)
         .cluster(g.cluster)
         .durability(g.durability)
+        .category_max_len(g.category_max_len)
         .tls(tls_config(g)?);
     for (t, n) in &g.partitions {
         config = config.partitions_for(t.clone(), *n);

@@ -291,8 +291,28 @@ end
 -- -> {'nogroup'} | {'ok', now, XINFO GROUPS entry, pending, oldest pending idle (ms),
 --     parked, replaying, state hash (flat), pending per consumer, trim held back,
 --     undelivered (-1: not known)}
+-- A consumer that has not polled for this long and holds nothing is forgotten.
+local FORGET_MS = 86400000
+
 local function status()
   if redis.call('EXISTS', state) == 0 then return {'nogroup'} end
+  -- Forget consumers gone for a day with nothing pending (workers come and go: a
+  -- list of every name ever used would grow without bound).
+  local now = now_ms()
+  local flat = redis.call('HGETALL', state)
+  for i = 1, #flat, 2 do
+    local name = string.match(flat[i], '^c:(.*)$')
+    if name and now - tonumber(flat[i + 1]) > FORGET_MS then
+      local held = 0
+      for _, c in ipairs(redis.pcall('XINFO', 'CONSUMERS', cat, g)) do
+        if field(c, 'name') == name then held = field(c, 'pending') end
+      end
+      if held == 0 then
+        redis.pcall('XGROUP', 'DELCONSUMER', cat, g, name)
+        redis.call('HDEL', state, flat[i])
+      end
+    end
+  end
   local info = nil
   for _, i in ipairs(redis.call('XINFO', 'GROUPS', cat)) do
     if field(i, 'name') == g then info = i end
@@ -320,7 +340,7 @@ local function status()
   elseif field(info, 'lag') then
     undelivered = field(info, 'lag')
   end
-  return {'ok', now_ms(), info, summary[1], oldest, redis.call('XLEN', parked),
+  return {'ok', now, info, summary[1], oldest, redis.call('XLEN', parked),
     redis.call('LLEN', replay), redis.call('HGETALL', state), summary[4] or {}, held,
     undelivered}
 end

@@ -58,6 +58,17 @@ pub(crate) struct Global {
     /// and a host configured otherwise is refused.
     #[arg(long = "partitions", global = true, env = "STREAMFOLD_PARTITIONS", value_name = "TYPE=N", value_delimiter = ',', value_parser = parse::partitions)]
     pub partitions: Vec<(String, u32)>,
+    /// About how many events each category partition keeps (`XADD … MAXLEN ~`; 0:
+    /// never trim). Aggregate streams are never trimmed. The trim waits for durable
+    /// subscriptions and projections that have not handled the events yet.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMFOLD_CATEGORY_MAX_LEN",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
+    pub category_max_len: u64,
     /// CA certificate (PEM) that signed the Redis server's certificate, for a
     /// `rediss://` URL [default: the system's certificate store].
     #[arg(long, global = true, env = "STREAMFOLD_TLS_CA", value_name = "FILE")]

@@ -910,3 +910,46 @@ async fn a_readers_trim_hold_keeps_what_it_has_not_handled() {
     assert!(s.hold_trim("order", 0, "g:taken", None).await.is_err());
     assert!(s.hold_trim("order", 1, "p:reader", None).await.is_err());
 }
+
+#[tokio::test]
+async fn consumers_gone_for_a_day_with_nothing_pending_are_forgotten() {
+    let env = env(1).await;
+    let s = &env.store;
+    append(s, "o1", 2).await;
+    s.create_group("order", "g", GroupSettings::new())
+        .await
+        .unwrap();
+    let got = s.fetch("order", "g", "gone", 1).await.unwrap();
+    s.ack("order", "g", &tokens(&got)).await.unwrap();
+    let held = s.fetch("order", "g", "holder", 1).await.unwrap();
+    assert_eq!(held.len(), 1);
+    // Both last polled two days ago (as Redis' clock sees it): only the one holding
+    // nothing is forgotten.
+    let two_days_ago = {
+        let (secs, _): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut env.raw().await)
+            .await
+            .unwrap();
+        secs * 1000 - 2 * 86_400_000
+    };
+    let _: () = redis::cmd("HSET")
+        .arg("g:{order:0}:grp:g")
+        .arg("c:gone")
+        .arg(two_days_ago)
+        .arg("c:holder")
+        .arg(two_days_ago)
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    let status = s.group_status("order", "g").await.unwrap();
+    let names: Vec<&str> = status.consumers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["holder"]);
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(s.category_key("order", 0).unwrap())
+        .arg("g")
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    assert_eq!(consumers.len(), 1, "the Redis consumer was not deleted");
+}
