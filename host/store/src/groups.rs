@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::Value;
+
+use crate::reply::{id_order, int, items, text};
 use serde::{Deserialize, Serialize};
 
 use crate::EventStore;
@@ -400,30 +402,6 @@ fn parse_token(token: &str, partitions: u32) -> Result<(u32, &str)> {
     Ok((p, id))
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        other => text(other)?.parse().ok(),
-    }
-}
-
-fn items(v: &Value) -> &[Value] {
-    match v {
-        Value::Array(a) | Value::Set(a) => a,
-        _ => &[],
-    }
-}
-
 /// A flat name/value array as pairs of texts (values that are not text are skipped).
 fn pairs(v: &Value) -> Vec<(String, &Value)> {
     items(v)
@@ -455,15 +433,6 @@ fn event_of(position: &str, fields: &Value) -> RecordedEvent {
         revision: lookup(&flat, "revision").and_then(int).unwrap_or(0),
         position: position.to_owned(),
     }
-}
-
-/// A stream id's two numbers, for ordering parked entries of different partitions.
-fn id_order(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (
-        ms.parse().unwrap_or(u64::MAX),
-        seq.parse().unwrap_or(u64::MAX),
-    )
 }
 
 impl EventStore {

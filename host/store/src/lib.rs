@@ -202,6 +202,7 @@ mod model;
 mod page;
 mod projections;
 mod read;
+mod reply;
 mod snapshot;
 mod tls;
 mod wake;

@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Value;
+
+use crate::reply::{id_order, int, items, text};
 use serde::Serialize;
 
 use crate::EventStore;
@@ -517,39 +519,6 @@ fn validate_checkpoint(what: &str, c: &Checkpoint) -> Result<()> {
         validate_position(position)?;
     }
     Ok(())
-}
-
-/// A stream id's two numbers, for ordering.
-fn id_order(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (
-        ms.parse().unwrap_or(u64::MAX),
-        seq.parse().unwrap_or(u64::MAX),
-    )
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        other => text(other)?.parse().ok(),
-    }
-}
-
-fn items(v: &Value) -> &[Value] {
-    match v {
-        Value::Array(a) | Value::Set(a) => a,
-        _ => &[],
-    }
 }
 
 /// A flat name/value array as pairs of texts.
