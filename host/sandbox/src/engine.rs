@@ -150,8 +150,11 @@ pub(crate) fn engine(
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    // Deep recursion in a reducer should trap cleanly, not exhaust the host stack.
-    config.max_wasm_stack(2 << 20);
+    // Deep recursion in a plugin must trap cleanly, never exhaust the host stack: the
+    // wasm stack lives on the calling thread's, so it must leave room for the host's
+    // own frames. Tokio's threads (blocking ones included) have 2 MiB; 2 MiB here let
+    // a JavaScript reducer parsing a 20,000-deep payload abort the whole process.
+    config.max_wasm_stack(1 << 20);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         // Sized for a 2-core host replaying tens of aggregates at once, with room

@@ -252,7 +252,9 @@ pub mod names {
 pub use live::{
     DEFAULT_BLOCK, DEFAULT_GIVE_UP_AFTER, Live, SubscribeFrom, SubscribeOptions, Subscription,
 };
-pub use model::{AppendResult, ExpectedRevision, NewEvent, RecordedEvent, Snapshot};
+pub use model::{
+    AppendResult, ExpectedRevision, MAX_JSON_DEPTH, NewEvent, RecordedEvent, Snapshot,
+};
 pub use page::{EventView, Iter as PageIter, Page};
 pub use projections::{
     Change, ChangeFeed, ChangeOp, ChangesPage, Checkpoint, CommitBatch, CommitOutcome,

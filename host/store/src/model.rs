@@ -192,9 +192,44 @@ impl NewEvent {
     }
 }
 
-/// Validates JSON text without building a value.
-pub(crate) fn check_json(text: &str) -> std::result::Result<(), serde_json::Error> {
-    serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| ())
+/// How deeply JSON a store accepts may nest arrays and objects: as deep as
+/// `serde_json` parses into values by default. Deeper payloads are refused when they
+/// are written, because every reader recurses over them: a reducer's JSON parser in
+/// its sandbox, the server's own serializer, a client's.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Validates JSON text without building a value: well formed, and nested at most
+/// [`MAX_JSON_DEPTH`] deep.
+pub(crate) fn check_json(text: &str) -> std::result::Result<(), String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| e.to_string())?;
+    // Well formed: brackets outside strings balance, so counting them is enough.
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_JSON_DEPTH {
+        return Err(format!(
+            "arrays and objects nest {deepest} deep; at most {MAX_JSON_DEPTH} are allowed"
+        ));
+    }
+    Ok(())
 }
 
 /// Formats a time the way the envelope stores it: RFC 3339, UTC, microseconds, `Z`.
@@ -360,6 +395,27 @@ pub(crate) fn validate_position(position: &str) -> Result<()> {
 /// Whether `s` is 1 to `max` ASCII digits (what the published patterns say).
 pub(crate) fn digits(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod json_depth_tests {
+    use super::*;
+
+    #[test]
+    fn deep_json_is_refused_and_brackets_in_strings_do_not_count() {
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(check_json(&ok).is_ok());
+        let deep = format!("[{ok}]");
+        assert!(check_json(&deep).unwrap_err().contains("nest 129 deep"));
+        let text = format!("{{\"a\": \"{}\\\"{}\"}}", "[".repeat(500), "{".repeat(500));
+        assert!(check_json(&text).is_ok(), "{text}");
+        assert!(check_json("{\"a\": [1, {\"b\": 2}]}").is_ok());
+        assert!(check_json("[1,").is_err());
+    }
 }
 
 #[cfg(test)]

@@ -118,3 +118,101 @@ async fn a_plugin_whose_info_holds_terminal_escapes_is_refused() {
     assert!(shown.contains("\\u{1b}[2J"), "{shown}");
     assert!(rt.plugins(None).await.unwrap().is_empty());
 }
+
+/// A payload nested far deeper than the store accepts, as an older writer (or a
+/// hand-made entry) could have left it.
+fn deep_payload(depth: usize) -> String {
+    format!(
+        "{{\"id\": 1, \"name\": \"x\", \"email\": {}1{}}}",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+}
+
+#[tokio::test]
+async fn deeply_nested_payloads_are_refused_and_a_stored_one_cannot_crash_the_host() {
+    let env = Env::start().await;
+    // Written through the store: refused, naming the limit.
+    let e = env
+        .store
+        .append(
+            "user",
+            "deep",
+            vec![NewEvent {
+                event_id: None,
+                event_type: "UserCreated".into(),
+                data: deep_payload(20_000),
+                timestamp: None,
+                version: None,
+            }],
+            ExpectedRevision::NoStream,
+        )
+        .await;
+    let err = match e {
+        Err(e) => e,
+        Ok(_) => panic!("a 20,000-deep payload was stored"),
+    };
+    assert!(err.is_invalid_input(), "{err}");
+    assert!(err.to_string().contains("nest"), "{err}");
+    assert!(
+        NewEvent::from_json_text(
+            "UserCreated",
+            deep_payload(streamfold_store::MAX_JSON_DEPTH - 1)
+        )
+        .is_ok()
+    );
+
+    // Put in the aggregate stream by hand: the JavaScript reducer's parser runs out
+    // of its wasm stack and the replay fails, instead of the process.
+    let rt = Runtime::new(
+        env.store.clone(),
+        streamfold::RuntimeConfig::default().cache_dir(None),
+    )
+    .unwrap();
+    rt.register(plugins::read(plugins::USER_JS), RegisterOptions::default())
+        .await
+        .unwrap();
+    env.store
+        .append(
+            "user",
+            "deep",
+            vec![NewEvent::new(
+                "UserCreated",
+                &json!({"id": 1, "name": "x", "email": "x@y", "timestamp": "t1"}),
+            )],
+            ExpectedRevision::NoStream,
+        )
+        .await
+        .unwrap();
+    let keys = env.store.keys("user", "deep").unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&keys.stream)
+        .arg("*")
+        .arg("event_id")
+        .arg(uuid::Uuid::new_v4().to_string())
+        .arg("aggregate_type")
+        .arg("user")
+        .arg("aggregate_id")
+        .arg("deep")
+        .arg("event_type")
+        .arg("EmailChanged")
+        .arg("data")
+        .arg(deep_payload(20_000))
+        .arg("timestamp")
+        .arg("2026-12-07T10:00:00.000000Z")
+        .arg("version")
+        .arg("1")
+        .arg("revision")
+        .arg("2")
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+    let replay = rt.state("user", "deep", ReplayOptions::default()).await;
+    assert!(replay.is_err(), "the deep payload replayed: {replay:?}");
+    // The host goes on.
+    let fine = rt
+        .state("user", "deep", ReplayOptions::default().at_revision(1))
+        .await
+        .unwrap();
+    assert_eq!(fine.revision, 1);
+}
