@@ -3,9 +3,10 @@
 //! `tests/plugins/`, and two files the host must refuse (a core module, a component
 //! of another world). `src/plugins.rs` names them.
 //!
-//! JavaScript and Python reducers are built with their own toolchains, which
-//! `./dev setup` installs: `npm ci` in each JavaScript plugin's folder, and a venv at
-//! `target/py-venv` with `componentize-py` for the Python ones. A missing toolchain
+//! JavaScript and Python plugins (reducers and projections) are built with their own
+//! toolchains, which `./dev setup` installs: `npm ci` in each JavaScript plugin's
+//! folder that has a `package-lock.json` (the others use `plugins/user-js`'s), and a
+//! venv at `target/py-venv` with `componentize-py` for the Python ones. A missing toolchain
 //! fails the build with the command that installs it; no test is ever skipped.
 //! Their components are kept in `target/lang-plugins/`, named by a hash of all their
 //! inputs, so they are rebuilt only when a source, the WIT or the toolchain changes.
@@ -21,12 +22,19 @@ use std::thread;
 #[path = "../plugins/build_plugins.rs"]
 mod build_plugins;
 
-/// The reducers written in other languages: plugin folder and language.
-const LANG_PLUGINS: &[(&str, Lang)] = &[
-    ("user-js", Lang::JavaScript),
-    ("user-py", Lang::Python),
-    ("cart-py", Lang::Python),
+/// The plugins written in other languages: plugin folder, language and world.
+const LANG_PLUGINS: &[(&str, Lang, World)] = &[
+    ("user-js", Lang::JavaScript, World::Reducer),
+    ("user-py", Lang::Python, World::Reducer),
+    ("cart-py", Lang::Python, World::Reducer),
+    ("email-domains-js", Lang::JavaScript, World::Projection),
+    ("cart-daily-totals-py", Lang::Python, World::Projection),
 ];
+
+/// The plugin folder whose `node_modules` (jco, componentize-qjs) builds the
+/// JavaScript plugins that have no `package-lock.json` of their own, and whose
+/// `src/json.js` (exact JSON) they import.
+const JS_TOOLCHAIN: &str = "user-js";
 
 /// What fixes a missing toolchain.
 const SETUP: &str = "run './dev setup'";
@@ -69,6 +77,40 @@ enum Lang {
     Python,
 }
 
+/// What a plugin implements: a reducer (`wit/reducer.wit`, world `plugin`, its code
+/// in `src/reducer.js` or the module `reducer`) or a projection
+/// (`wit/projection/projection.wit`, world `projection-plugin`, `src/projection.js`
+/// or the module `projection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum World {
+    Reducer,
+    Projection,
+}
+
+impl World {
+    fn wit(self, root: &Path) -> PathBuf {
+        match self {
+            World::Reducer => root.join("wit").join("reducer.wit"),
+            World::Projection => root.join("wit").join("projection").join("projection.wit"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            World::Reducer => "plugin",
+            World::Projection => "projection-plugin",
+        }
+    }
+
+    /// The JavaScript entry file, or the Python module.
+    fn entry(self) -> &'static str {
+        match self {
+            World::Reducer => "reducer",
+            World::Projection => "projection",
+        }
+    }
+}
+
 /// Builds the JavaScript and Python plugins (in parallel), or takes them from
 /// `target/lang-plugins/` when nothing they are built from changed.
 fn build_lang_plugins() {
@@ -83,9 +125,9 @@ fn build_lang_plugins() {
 
     let jobs: Vec<_> = LANG_PLUGINS
         .iter()
-        .map(|&(name, lang)| {
+        .map(|&(name, lang, world)| {
             let (root, out_dir, cache) = (root.clone(), out_dir.clone(), cache.clone());
-            thread::spawn(move || build_lang_plugin(&root, &out_dir, &cache, name, lang))
+            thread::spawn(move || build_lang_plugin(&root, &out_dir, &cache, name, lang, world))
         })
         .collect();
     let mut errors = Vec::new();
@@ -132,18 +174,30 @@ fn build_lang_plugin(
     cache: &Path,
     name: &str,
     lang: Lang,
+    world: World,
 ) -> Result<(), BuildError> {
-    let dir = root.join("plugins").join(name);
-    let wit = root.join("wit").join("reducer.wit");
+    let plugins = root.join("plugins");
+    let dir = plugins.join(name);
+    let wit = world.wit(root);
     let mut sources = sources(&dir, lang);
+    // A JavaScript plugin without a lockfile of its own is built with JS_TOOLCHAIN's
+    // toolchain, from plugins/ (so that it may import JS_TOOLCHAIN's json.js).
+    let own_toolchain = lang == Lang::Python || dir.join("package-lock.json").is_file();
+    let tool_dir = if own_toolchain {
+        dir.clone()
+    } else {
+        plugins.join(JS_TOOLCHAIN)
+    };
     if lang == Lang::Python {
-        // Modules the Python reducers share (exact_json.py), on their path with `-p`.
-        sources.extend(self::sources(&root.join("plugins").join(PY_COMMON), lang));
+        // Modules the Python plugins share (exact_json.py), on their path with `-p`.
+        sources.extend(self::sources(&plugins.join(PY_COMMON), lang));
+    } else if !own_toolchain {
+        sources.push(tool_dir.join("src").join("json.js"));
     }
     for path in sources.iter().chain([&wit]) {
         println!("cargo:rerun-if-changed={}", path.display());
     }
-    let tool = toolchain(root, &dir, name, lang)?;
+    let tool = toolchain(root, &tool_dir, name, lang)?;
     println!("cargo:rerun-if-changed={}", tool.stamp.display());
 
     let mut hasher = DefaultHasher::new();
@@ -166,12 +220,20 @@ fn build_lang_plugin(
                 // (wasmtime's component model here has none), every WASI import
                 // replaced by a trap. `--cwd` makes jco resolve the source from the
                 // plugin's folder (it runs from the source's own folder otherwise).
+                // A plugin on JS_TOOLCHAIN's toolchain is built from plugins/ (its
+                // package.json's `npm run build` does the same).
+                let entry = format!("src/{}.js", world.entry());
+                let (cwd, entry) = if own_toolchain {
+                    (dir.clone(), entry)
+                } else {
+                    (plugins.clone(), format!("{name}/{entry}"))
+                };
                 let mut cmd = Command::new(&tool.program);
-                cmd.current_dir(&dir)
-                    .args(["componentize", "src/reducer.js", "--cwd", "."])
+                cmd.current_dir(cwd)
+                    .args(["componentize", &entry, "--cwd", "."])
                     .arg("--wit")
                     .arg(&wit)
-                    .args(["--world-name", "plugin", "--backend", "qjs"])
+                    .args(["--world-name", world.name(), "--backend", "qjs"])
                     .args(["--backend-qjs-disable-async", "--backend-qjs-stub-wasi"])
                     .arg("--out")
                     .arg(&partial);
@@ -189,7 +251,7 @@ fn build_lang_plugin(
                 })?;
                 for path in &sources {
                     let to = copy.join(
-                        path.strip_prefix(root.join("plugins"))
+                        path.strip_prefix(&plugins)
                             .expect("sources are in plugins/"),
                     );
                     fs::create_dir_all(to.parent().expect("a file has a folder"))
@@ -205,14 +267,14 @@ fn build_lang_plugin(
                     .arg(&wit)
                     .args([
                         "--world",
-                        "plugin",
+                        world.name(),
                         "componentize",
                         "-p",
                         ".",
                         "-p",
                         &format!("../{PY_COMMON}"),
                         "--stub-wasi",
-                        "reducer",
+                        world.entry(),
                     ])
                     .arg("--output")
                     .arg(&partial);
@@ -307,6 +369,8 @@ struct Toolchain {
 fn toolchain(root: &Path, dir: &Path, name: &str, lang: Lang) -> Result<Toolchain, BuildError> {
     match lang {
         Lang::JavaScript => {
+            // The folder whose toolchain it is (another plugin's, for some).
+            let name = dir.file_name().map_or(name.into(), |n| n.to_string_lossy());
             let node = Command::new("node").arg("--version").output();
             if !node.is_ok_and(|o| o.status.success()) {
                 return Err(BuildError::line(format!(

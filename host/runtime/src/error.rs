@@ -37,6 +37,10 @@ pub enum ErrorKind {
     Reducer,
     /// The engine, or a task running a reducer, failed: not the reducer's fault.
     Engine,
+    /// A projection failed on a batch: its own typed error, a trap, or a limit
+    /// (time, memory, read-model writes). [`Error::projection_failure`] has the
+    /// details. (A projection runner records it in the version's status.)
+    Projection,
 }
 
 /// Everything that can go wrong in Streamfold. Messages never include a password.
@@ -69,6 +73,10 @@ impl Error {
             Repr::Sandbox(e) => match e.kind() {
                 Sandbox::InvalidPlugin => ErrorKind::InvalidPlugin,
                 Sandbox::Reducer => ErrorKind::Reducer,
+                Sandbox::Projection => ErrorKind::Projection,
+                // The read model a projection's batch read from (Redis) failed:
+                // not the projection's fault, worth retrying.
+                Sandbox::ReadModel => ErrorKind::Unavailable,
                 _ => ErrorKind::Engine,
             },
             Repr::NotFound(_) => ErrorKind::NotFound,
@@ -110,6 +118,28 @@ impl Error {
     /// A reducer failed during a replay (its own error, a trap, or a limit).
     pub fn is_reducer_failure(&self) -> bool {
         self.kind() == ErrorKind::Reducer
+    }
+
+    /// A projection failed on a batch (its own error, a trap, or a limit).
+    pub fn is_projection_failure(&self) -> bool {
+        self.kind() == ErrorKind::Projection
+    }
+
+    /// The projection failure behind this error, if it is one.
+    pub fn projection_failure(&self) -> Option<&streamfold_sandbox::ProjectionFailure> {
+        match &*self.0 {
+            Repr::Sandbox(e) => e.projection_failure(),
+            _ => None,
+        }
+    }
+
+    /// A projection runner lost its lease (a [conflict](ErrorKind::Conflict): another
+    /// runner holds it now, or the version was reset); nothing was committed.
+    pub fn is_fenced(&self) -> bool {
+        match &*self.0 {
+            Repr::Store(e) => e.is_fenced(),
+            _ => false,
+        }
     }
 
     /// The expected and actual revisions of a [conflict](ErrorKind::Conflict).

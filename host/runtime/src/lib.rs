@@ -20,6 +20,9 @@
 //!   verification ([`Runtime::verify`]) and live state ([`Runtime::subscribe_state`]:
 //!   one session kept open, fed each event as it is appended; plain event
 //!   subscriptions are the store's [`EventStore::subscribe`]).
+//! - Projections ([`Runtime::register_projection`], [`Runtime::run_projections`]):
+//!   components of the projection world fold the category feeds of their source
+//!   types into read models of JSON documents in Redis. See "Projections" below.
 //! - [`Error`]: one error type with a [`kind`](Error::kind) and `is_*` checks for
 //!   what a caller can act on.
 //!
@@ -40,12 +43,65 @@
 //! println!("{} at revision {}", replayed.state, replayed.revision);
 //! # Ok(()) }
 //! ```
+//!
+//! # Projections
+//! A projection component (`wit/projection`) names its source aggregate types and
+//! the event types it handles; the host folds those categories into its read model
+//! batch by batch, each batch on a fresh sandboxed instance.
+//! - **Versions.** [`Runtime::register_projection`] stores the component (bytes in
+//!   the plugin blob store by digest) as a version of the projection its `info`
+//!   names; the version id is the digest. Every version has its own keys: its read
+//!   model, checkpoint, lease, dead letters and change stream ([`ProjectionVersion`]).
+//! - **Running.** Every host calls [`Runtime::run_projections`] (until a shutdown
+//!   future completes). It runs the *serving* and the *active* version of every
+//!   projection, each under a lease (one host at a time; renewed every third of
+//!   [`RuntimeConfig::projection_lease_ttl`]; when a holder dies another host takes
+//!   over within about a lease time). A runner reads pages of the merged source
+//!   partitions after its checkpoint, folds them, and commits the writes with the new
+//!   checkpoint in one fenced step: **effectively once**, whatever crashes when.
+//!   Caught up, it follows the categories live (the store's shared `XREAD BLOCK`
+//!   watchers, [`CategoryWatch`]): writes are visible milliseconds after an append.
+//! - **Blue/green.** [`Runtime::activate_projection`] makes a version active: it
+//!   builds from position 0 under its own keys while the serving version keeps
+//!   serving (and following); once it has caught up its runner switches the serving
+//!   pointer to it (compare-and-set). Activating an older version again is the
+//!   rollback; [`Runtime::rebuild_projection`] rebuilds the active version in place;
+//!   [`Runtime::remove_projection`] drops a version that neither serves nor is active.
+//! - **Failures.** With [`OnError::Stop`] (the default) a projection that fails on an
+//!   event stops there (status names the event, reads keep the last commit) until
+//!   [`Runtime::resume_projection`] or a fixed version; with [`OnError::Skip`] the
+//!   event goes to the dead letters and the rest flow.
+//! - **Reads** follow the serving version: [`Runtime::projection_doc`],
+//!   [`Runtime::projection_docs`], [`Runtime::watch_projection`] (changes with
+//!   resumable positions, for SSE); [`Runtime::projection_status`] and
+//!   [`Runtime::list_projections`] report state, position, lag, rate and failures.
+//!
+//! ```no_run
+//! # async fn demo(runtime: streamfold::Runtime) -> streamfold::Result<()> {
+//! use streamfold::ProjectionOptions;
+//!
+//! let wasm = std::fs::read("email_domains.wasm").unwrap();
+//! let reg = runtime.register_projection(wasm, ProjectionOptions::default()).await?;
+//! // Run the projections until Ctrl-C (every host may: the leases pick one per version).
+//! let rt = runtime.clone();
+//! tokio::spawn(async move {
+//!     rt.run_projections(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await
+//! });
+//! if let Some(doc) = runtime.projection_doc(&reg.info.name, "domain/example.com").await? {
+//!     println!("{} (ETag {})", doc.doc, doc.etag);
+//! }
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 mod catalog;
 mod error;
 mod follow;
 mod live;
+mod projections;
 mod registry;
 mod replay;
 mod verify;
@@ -58,12 +114,24 @@ use std::time::Duration;
 pub use catalog::TypeSummary;
 pub use error::{Error, ErrorKind, Result};
 pub use live::{LiveState, LiveUpdate};
+pub use projections::{
+    LIVE_LAG_MS, OnError, ProjectionChanges, ProjectionDoc, ProjectionDocs, ProjectionOptions,
+    ProjectionSummary, RegisteredProjection, RunState, ServingChange, ServingChangesPage,
+    VersionStatus,
+};
 pub use registry::{Activation, RegisteredPlugin};
 pub use replay::{ReplayOptions, Replayed};
 pub use streamfold_sandbox::{
     CONTRACT, FailedEvent, FailureCause, Instances, Limits, LoadSource, Plugin, PluginInfo,
     ReducerFailure, RejectionKind, Sandbox, Session, SessionEvent, digest, short_digest, text,
 };
+// Projections in the sandbox: the component, its info, a batch's failure.
+pub use streamfold_sandbox::{
+    FailedProjectionEvent, PROJECTION_CONTRACT, Projection, ProjectionFailure, ProjectionInfo,
+    ReadModelLimits,
+};
+// Projections in the store: a version's keys and steps. The store's registry entry,
+// recorded failure and raw status are renamed beside the runtime's own types.
 pub use streamfold_store::names;
 pub use streamfold_store::{
     AggregateKeys, AppendResult, CategoryFeed, CategoryReadOptions, Conflict, Connection,
@@ -71,6 +139,13 @@ pub use streamfold_store::{
     Live, MAX_BATCH, MAX_CATEGORY_COUNT, MAX_IDS_PAGE, NewEvent, Page, PageIter, RETRY_SCAN_LIMIT,
     ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom, SubscribeOptions,
     Subscription, TlsConfig,
+};
+pub use streamfold_store::{
+    CategoryWatch, Change, ChangeFeed, ChangeOp, ChangesPage, Checkpoint, CommitBatch,
+    CommitOutcome, DEFAULT_CHANGES_MAX_LEN, DeadLetter, DocPage, DocWrite, Lease, LeaseHolder,
+    MAX_CHANGES_PAGE, MAX_DOC_PAGE, Pointer, ProjectionFailure as ProjectionStop,
+    ProjectionInfo as ProjectionEntry, ProjectionStatus as VersionRecord, ProjectionVersion,
+    SourceEvent, SourceLag, SourceStream, StoredDeadLetter,
 };
 // Durable subscriptions (the store's groups); the store's `Replayed` is
 // `ParkedReplayed` here, beside the runtime's own `Replayed`.
@@ -84,6 +159,7 @@ pub use streamfold_store::{
 pub use verify::{CandidateFailure, Difference, StateLeak, VerifyOptions, VerifyReport};
 
 use streamfold_sandbox::SandboxConfig;
+use streamfold_store::MAX_LEASE_TTL;
 
 /// How a [`Runtime`] is set up. Every field has a sensible default.
 #[derive(Clone)]
@@ -115,6 +191,16 @@ pub struct RuntimeConfig {
     /// When following activations ([`Runtime::follow_activations`]), how often to
     /// re-read every active digest in case a notice was missed. Default: 2 s.
     pub activation_check_every: Duration,
+    /// How long a projection runner's lease lasts unless renewed (it is renewed
+    /// every third of it): when a host dies, another takes its projections over
+    /// after about this long. Default: 10 s.
+    pub projection_lease_ttl: Duration,
+    /// How many source events a projection runner reads, folds and commits at once
+    /// (smaller when a batch fails or is too large to commit). Default: 200.
+    pub projection_batch: usize,
+    /// How often [`Runtime::run_projections`] re-reads the projection registry for
+    /// activations. Default: 1 s.
+    pub projection_check_every: Duration,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -127,6 +213,9 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("keep_resident_bytes", &self.keep_resident_bytes)
             .field("instances", &self.instances)
             .field("activation_check_every", &self.activation_check_every)
+            .field("projection_lease_ttl", &self.projection_lease_ttl)
+            .field("projection_batch", &self.projection_batch)
+            .field("projection_check_every", &self.projection_check_every)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +230,9 @@ impl Default for RuntimeConfig {
             keep_resident_bytes: 16 << 20,
             instances: Instances::default(),
             activation_check_every: Duration::from_secs(2),
+            projection_lease_ttl: Duration::from_secs(10),
+            projection_batch: 200,
+            projection_check_every: Duration::from_secs(1),
         }
     }
 }
@@ -181,6 +273,44 @@ impl RuntimeConfig {
         self.activation_check_every = every;
         self
     }
+    /// Sets [`RuntimeConfig::projection_lease_ttl`] (1 ms to 10 minutes).
+    pub fn projection_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.projection_lease_ttl = ttl.clamp(Duration::from_millis(1), MAX_LEASE_TTL);
+        self
+    }
+    /// Sets [`RuntimeConfig::projection_batch`] (at least 1).
+    pub fn projection_batch(mut self, events: usize) -> Self {
+        self.projection_batch = events.max(1);
+        self
+    }
+    /// Sets [`RuntimeConfig::projection_check_every`].
+    pub fn projection_check_every(mut self, every: Duration) -> Self {
+        self.projection_check_every = every.max(Duration::from_millis(1));
+        self
+    }
+}
+
+/// `host-pid-random`: a projection lease holder name of this runtime's own.
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let mut random = [0u8; 4];
+    let _ = getrandom::fill(&mut random);
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        u32::from_le_bytes(random)
+    )
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -241,6 +371,13 @@ struct Inner {
     /// Active digest per type, kept by the activation follower; `None` when not
     /// following (then each replay asks Redis).
     active: RwLock<Option<HashMap<String, String>>>,
+    /// Loaded projection components, by digest.
+    projections: projections::Components,
+    /// This runtime's name as a projection lease holder: host, process and a random
+    /// part (two runtimes of one process are two holders).
+    holder: String,
+    /// Whether `run_projections` runs (one at a time: one holder name).
+    running_projections: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -264,6 +401,9 @@ impl Runtime {
                 loaded: Mutex::new(HashMap::new()),
                 loading: Mutex::new(HashMap::new()),
                 active: RwLock::new(None),
+                projections: projections::Components::default(),
+                holder: holder_name(),
+                running_projections: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

@@ -5,7 +5,7 @@
 //! not hash-tagged, and each command touches one key, so the registry works on a
 //! Redis Cluster with its keys in any slots: writes that go together are ordered so
 //! that a crash between them leaves nothing visible half-written):
-//! - `P:plugins:blob:DIGEST`  the component's bytes
+//! - `P:plugins:blob:DIGEST`  the component's bytes (reducers and projections)
 //! - `P:plugins:meta:DIGEST`  its [`PluginInfo`] as JSON, plus when it was registered
 //! - `P:plugins:versions:TYPE` sorted set of digests by registration time
 //! - `P:plugins:active`        hash: aggregate type → active digest
@@ -126,6 +126,21 @@ impl Registry {
         let mut conn = self.conn.clone();
         let bytes: Option<Vec<u8>> = conn.get(self.key(&format!("blob:{digest}"))).await?;
         bytes.ok_or_else(|| Error::not_found(format!("plugin {digest}")))
+    }
+
+    /// Stores a component's bytes under its digest (for projections, whose
+    /// metadata lives in the store's projection registry).
+    pub(crate) async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.set(self.key(&format!("blob:{digest}")), bytes).await?;
+        Ok(())
+    }
+
+    /// Deletes a component's bytes.
+    pub(crate) async fn remove_blob(&self, digest: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.del(self.key(&format!("blob:{digest}"))).await?;
+        Ok(())
     }
 
     pub(crate) async fn active_digest(&self, aggregate_type: &str) -> Result<Option<String>> {
