@@ -7,6 +7,12 @@
 //! cargo run --release -p streamfold-bench -- [--quick|--full] [--only replay,...] [--python PY] [--json FILE]
 //! ```
 //!
+//! Sections (`--only`): `append`, `replay`, `memory`, `lifecycle`, `server` (through
+//! the HTTP server), `small` (many small aggregates), `cluster` (Redis Cluster) and
+//! `groups` (durable subscriptions, issue 21: fetch + ack throughput with 1 and 8 HTTP
+//! workers against hand-written redis-py `XREADGROUP`/`XACK` workers,
+//! `bench/groups_reference.py`, and append -> delivery latency at 1,000 events/s).
+//!
 //! Everything runs against a private `redis-server` started here (`LocalRedis`).
 //! Each comparison alternates its variants round by round (after warm-up rounds),
 //! and every ratio is computed per round, so a noisy neighbour slows a variant and
@@ -17,6 +23,7 @@ mod append;
 mod cluster;
 mod data;
 mod external;
+mod groups;
 mod http;
 mod lifecycle;
 mod machine;
@@ -92,6 +99,7 @@ enum Section {
     Server,
     Small,
     Cluster,
+    Groups,
 }
 
 /// How much of everything a mode does.
@@ -267,6 +275,8 @@ pub struct Ctx {
     pub cache_dir: PathBuf,
     pub tmp_dir: PathBuf,
     pub seed: tokio::sync::Mutex<Option<SeedPython>>,
+    /// The Python with redis-py (`--python`, or the bench venv's), if there is one.
+    pub python: Option<PathBuf>,
     pub pooling: bool,
     notes: Mutex<Vec<String>>,
 }
@@ -469,9 +479,15 @@ async fn main() -> Result<()> {
     )?;
     // `--profile` loads only the component it runs (under valgrind, loading the
     // 12-18 MB JavaScript and Python components alone takes minutes); the server
-    // section uses only the Rust one.
+    // and groups sections use only the Rust one.
     let (reducers, mut notes) = load_reducers(&rt, |lang| match &args.profile {
-        None => args.only.is_empty() || args.only.iter().any(|s| *s != Section::Server),
+        None => {
+            args.only.is_empty()
+                || args
+                    .only
+                    .iter()
+                    .any(|s| !matches!(s, Section::Server | Section::Groups))
+        }
         Some(v) => *v == format!("wasm-{}", lang.name()),
     })
     .await?;
@@ -529,6 +545,7 @@ async fn main() -> Result<()> {
         cache_dir,
         tmp_dir: tmp_dir.clone(),
         seed: tokio::sync::Mutex::new(seed),
+        python: python.clone(),
         pooling: !args.no_pooling,
         notes: Mutex::new(notes),
     };
@@ -544,7 +561,7 @@ async fn main() -> Result<()> {
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut rows = Vec::new();
     // The server last: it makes the runtime follow activations.
-    let sections: [(Section, &str); 7] = [
+    let sections: [(Section, &str); 8] = [
         (Section::Append, "appends"),
         (Section::Replay, "replays"),
         (Section::Memory, "memory"),
@@ -552,6 +569,7 @@ async fn main() -> Result<()> {
         (Section::Server, "through the server"),
         (Section::Small, "many small aggregates"),
         (Section::Cluster, "Redis Cluster"),
+        (Section::Groups, "durable subscriptions"),
     ];
     for (section, title) in sections {
         if !wanted(section) {
@@ -567,6 +585,7 @@ async fn main() -> Result<()> {
             Section::Server => server::run(&ctx).await?,
             Section::Small => small::run(&ctx).await?,
             Section::Cluster => cluster::run(&ctx).await?,
+            Section::Groups => groups::run(&ctx).await?,
         });
         eprintln!("{title}: {:.1} s", t.elapsed().as_secs_f64());
     }
@@ -854,6 +873,8 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
             met: None,
         }),
     }
+    // Issue 21: durable subscriptions.
+    goals.extend(groups::goals(r));
 
     goals
 }
