@@ -1,7 +1,8 @@
 """schemathesis hooks for tests/contract/run (loaded through SCHEMATHESIS_HOOKS).
 
 The plugin routes, POST /v1/plugins and POST /v1/plugins/verify, take a reducer
-component's bytes as `application/wasm`, a media type schemathesis has no serializer
+component's bytes as `application/wasm` (POST /v1/projections a projection's:
+CONTRACT_PROJECTION_WASM, the email-domains example), a media type schemathesis has no serializer
 for. This module registers one:
 
 - The document can only say "binary" (`type: string, format: binary`), so for it any
@@ -28,6 +29,9 @@ from schemathesis.transport.serialization import serialize_binary
 
 with open(os.environ["CONTRACT_WASM"], "rb") as f:
     COMPONENT = f.read()
+# POST /v1/projections takes a projection component (the email-domains example).
+with open(os.environ["CONTRACT_PROJECTION_WASM"], "rb") as f:
+    PROJECTION = f.read()
 
 
 @schemathesis.serializer("application/wasm")
@@ -35,5 +39,7 @@ def wasm(ctx, value):
     meta = ctx.case.meta
     body = meta.components.get(ParameterLocation.BODY) if meta is not None else None
     if body is not None and body.mode.is_positive:
+        if ctx.case.operation.path.startswith("/v1/projections"):
+            return PROJECTION
         return COMPONENT
     return serialize_binary(value)

@@ -59,7 +59,9 @@ pub(crate) fn runtime_config(g: &Global) -> RuntimeConfig {
     let limits = Limits::default()
         .call_timeout(g.call_timeout)
         .memory_bytes(g.memory_limit);
-    let mut config = RuntimeConfig::default().limits(limits);
+    let mut config = RuntimeConfig::default()
+        .limits(limits)
+        .projection_lease_ttl(g.projection_lease);
     if g.fresh_instances {
         config = config.instances(Instances::Fresh);
     }

@@ -29,6 +29,14 @@ impl Explained {
             message: message.into(),
         }
     }
+
+    /// Something asked for is not there (exit status 4).
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Explained {
+            status: NOT_FOUND,
+            message: message.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Explained {

@@ -769,7 +769,8 @@ fn help_says_the_call_timeout_is_wall_clock_time() {
         "{help}"
     );
     assert!(
-        help.contains("append    Append one event to an aggregate"),
+        help.lines().any(|l| l.trim_start().starts_with("append ")
+            && l.ends_with("Append one event to an aggregate")),
         "{help}"
     );
     let plugin_help = Command::new(env!("CARGO_BIN_EXE_streamfold"))
@@ -1460,4 +1461,204 @@ fn group_consume_stops_on_sigterm_after_the_current_event() {
         "group", "consume", "user", "slow", "--wait", "200ms", "--once", "--", "true",
     ]);
     assert_eq!(rest.trim(), "consumed 1 events: 1 acked, 0 nacked");
+}
+
+#[test]
+fn the_readmes_projection_examples_run_against_a_real_server() {
+    let cli = Cli::new();
+    let (mut server, sf) = serve(&cli, &[]);
+    // The curl example uploads the projection from where plugins/build-rust.sh puts it.
+    let dir = tempfile::tempdir().unwrap();
+    let wasm_dir = dir.path().join("target/wasm32-unknown-unknown/plugin");
+    std::fs::create_dir_all(&wasm_dir).unwrap();
+    std::fs::copy(
+        streamfold_tests::plugins::path("email-domains"),
+        wasm_dir.join("email_domains.wasm"),
+    )
+    .unwrap();
+    let curl = run_example(
+        "bash",
+        &["-euo", "pipefail", "-c", &readme_example("projection-curl")],
+        &sf,
+        dir.path(),
+    );
+    assert_eq!(
+        curl,
+        "{\"domain\":\"example.com\",\"users\":2,\"user_ids\":[\"1\",\"2\"]}\n[\"user/1\",\"user/2\"]\n"
+    );
+
+    // The shell example: the streamfold on PATH, against the same Redis.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_streamfold"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = cli
+        .command(&[])
+        .get_envs()
+        .fold(&mut Command::new("bash"), |c, (k, v)| match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        })
+        .args(["-euo", "pipefail", "-c", &readme_example("projection-cli")])
+        .env("PATH", path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let shown = text(&out.stdout);
+    assert!(shown.contains("email-domains"), "{shown}");
+    assert!(
+        shown.contains("{\"domain\":\"example.com\",\"users\":2,\"user_ids\":[\"1\",\"2\"]}\n2\n"),
+        "{shown}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// The documents `email-domains` keeps for users whose last email is `email[i]`
+/// (user ids `u0`, `u1`, …).
+fn email_domains_model(emails: &[String]) -> std::collections::BTreeMap<String, Value> {
+    let mut model = std::collections::BTreeMap::new();
+    let mut domains: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (i, email) in emails.iter().enumerate() {
+        let domain = email.rsplit_once('@').unwrap().1.to_lowercase();
+        model.insert(
+            format!("user/u{i}"),
+            serde_json::json!({ "domain": domain }),
+        );
+        domains.entry(domain).or_default().push(format!("u{i}"));
+    }
+    for (domain, mut ids) in domains {
+        ids.sort();
+        model.insert(
+            format!("domain/{domain}"),
+            serde_json::json!({"domain": domain, "users": ids.len(), "user_ids": ids}),
+        );
+    }
+    model
+}
+
+/// Every document of `email-domains`, through `streamfold projection query --json`.
+fn email_domains_docs(cli: &Cli) -> Option<std::collections::BTreeMap<String, Value>> {
+    let out = cli.run(&[
+        "projection",
+        "query",
+        "email-domains",
+        "--limit",
+        "1000",
+        "--json",
+    ]);
+    if !out.status.success() {
+        return None; // not serving yet
+    }
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["next_after"], Value::Null, "more than one page");
+    Some(
+        page["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["key"].as_str().unwrap().to_owned(), d["doc"].clone()))
+            .collect(),
+    )
+}
+
+#[test]
+fn projection_runners_killed_at_random_moments_fold_every_event_exactly_once() {
+    const USERS: usize = 40;
+    const ROUNDS: usize = 12;
+    let cli = Cli::new();
+    let wasm = streamfold_tests::plugins::path("email-domains");
+    cli.ok(&["projection", "add", wasm.to_str().unwrap()]);
+
+    // A writer appends while runners come and go: each user created, then moved
+    // between domains round after round.
+    let url = cli.redis.url();
+    let writer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = streamfold::EventStore::connect(&url, streamfold::StoreConfig::default())
+                .await
+                .unwrap();
+            let domains = ["a.example", "B.example", "c.example", "d.example"];
+            let mut last = vec![String::new(); USERS];
+            for round in 0..ROUNDS {
+                for (i, email) in last.iter_mut().enumerate() {
+                    *email = format!("u{i}@{}", domains[(i + round) % domains.len()]);
+                    let (event_type, data) = if round == 0 {
+                        (
+                            "UserCreated",
+                            serde_json::json!({"id": i, "name": "u", "email": email}),
+                        )
+                    } else {
+                        ("EmailChanged", serde_json::json!({"email": email}))
+                    };
+                    store
+                        .append(
+                            "user",
+                            &format!("u{i}"),
+                            vec![streamfold::NewEvent::new(event_type, &data)],
+                            streamfold::ExpectedRevision::Exact(round as u64),
+                        )
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            last
+        })
+    });
+
+    // Runners killed with SIGKILL at moments that vary from run to run.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let run = || {
+        cli.command(&["--projection-lease", "1s", "projection", "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("streamfold projection run starts")
+    };
+    for _ in 0..6 {
+        let mut runner = run();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(std::time::Duration::from_millis(200 + (seed >> 33) % 1300));
+        runner.kill().unwrap(); // SIGKILL
+        runner.wait().unwrap();
+    }
+    let emails = writer.join().unwrap();
+    let want = email_domains_model(&emails);
+
+    // One more runner: once it has caught up, the read model is the fold of every
+    // event, each applied once.
+    let mut runner = run();
+    let started = std::time::Instant::now();
+    let mut seen = None;
+    while started.elapsed() < std::time::Duration::from_secs(120) {
+        seen = email_domains_docs(&cli);
+        if seen.as_ref() == Some(&want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    assert_eq!(seen.as_ref(), Some(&want), "the read model after the kills");
+    let status: Value =
+        serde_json::from_str(&cli.ok(&["projection", "get", "email-domains", "--json"])).unwrap();
+    assert_eq!(
+        status["status"][0]["events"],
+        USERS * ROUNDS,
+        "every event folded once: {status}"
+    );
 }

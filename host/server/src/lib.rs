@@ -106,6 +106,10 @@ pub struct ServerConfig {
     /// Serve the explorer, a web page under `/ui/` (and redirect `/` there).
     /// Default true.
     pub ui: bool,
+    /// Run the active projections (`Runtime::run_projections`): every server that
+    /// shares a Redis competes for them, one runner per projection version at a
+    /// time. Default true.
+    pub projections: bool,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +132,7 @@ impl Default for ServerConfig {
             session_lifetime: Duration::from_secs(8 * 3600),
             secure_cookies: false,
             ui: true,
+            projections: true,
         }
     }
 }
@@ -209,6 +214,11 @@ impl ServerConfig {
         self.ui = on;
         self
     }
+    /// Sets [`ServerConfig::projections`].
+    pub fn projections(mut self, on: bool) -> Self {
+        self.projections = on;
+        self
+    }
     /// Sets [`ServerConfig::shutdown_timeout`].
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.shutdown_timeout = t;
@@ -241,6 +251,7 @@ pub(crate) struct AppState {
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
+    runtime: Runtime,
     config: ServerConfig,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -293,7 +304,7 @@ impl Server {
         let state = AppState {
             sessions,
             health,
-            runtime,
+            runtime: runtime.clone(),
             tokens: config.tokens.clone().map(Arc::new),
             replays: Arc::new(Semaphore::new(config.max_concurrent_replays)),
             subscribers: Arc::new(Semaphore::new(config.max_subscribers)),
@@ -309,6 +320,7 @@ impl Server {
             .watch_groups(state.runtime.clone(), state.stopping.clone());
         Ok(Server {
             listener,
+            runtime,
             router: routes::router(state, &api),
             config,
             stop,
@@ -337,20 +349,45 @@ impl Server {
             .into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, app).with_graceful_shutdown(signal);
         let mut serve = tokio::spawn(async move { serve.await });
+        // The projections run beside the requests and stop with them (releasing their
+        // leases, so that another server takes over at once).
+        let projections = self.config.projections.then(|| {
+            let runtime = self.runtime.clone();
+            let mut stopping = stop.subscribe();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = runtime.run_projections(stopped).await {
+                    tracing::error!("the projections stopped: {e}");
+                }
+            })
+        });
+        let stop_projections = |projections: Option<tokio::task::JoinHandle<()>>| async move {
+            if let Some(p) = projections {
+                let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
+            }
+        };
         tokio::select! {
-            done = &mut serve => return done.map_err(std::io::Error::other)?,
+            done = &mut serve => {
+                let _ = stop.send(true);
+                stop_projections(projections).await;
+                return done.map_err(std::io::Error::other)?;
+            }
             _ = shutdown => {}
         }
         let deadline = self.config.shutdown_timeout;
         tracing::info!("shutting down: waiting up to {deadline:?} for requests in flight");
         let _ = stop.send(true);
-        match tokio::time::timeout(deadline, &mut serve).await {
+        let served = match tokio::time::timeout(deadline, &mut serve).await {
             Ok(done) => done.map_err(std::io::Error::other)?,
             Err(_) => {
                 tracing::warn!("requests still in flight after {deadline:?}: closing them");
                 serve.abort();
                 Ok(())
             }
-        }
+        };
+        stop_projections(projections).await;
+        served
     }
 }

@@ -23,10 +23,17 @@
 //! | `streamfold_group_oldest_pending_seconds` | `aggregate_type`, `group` | how long the oldest of those has waited (0: none) |
 //! | `streamfold_group_parked` | `aggregate_type`, `group` | parked events |
 //! | `streamfold_group_trim_held_back` | `aggregate_type`, `group` | category entries kept beyond the configured length because the group has not acknowledged them (the trim waits for it) |
+//! | `streamfold_projection_events_total` | `projection`, `version`, `digest` | source events a projection version has folded since it was (re)built |
+//! | `streamfold_projection_lag_seconds` | `projection`, `version`, `digest` | how far behind its sources it is, by time (0: caught up) |
+//! | `streamfold_projection_events_per_second` | `projection`, `version`, `digest` | its fold rate, as its runner last measured |
+//! | `streamfold_projection_dead_letters` | `projection`, `version`, `digest` | events it skipped (`on_error=skip`) and kept |
+//! | `streamfold_projection_state` | `projection`, `version`, `digest`, `state` | 1 for its state (`catching-up`, `live`, `stopped`, `failed`), 0 for the others |
+//! | `streamfold_projection_serving` | `projection`, `version`, `digest` | 1 for the version reads follow |
 //!
-//! The last four are read from Redis in the background, every
-//! [`GROUPS_INTERVAL`], for at most [`MAX_WATCHED_GROUPS`] groups, so a scrape never
-//! waits for Redis; they are as old as the last read.
+//! The group figures (from `_undelivered` on) and the projection figures are read
+//! from Redis in the background, every [`GROUPS_INTERVAL`], for at most
+//! [`MAX_WATCHED_GROUPS`] groups and as many projections, so a scrape never waits
+//! for Redis; they are as old as the last read.
 //!
 //! Routes are labelled by their pattern (`/v1/aggregates/{type}/{id}/state`), never
 //! by the path a client sent, so a client cannot grow the label set; `reducer` is
@@ -119,6 +126,8 @@ pub(crate) struct Metrics {
     group_settled: Family<SettledLabels, Counter>,
     /// The groups' figures, as last read from Redis.
     groups: Arc<Mutex<Vec<streamfold::GroupStatus>>>,
+    /// The projections' figures, as last read from Redis.
+    projections: Arc<Mutex<Vec<streamfold::ProjectionSummary>>>,
     pub(crate) subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
     replays_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     replay_slots: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -142,6 +151,7 @@ impl Metrics {
             group_redeliveries: Family::default(),
             group_settled: Family::default(),
             groups: Arc::default(),
+            projections: Arc::default(),
             subscribers: Gauge::default(),
             replays_in_flight: Gauge::default(),
             replay_slots: Gauge::default(),
@@ -243,12 +253,20 @@ impl Metrics {
         mut stopping: tokio::sync::watch::Receiver<bool>,
     ) {
         let groups = self.groups.clone();
+        let projections = self.projections.clone();
         tokio::spawn(async move {
             loop {
                 match read_groups(&runtime).await {
                     Ok(read) => *groups.lock().expect("group figures") = read,
                     // Redis away: /readyz and streamfold_redis_up say so; keep the last.
                     Err(e) => tracing::debug!("cannot read the groups' figures: {e}"),
+                }
+                match runtime.list_projections().await {
+                    Ok(mut read) => {
+                        read.truncate(MAX_WATCHED_GROUPS);
+                        *projections.lock().expect("projection figures") = read;
+                    }
+                    Err(e) => tracing::debug!("cannot read the projections' figures: {e}"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(GROUPS_INTERVAL) => {}
@@ -259,6 +277,8 @@ impl Metrics {
         let mut r = self.registry.lock().expect("metrics registry");
         r.sub_registry_with_prefix("streamfold")
             .register_collector(Box::new(Groups(self.groups.clone())));
+        r.sub_registry_with_prefix("streamfold")
+            .register_collector(Box::new(Projections(self.projections.clone())));
     }
 
     /// Deliveries a fetch handed out, by their delivery counts.
@@ -577,6 +597,122 @@ impl prometheus_client::collector::Collector for Groups {
                 if let Some(v) = figure(s) {
                     ConstGauge::new(v).encode(family.encode_family(&labels(s))?)?;
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The labels of a projection version's figures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: String,
+    version: String,
+    digest: String,
+}
+
+/// A projection version's state, one series per possible state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionStateLabels {
+    projection: String,
+    version: String,
+    digest: String,
+    state: &'static str,
+}
+
+/// `streamfold_projection_*`, from the last background read.
+#[derive(Debug)]
+struct Projections(Arc<Mutex<Vec<streamfold::ProjectionSummary>>>);
+
+impl prometheus_client::collector::Collector for Projections {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use streamfold::RunState;
+
+        let all = self.0.lock().expect("projection figures").clone();
+        let versions: Vec<(ProjectionLabels, &streamfold::VersionStatus)> = all
+            .iter()
+            .flat_map(|p| {
+                p.status.iter().map(move |s| {
+                    let labels = ProjectionLabels {
+                        projection: p.name.clone(),
+                        version: s.version.clone(),
+                        digest: streamfold::short_digest(&s.vid),
+                    };
+                    (labels, s)
+                })
+            })
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "projection_events",
+            "Source events a projection version has folded since it was (re)built",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (labels, s) in &versions {
+            ConstCounter::new(s.events).encode(family.encode_family(labels)?)?;
+        }
+        type Figure = fn(&streamfold::VersionStatus) -> f64;
+        let gauges: [(&str, &str, Figure); 4] = [
+            (
+                "projection_lag_seconds",
+                "How far a projection version is behind its sources, by time",
+                |s| s.lag_ms as f64 / 1000.0,
+            ),
+            (
+                "projection_events_per_second",
+                "A projection version's fold rate, as its runner last measured",
+                |s| s.events_per_second,
+            ),
+            (
+                "projection_dead_letters",
+                "Events a projection version skipped and kept in its dead letters",
+                |s| s.dead_letters as f64,
+            ),
+            (
+                "projection_serving",
+                "1 for the projection version reads follow",
+                |s| f64::from(u8::from(s.serving)),
+            ),
+        ];
+        for (name, help, figure) in gauges {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstGauge::new(0.0f64).metric_type(),
+            )?;
+            for (labels, s) in &versions {
+                ConstGauge::new(figure(s)).encode(family.encode_family(labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "projection_state",
+            "1 for a projection version's state, 0 for the others",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        let states = [
+            (RunState::CatchingUp, "catching-up"),
+            (RunState::Live, "live"),
+            (RunState::Stopped, "stopped"),
+            (RunState::Failed, "failed"),
+        ];
+        for (labels, s) in &versions {
+            for (state, name) in states {
+                let labels = ProjectionStateLabels {
+                    projection: labels.projection.clone(),
+                    version: labels.version.clone(),
+                    digest: labels.digest.clone(),
+                    state: name,
+                };
+                ConstGauge::new(i64::from(s.state == state))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

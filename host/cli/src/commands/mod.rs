@@ -6,6 +6,7 @@ mod group;
 mod history;
 mod import;
 mod plugin;
+mod projection;
 mod serve;
 mod snapshot;
 mod state;
@@ -106,6 +107,10 @@ pub(crate) struct Global {
     /// replay (hundreds of µs for Rust, milliseconds for JavaScript and Python).
     #[arg(long, global = true, env = "STREAMFOLD_FRESH_INSTANCES")]
     pub fresh_instances: bool,
+    /// How long a host's lease on a projection lasts unless renewed (every third of
+    /// it): when a host dies, another takes its projections over within this time.
+    #[arg(long, global = true, env = "STREAMFOLD_PROJECTION_LEASE", default_value = "10s", value_parser = parse::duration)]
+    pub projection_lease: std::time::Duration,
     /// How log lines on stderr are written: `text` for people, `json` (one object
     /// per line, with timestamps) for log collectors.
     #[arg(
@@ -137,6 +142,11 @@ pub(crate) enum Command {
     /// parked events, and consume a group with a shell command.
     #[command(subcommand)]
     Group(group::Command),
+    /// Projections: read models folded from whole categories by sandboxed
+    /// components. Add, list, read and query documents, activate (also the
+    /// rollback), rebuild, resume, remove, and run them without the server.
+    #[command(subcommand)]
+    Projection(projection::Command),
 }
 
 /// Runs the command.
@@ -154,5 +164,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(g, args).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Group(cmd) => group::run(g, cmd).await,
+        Command::Projection(cmd) => projection::run(g, cmd).await,
     }
 }

@@ -64,6 +64,10 @@ pub(crate) struct Args {
     /// Do not serve the explorer (the web page under /ui/).
     #[arg(long, env = "STREAMFOLD_NO_UI")]
     no_ui: bool,
+    /// Do not run projections here (other servers, or `streamfold projection run`,
+    /// run them; this one still serves their documents).
+    #[arg(long, env = "STREAMFOLD_NO_PROJECTIONS")]
+    no_projections: bool,
     /// Print this server's OpenAPI 3.1 document (what GET /v1/openapi.json would serve)
     /// and exit.
     #[arg(long)]
@@ -90,7 +94,8 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
         .shutdown_timeout(args.shutdown_timeout)
         .session_lifetime(args.session_lifetime)
         .secure_cookies(args.secure_cookies)
-        .ui(!args.no_ui);
+        .ui(!args.no_ui)
+        .projections(!args.no_projections);
     if args.print_openapi {
         // This server's document: its limits, and the names its key layout accepts.
         let doc = streamfold_server::openapi_for(&config, g.layout);
@@ -112,7 +117,7 @@ pub(crate) async fn run(g: &Global, args: Args) -> Result<()> {
 }
 
 /// SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -44,6 +44,9 @@ pub(crate) enum Scope {
     /// body is read, the type by the handler once it is
     /// ([`Caller::require`](crate::auth::Caller::require)).
     Body,
+    /// The aggregate types a projection reads: the role is checked before the
+    /// handler runs, the types by the handler once it has looked the projection up.
+    Sources,
     /// No aggregate type: the route spans all of them.
     All,
 }
@@ -159,6 +162,7 @@ impl Route {
                 "for the `type` asked for; without one, the answer holds only the types the token may see"
             }
             Scope::Body => "for the aggregate type the component declares",
+            Scope::Sources => "for every aggregate type the projection reads",
             Scope::All => "for any aggregate type",
         };
         format!(
@@ -295,7 +299,11 @@ fn amend(op: &mut Value, method: &str, route: &Route, names: &Names) {
                     p["example"] = json!("mailer");
                 }
                 ("prefix", Some("query")) => {
-                    p["schema"] = json!({"type": "string", "maxLength": names.max_id_chars});
+                    // A route whose prefix is not an aggregate id's keeps its own bound.
+                    let max = p["schema"]["maxLength"]
+                        .as_u64()
+                        .map_or(names.max_id_chars, |m| m as usize);
+                    p["schema"] = json!({"type": "string", "maxLength": max});
                 }
                 ("cursor", Some("query")) => {
                     p["schema"] = json!({"type": "string", "pattern": names.ids_cursor_pattern});
@@ -304,8 +312,14 @@ fn amend(op: &mut Value, method: &str, route: &Route, names: &Names) {
                     p["schema"] = json!({"type": "integer", "minimum": 0, "maximum": u32::MAX});
                 }
                 ("limit", Some("query")) => {
-                    p["schema"] =
-                        json!({"type": "integer", "minimum": 1, "maximum": names.max_page});
+                    // A route with a smaller page of its own keeps its maximum.
+                    let own = p["schema"]["maximum"].as_u64();
+                    let max = own.map_or(names.max_page, |m| (m as usize).min(names.max_page));
+                    p["schema"] = json!({"type": "integer", "minimum": 1, "maximum": max});
+                }
+                ("name", Some("path")) => {
+                    p["schema"] = names.group_name.clone();
+                    p["example"] = json!("email-domains");
                 }
                 _ => {}
             }
@@ -325,6 +339,7 @@ fn amend(op: &mut Value, method: &str, route: &Route, names: &Names) {
             Scope::Path => "path",
             Scope::Query => "query",
             Scope::Body => "body",
+            Scope::Sources => "sources",
             Scope::All => "any",
         },
     });
@@ -441,7 +456,9 @@ async fn check(state: &AppState, route: &Route, req: Request, next: Next) -> Res
                 (param("type"), param("id"))
             }
             // A `type` in the query is checked as a name on every route.
-            Scope::Query | Scope::Body | Scope::All => (query_type(&parts.uri), None),
+            Scope::Query | Scope::Body | Scope::Sources | Scope::All => {
+                (query_type(&parts.uri), None)
+            }
         };
         // Names first: the schema's rules, the same for every route.
         let layout = state.runtime.store().config().layout;

@@ -8,6 +8,7 @@ mod groups;
 pub(crate) mod openapi;
 mod ops;
 mod plugins;
+mod projections;
 mod session;
 mod state;
 mod subscribe;
@@ -140,6 +141,51 @@ pub(crate) fn api(config: &ServerConfig) -> Api {
         .add(
             routes!(groups::replay),
             Route::admin(Scope::Path).answers(&[NotFound]),
+        )
+        // Projections: managing them is an operator's job; reading their status
+        // and documents needs read on every type they fold.
+        .add(
+            routes!(projections::upload),
+            Route::admin(Scope::Sources)
+                .wasm(plugin_body)
+                .answers(&[InvalidPlugin]),
+        )
+        .add(routes!(projections::list), Route::read(Scope::All))
+        .add(
+            routes!(projections::get),
+            Route::read(Scope::Sources).answers(&[NotFound]),
+        )
+        .add(
+            routes!(projections::activate),
+            Route::admin(Scope::Sources)
+                .json(append_body)
+                .answers(&[NotFound]),
+        )
+        .add(
+            routes!(projections::rebuild),
+            Route::admin(Scope::Sources).answers(&[NotFound]),
+        )
+        .add(
+            routes!(projections::resume),
+            Route::admin(Scope::Sources).answers(&[NotFound]),
+        )
+        .add(
+            routes!(projections::remove),
+            Route::admin(Scope::Sources).answers(&[NotFound, ActivePlugin]),
+        )
+        .add(
+            routes!(projections::doc),
+            Route::read(Scope::Sources).answers(&[NotFound]),
+        )
+        .add(
+            routes!(projections::docs),
+            Route::read(Scope::Sources).answers(&[NotFound]),
+        )
+        .add(
+            routes!(projections::subscribe),
+            Route::read(Scope::Sources)
+                .live()
+                .answers(&[NotFound, Busy]),
         )
         // Browser sessions: signing in needs a bearer token (a cookie only reads).
         .add(routes!(session::sign_in), Route::read(Scope::All))

@@ -97,7 +97,7 @@ fn resume(headers: &HeaderMap, after: Option<String>) -> SubscribeOptions {
     }
 }
 
-fn slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+pub(super) fn slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
     state.subscribers.clone().try_acquire_owned().map_err(|_| {
         Problem::busy(
             format!(
@@ -134,7 +134,7 @@ fn caught_up(position: Option<&str>) -> Event {
         .data(serde_json::json!({ "position": position }).to_string())
 }
 
-fn failure(e: &streamfold::Error) -> Event {
+pub(super) fn failure(e: &streamfold::Error) -> Event {
     let problem = Problem::of(e);
     Event::default()
         .event("error")
@@ -145,7 +145,11 @@ fn failure(e: &streamfold::Error) -> Event {
 /// subscriber that leaves it full for `slow_client_timeout` is disconnected. The
 /// stream ends when the producer does, the client goes (noticed even while the
 /// producer waits for an event), or the server stops.
-fn sse<F, Fut>(state: AppState, permit: tokio::sync::OwnedSemaphorePermit, produce: F) -> Response
+pub(super) fn sse<F, Fut>(
+    state: AppState,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    produce: F,
+) -> Response
 where
     F: FnOnce(Sender) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -193,7 +197,7 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    async fn send(&self, e: Event) -> bool {
+    pub(super) async fn send(&self, e: Event) -> bool {
         match self.tx.send_timeout(e, self.timeout).await {
             Ok(()) => true,
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {

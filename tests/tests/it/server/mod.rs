@@ -25,6 +25,7 @@ mod groups;
 mod openapi;
 mod ops;
 mod plugins;
+mod projections;
 mod session;
 mod state;
 mod subscribe;

@@ -41,6 +41,16 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/groups/{type}/{group}/nack"),
     ("get", "/v1/groups/{type}/{group}/parked"),
     ("post", "/v1/groups/{type}/{group}/parked/replay"),
+    ("post", "/v1/projections"),
+    ("get", "/v1/projections"),
+    ("get", "/v1/projections/{name}"),
+    ("put", "/v1/projections/{name}/active"),
+    ("post", "/v1/projections/{name}/rebuild"),
+    ("post", "/v1/projections/{name}/resume"),
+    ("delete", "/v1/projections/{name}/{version}"),
+    ("get", "/v1/projections/{name}/docs"),
+    ("get", "/v1/projections/{name}/docs/{key}"),
+    ("get", "/v1/projections/{name}/subscribe"),
     ("post", "/v1/session"),
     ("delete", "/v1/session"),
 ];
@@ -206,7 +216,10 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
             &path
                 .replace("{type}", "user")
                 .replace("{id}", "1")
-                .replace("{digest_or_version}", "9.9.9"),
+                .replace("{digest_or_version}", "9.9.9")
+                .replace("{name}", "no-such-projection")
+                .replace("{version}", "9.9.9")
+                .replace("{key}", "k"),
         );
         let request = match method.as_str() {
             "get" => h.http.get(&url),
