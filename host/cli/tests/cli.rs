@@ -1662,3 +1662,116 @@ fn projection_runners_killed_at_random_moments_fold_every_event_exactly_once() {
         "every event folded once: {status}"
     );
 }
+
+/// Waits (up to two minutes) until `check` holds, polling every 50 ms.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_paused_projection_runner_whose_lease_expired_never_commits_again() {
+    let cli = Cli::new();
+    let wasm = streamfold_tests::plugins::path("email-domains");
+    cli.ok(&["projection", "add", wasm.to_str().unwrap()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt
+        .block_on(streamfold::EventStore::connect(
+            &cli.redis.url(),
+            streamfold::StoreConfig::default(),
+        ))
+        .unwrap();
+    let mut emails = vec![String::new(); 20];
+    let append_round = |round: usize, emails: &mut Vec<String>| {
+        for (i, email) in emails.iter_mut().enumerate() {
+            *email = format!("u{i}@r{round}.example");
+            let (event_type, data) = if round == 0 {
+                (
+                    "UserCreated",
+                    serde_json::json!({"id": i, "name": "u", "email": email}),
+                )
+            } else {
+                ("EmailChanged", serde_json::json!({"email": email}))
+            };
+            rt.block_on(store.append(
+                "user",
+                &format!("u{i}"),
+                vec![streamfold::NewEvent::new(event_type, &data)],
+                streamfold::ExpectedRevision::Exact(round as u64),
+            ))
+            .unwrap();
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let log = std::fs::File::create(dir.path().join(name)).unwrap();
+        cli.command(&["--projection-lease", "1s", "projection", "run"])
+            .env("STREAMFOLD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("streamfold projection run starts")
+    };
+    let runner_pid = || -> Option<String> {
+        let out = cli.run(&["projection", "get", "email-domains", "--json"]);
+        let s: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let holder = s["status"][0]["runner"]["holder"].as_str()?.to_owned();
+        holder.split('-').nth(1).map(str::to_owned)
+    };
+
+    append_round(0, &mut emails);
+    let mut a = start("a.log");
+    eventually("runner A to fold the users", || {
+        email_domains_docs(&cli).as_ref() == Some(&email_domains_model(&emails))
+    });
+    assert_eq!(runner_pid(), Some(a.id().to_string()));
+
+    // A stops dead (SIGSTOP: a long GC pause, a VM migration) holding its lease.
+    let signal = |sig: &str, pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP", a.id());
+    let mut b = start("b.log");
+    eventually("runner B to take the lease over", || {
+        runner_pid() == Some(b.id().to_string())
+    });
+    append_round(1, &mut emails);
+    eventually("runner B to fold the moves", || {
+        email_domains_docs(&cli).as_ref() == Some(&email_domains_model(&emails))
+    });
+
+    // A wakes up: it finds its lease gone and never commits again.
+    signal("-CONT", a.id());
+    eventually("runner A to notice it lost the lease", || {
+        std::fs::read_to_string(dir.path().join("a.log"))
+            .unwrap()
+            .contains("lease lost")
+    });
+    append_round(2, &mut emails);
+    eventually("the last moves", || {
+        email_domains_docs(&cli).as_ref() == Some(&email_domains_model(&emails))
+    });
+    assert_eq!(runner_pid(), Some(b.id().to_string()));
+    let status: Value =
+        serde_json::from_str(&cli.ok(&["projection", "get", "email-domains", "--json"])).unwrap();
+    assert_eq!(
+        status["status"][0]["events"], 60,
+        "each event once: {status}"
+    );
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
