@@ -116,8 +116,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use live::{LiveState, LiveUpdate};
 pub use projections::{
     LIVE_LAG_MS, OnError, ProjectionChanges, ProjectionDoc, ProjectionDocs, ProjectionOptions,
-    ProjectionSummary, RegisteredProjection, RunState, ServingChange, ServingChangesPage,
-    VersionStatus,
+    ProjectionSummary, RegisteredProjection, RunState, RunnerCounters, ServingChange,
+    ServingChangesPage, VersionStatus,
 };
 pub use registry::{Activation, RegisteredPlugin};
 pub use replay::{ReplayOptions, Replayed};

@@ -29,6 +29,9 @@
 //! | `streamfold_projection_dead_letters` | `projection`, `version`, `digest` | events it skipped (`on_error=skip`) and kept |
 //! | `streamfold_projection_state` | `projection`, `version`, `digest`, `state` | 1 for its state (`catching-up`, `live`, `stopped`, `failed`), 0 for the others |
 //! | `streamfold_projection_serving` | `projection`, `version`, `digest` | 1 for the version reads follow |
+//! | `streamfold_projection_batches_total` | `projection`, `digest` | batches this server's runner committed |
+//! | `streamfold_projection_commit_seconds_total` | `projection`, `digest` | time those commits took (divide by `_batches_total` for the mean) |
+//! | `streamfold_projection_lease_changes_total` | `projection`, `digest`, `change` | this server taking (`taken`) or losing (`lost`) a version's lease |
 //!
 //! The group figures (from `_undelivered` on) and the projection figures are read
 //! from Redis in the background, every [`GROUPS_INTERVAL`], for at most
@@ -254,6 +257,7 @@ impl Metrics {
     ) {
         let groups = self.groups.clone();
         let projections = self.projections.clone();
+        let runtime_for_counters = runtime.clone();
         tokio::spawn(async move {
             loop {
                 match read_groups(&runtime).await {
@@ -278,7 +282,10 @@ impl Metrics {
         r.sub_registry_with_prefix("streamfold")
             .register_collector(Box::new(Groups(self.groups.clone())));
         r.sub_registry_with_prefix("streamfold")
-            .register_collector(Box::new(Projections(self.projections.clone())));
+            .register_collector(Box::new(Projections(
+                self.projections.clone(),
+                runtime_for_counters,
+            )));
     }
 
     /// Deliveries a fetch handed out, by their delivery counts.
@@ -611,6 +618,21 @@ struct ProjectionLabels {
     digest: String,
 }
 
+/// A projection version this server runs.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunnerLabels {
+    projection: String,
+    digest: String,
+}
+
+/// A lease change of a projection version this server runs.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    projection: String,
+    digest: String,
+    change: &'static str,
+}
+
 /// A projection version's state, one series per possible state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionStateLabels {
@@ -620,9 +642,13 @@ struct ProjectionStateLabels {
     state: &'static str,
 }
 
-/// `streamfold_projection_*`, from the last background read.
+/// `streamfold_projection_*`: the figures from the last background read, and this
+/// server's runners' counters.
 #[derive(Debug)]
-struct Projections(Arc<Mutex<Vec<streamfold::ProjectionSummary>>>);
+struct Projections(
+    Arc<Mutex<Vec<streamfold::ProjectionSummary>>>,
+    streamfold::Runtime,
+);
 
 impl prometheus_client::collector::Collector for Projections {
     fn encode(
@@ -713,6 +739,46 @@ impl prometheus_client::collector::Collector for Projections {
                 };
                 ConstGauge::new(i64::from(s.state == state))
                     .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        // What this server's runners did (in-process counters).
+        let counters = self.1.projection_counters();
+        let label = |name: &str, vid: &str| RunnerLabels {
+            projection: name.to_owned(),
+            digest: streamfold::short_digest(vid),
+        };
+        let mut family = encoder.encode_descriptor(
+            "projection_batches",
+            "Batches this server's projection runners committed",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (name, vid, c) in &counters {
+            ConstCounter::new(c.batches).encode(family.encode_family(&label(name, vid))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "projection_commit_seconds",
+            "Time this server's projection commits took",
+            None,
+            ConstCounter::new(0.0f64).metric_type(),
+        )?;
+        for (name, vid, c) in &counters {
+            ConstCounter::new(c.commit_seconds).encode(family.encode_family(&label(name, vid))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "projection_lease_changes",
+            "This server taking or losing a projection version's lease",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (name, vid, c) in &counters {
+            for (change, n) in [("taken", c.leases_taken), ("lost", c.leases_lost)] {
+                let labels = LeaseLabels {
+                    projection: name.clone(),
+                    digest: streamfold::short_digest(vid),
+                    change,
+                };
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

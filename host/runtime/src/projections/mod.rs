@@ -250,9 +250,53 @@ impl ProjectionChanges {
     }
 }
 
-/// Loaded projection components, by digest.
+/// Loaded projection components, by digest, and what this host's runners did.
 #[derive(Default)]
-pub(crate) struct Components(Mutex<HashMap<String, Arc<Projection>>>);
+pub(crate) struct Components(
+    Mutex<HashMap<String, Arc<Projection>>>,
+    Mutex<HashMap<(String, String), RunnerCounters>>,
+);
+
+/// What this host's runners did for one projection version since the runtime
+/// started (for metrics: [`Runtime::projection_counters`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunnerCounters {
+    /// Batches committed.
+    pub batches: u64,
+    /// Source events those batches folded.
+    pub events: u64,
+    /// Time spent in those commits (the fenced script call), seconds.
+    pub commit_seconds: f64,
+    /// Times this host took the version's lease.
+    pub leases_taken: u64,
+    /// Times it lost it (expired while paused, fenced at a commit).
+    pub leases_lost: u64,
+}
+
+impl Runtime {
+    /// What this host's runners did, per projection `(name, version id)`, since
+    /// the runtime started.
+    pub fn projection_counters(&self) -> Vec<(String, String, RunnerCounters)> {
+        let map = self.inner.projections.1.lock().expect("runner counters");
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|((n, v), c)| (n.clone(), v.clone(), c.clone()))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    /// Adds to the counters of projection version `(name, vid)`.
+    pub(crate) fn count_projection(
+        &self,
+        name: &str,
+        vid: &str,
+        add: impl FnOnce(&mut RunnerCounters),
+    ) {
+        let mut map = self.inner.projections.1.lock().expect("runner counters");
+        add(map.entry((name.to_owned(), vid.to_owned())).or_default());
+    }
+}
 
 impl Runtime {
     /// Validates and compiles a projection component (or takes it from the caches),

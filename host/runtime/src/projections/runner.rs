@@ -230,6 +230,7 @@ async fn run_version(rt: Runtime, name: String, vid: String, mut stop: watch::Re
         match version.acquire_lease(&rt.inner.holder, ttl).await {
             Ok(Some(lease)) => {
                 tracing::info!(projection = %name, vid = %vid, token = lease.token, "lease taken");
+                rt.count_projection(&name, &vid, |c| c.leases_taken += 1);
                 match hold(&rt, &version, lease.clone(), &mut stop).await {
                     End::Stopped => {
                         let _ = version.release_lease(&lease).await;
@@ -237,6 +238,7 @@ async fn run_version(rt: Runtime, name: String, vid: String, mut stop: watch::Re
                     }
                     End::Lost => {
                         tracing::info!(projection = %name, vid = %vid, "lease lost");
+                        rt.count_projection(&name, &vid, |c| c.leases_lost += 1);
                         continue;
                     }
                 }
@@ -680,7 +682,14 @@ impl Worker {
             failure,
             changes_max_len: None,
         };
+        let started = Instant::now();
         let outcome = self.version.commit(&self.lease, batch).await?;
+        let took = started.elapsed().as_secs_f64();
+        self.rt.count_projection(self.name(), self.vid(), |c| {
+            c.batches += 1;
+            c.events += slice.len() as u64;
+            c.commit_seconds += took;
+        });
         *ckpt = outcome.checkpoint;
         self.events_done
             .fetch_add(slice.len() as u64, Ordering::Relaxed);

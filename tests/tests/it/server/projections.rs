@@ -89,7 +89,7 @@ async fn an_uploaded_projection_runs_on_the_server_and_serves_its_documents() {
     let list = json_body(h.get("/v1/projections").await, StatusCode::OK).await;
     assert_eq!(list["projections"][0]["name"], "email-domains", "{list}");
     // Its figures in /metrics (read in the background every few seconds).
-    wait_until("the projection's figures in /metrics", PATIENCE, || async {
+    let text = wait_until("the projection's figures in /metrics", PATIENCE, || async {
         let (_, text) = super::status_and_text(h.get("/metrics").await).await;
         text.lines()
             .any(|l| {
@@ -97,9 +97,26 @@ async fn an_uploaded_projection_runs_on_the_server_and_serves_its_documents() {
                     && l.contains("state=\"live\"")
                     && l.ends_with(" 1")
             })
-            .then_some(())
+            .then_some(text)
     })
     .await;
+    // This server ran it: it took the lease and committed batches.
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+    };
+    assert!(value("streamfold_projection_batches_total{projection=\"email-domains\"") >= 1.0);
+    assert!(value("streamfold_projection_commit_seconds_total{projection=\"email-domains\"") > 0.0);
+    let taken = text
+        .lines()
+        .find(|l| {
+            l.starts_with("streamfold_projection_lease_changes_total{projection=\"email-domains\"")
+                && l.contains("change=\"taken\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(taken, Some(1.0), "{text}");
 
     let domain = json!({"domain": "example.com", "users": 2, "user_ids": ["1", "2"]});
     wait_doc(&h, "domain/example.com", Some(domain.clone())).await;
