@@ -446,6 +446,36 @@ async fn a_new_version_builds_beside_the_serving_one_then_reads_switch_and_roll_
         .watch_projection(NAME, None, 100, Duration::from_millis(100))
         .await
         .unwrap();
+    // Clients read all along: a domain whose users do not change in this test must
+    // read the same whole document before, during and after the switch, never a
+    // half-built one and never a failure.
+    let (key, whole) = fold
+        .docs()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("domain/"))
+        .max_by_key(|(_, d)| d["users"].as_u64())
+        .expect("a domain");
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (rt, key, reading) = (rt.clone(), key.clone(), reading.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            let mut versions = std::collections::BTreeSet::new();
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                let d = rt
+                    .projection_doc(NAME, &key)
+                    .await
+                    .unwrap_or_else(|e| panic!("read {reads} failed: {e}"))
+                    .unwrap_or_else(|| panic!("read {reads}: {key} is missing"));
+                let doc: Value = serde_json::from_str(&d.doc).unwrap();
+                assert_eq!(doc, whole, "read {reads} of {key} from {}", d.vid);
+                versions.insert(d.vid);
+                reads += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (reads, versions)
+        })
+    };
     let v2 = rt
         .register_projection(component_v2(), ProjectionOptions::default())
         .await
@@ -463,6 +493,13 @@ async fn a_new_version_builds_beside_the_serving_one_then_reads_switch_and_roll_
     })
     .await;
     wait_model(&rt, "v2's read model", &fold.docs()).await;
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (reads, versions) = reader.await.expect("every read was whole");
+    assert!(reads > 0);
+    assert!(
+        versions.contains(&v2.info.digest),
+        "reads came from the new version after the switch: {versions:?}"
+    );
     // A change feed of the serving version says that reads switched, then goes on
     // with the new version's changes.
     let page = next_page(&mut feed, "the feed to see the switch", |p| p.switched).await;
