@@ -24,6 +24,7 @@
 //! | `streamfold_group_parked` | `aggregate_type`, `group` | parked events |
 //! | `streamfold_group_trim_held_back` | `aggregate_type`, `group` | category entries kept beyond the configured length because the group has not acknowledged them (the trim waits for it) |
 //! | `streamfold_projection_events_total` | `projection`, `version`, `digest` | source events a projection version has folded since it was (re)built |
+//! | `streamfold_projection_lag_events` | `projection`, `version`, `digest` | source events it has not folded yet (left out when it cannot tell) |
 //! | `streamfold_projection_lag_seconds` | `projection`, `version`, `digest` | how far behind its sources it is, by time (0: caught up) |
 //! | `streamfold_projection_events_per_second` | `projection`, `version`, `digest` | its fold rate, as its runner last measured |
 //! | `streamfold_projection_dead_letters` | `projection`, `version`, `digest` | events it skipped (`on_error=skip`) and kept |
@@ -682,6 +683,18 @@ impl prometheus_client::collector::Collector for Projections {
         )?;
         for (labels, s) in &versions {
             ConstCounter::new(s.events).encode(family.encode_family(labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "projection_lag_events",
+            "Source events a projection version has not folded yet",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (labels, s) in &versions {
+            if let Some(n) = s.lag_events {
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(labels)?)?;
+            }
         }
         type Figure = fn(&streamfold::VersionStatus) -> f64;
         let gauges: [(&str, &str, Figure); 4] = [

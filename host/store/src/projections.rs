@@ -375,6 +375,10 @@ pub struct SourceLag {
     /// How much older the applied position is than the head, by the milliseconds
     /// of their stream ids (when Redis stored them); 0 when caught up.
     pub behind_ms: u64,
+    /// Entries ever added to the stream (`XINFO STREAM`'s `entries-added`).
+    pub added: u64,
+    /// Entries in it now.
+    pub length: u64,
 }
 
 /// The two per-projection pointers of the registry.
@@ -948,11 +952,29 @@ impl EventStore {
         checkpoint: &Checkpoint,
     ) -> Result<Vec<SourceLag>> {
         futures::future::try_join_all(sources.iter().map(|s| async move {
-            let mut cmd = redis::cmd("XREVRANGE");
-            cmd.arg(&s.key).arg("+").arg("-").arg("COUNT").arg(1);
-            let reply: Value = self.small_cmd(&s.key, cmd).await?;
-            let head = items(&reply)
-                .first()
+            let mut cmd = redis::cmd("XINFO");
+            cmd.arg("STREAM").arg(&s.key);
+            let cmd = &cmd;
+            let info: Result<Value> = self
+                .with_reconnect(&s.key, move |mut con| async move {
+                    cmd.query_async(&mut con).await
+                })
+                .await;
+            let info = match info {
+                Ok(v) => Some(v),
+                // No such stream: nothing was ever appended to it.
+                Err(e) if e.to_string().contains("no such key") => None,
+                Err(e) => return Err(e),
+            };
+            let num = |name: &str| {
+                info.as_ref()
+                    .and_then(|i| info_field(i, name))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let head = info
+                .as_ref()
+                .and_then(|i| info_value(i, "last-entry"))
                 .and_then(|e| items(e).first().and_then(text));
             let position = checkpoint.get(&s.key).cloned();
             let at = position.as_deref().map_or((0, 0), id_order);
@@ -966,6 +988,8 @@ impl EventStore {
                 position,
                 head,
                 caught_up,
+                added: num("entries-added"),
+                length: num("length"),
             })
         }))
         .await

@@ -264,6 +264,7 @@ async fn projections_fold_the_categories_then_follow_live() {
     let v = active(&s);
     assert!(v.serving && v.caught_up && v.failure.is_none());
     assert_eq!(v.lag_ms, 0);
+    assert_eq!(v.lag_events, Some(0));
     assert_eq!(v.position.len(), 3, "a position for every partition");
     assert_eq!(
         v.runner.as_ref().map(|l| l.holder.as_str()),
@@ -282,12 +283,13 @@ async fn projections_fold_the_categories_then_follow_live() {
         rt.projection_doc(NAME, "user/u1000").await.unwrap()
     })
     .await;
-    let latency = started.elapsed();
+    // How long it took is the benchmark's business (./dev bench --only projections);
+    // a test asserts no wall-clock figure.
+    let _ = started;
     assert_eq!(
         serde_json::from_str::<Value>(&doc.doc).unwrap(),
         json!({"domain": "live.example"})
     );
-    assert!(latency < Duration::from_secs(2), "live latency {latency:?}");
     let page = feed.next().await.unwrap();
     let keys: BTreeSet<&str> = page.changes.iter().map(|c| c.change.key.as_str()).collect();
     assert!(keys.contains("user/u1000"), "{page:?}");
@@ -298,6 +300,13 @@ async fn projections_fold_the_categories_then_follow_live() {
     running.stop().await;
     let s = status(&rt).await;
     assert_eq!(active(&s).state, RunState::Stopped, "the lease is released");
+    assert_eq!(active(&s).lag_events, Some(0));
+    // Nothing runs it now: what is appended is its lag, in events.
+    let behind = seed(&env, &mut fold, 2000, 2010).await;
+    assert!(behind > 0);
+    let s = status(&rt).await;
+    assert_eq!(active(&s).lag_events, Some(behind as u64), "{s:?}");
+    assert!(!active(&s).caught_up);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

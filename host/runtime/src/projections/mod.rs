@@ -435,6 +435,7 @@ impl Runtime {
             }
         }
         registry::clear_trimmed(self, name, &vid).await?;
+        registry::clear_bases(self, name, &vid).await?;
         self.store().projection(name, &vid)?.reset().await?;
         registry::request_resume(self, name).await?;
         Ok(reg)

@@ -17,6 +17,8 @@ use streamfold_sandbox::ProjectionInfo;
 
 use super::{OnError, RegisteredProjection};
 use crate::Runtime;
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
 
 /// What the store's registry keeps per version.
@@ -225,5 +227,41 @@ pub(crate) async fn forget_version(rt: &Runtime, name: &str, vid: &str) -> Resul
     let f = field(name, vid);
     let _: () = conn.hdel(key(rt, "trimmed"), &f).await?;
     let _: () = conn.hdel(key(rt, "rate"), &f).await?;
+    clear_bases(rt, name, vid).await?;
     rt.inner.registry.remove_blob(vid).await
+}
+
+/// Per source stream of a version: how many of its entries were gone (trimmed)
+/// before the version folded its first one, for the lag in events (hash
+/// `P:projections:base:NAME/VID`, stream key -> count; not hash-tagged, one key per
+/// command).
+pub(crate) async fn bases(rt: &Runtime, name: &str, vid: &str) -> Result<HashMap<String, u64>> {
+    let mut conn = rt.store().connection();
+    Ok(conn
+        .hgetall(key(rt, &format!("base:{}", field(name, vid))))
+        .await?)
+}
+
+/// Records a stream's base (see [`bases`]), unless one is there already.
+pub(crate) async fn set_base(
+    rt: &Runtime,
+    name: &str,
+    vid: &str,
+    stream: &str,
+    base: u64,
+) -> Result<()> {
+    let mut conn = rt.store().connection();
+    let _: bool = conn
+        .hset_nx(key(rt, &format!("base:{}", field(name, vid))), stream, base)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a version's bases (it is rebuilt from nothing, or removed).
+pub(crate) async fn clear_bases(rt: &Runtime, name: &str, vid: &str) -> Result<()> {
+    let mut conn = rt.store().connection();
+    let _: () = conn
+        .del(key(rt, &format!("base:{}", field(name, vid))))
+        .await?;
+    Ok(())
 }

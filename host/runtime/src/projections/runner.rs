@@ -682,6 +682,21 @@ impl Worker {
             failure,
             changes_max_len: None,
         };
+        // A stream folded from for the first time: note how many of its entries were
+        // gone before (the lag in events counts from there). Nothing it has not
+        // folded is trimmed meanwhile: its trim hold keeps them.
+        let firsts: Vec<&SourceStream> = self
+            .sources
+            .iter()
+            .filter(|s| advance.contains_key(&s.key) && !ckpt.contains_key(&s.key))
+            .collect();
+        if !firsts.is_empty() {
+            let firsts: Vec<SourceStream> = firsts.into_iter().cloned().collect();
+            for lag in self.rt.store().projection_lag(&firsts, ckpt).await? {
+                let base = lag.added.saturating_sub(lag.length);
+                registry::set_base(&self.rt, self.name(), self.vid(), &lag.stream, base).await?;
+            }
+        }
         let started = Instant::now();
         let outcome = self.version.commit(&self.lease, batch).await?;
         let took = started.elapsed().as_secs_f64();

@@ -52,6 +52,9 @@ pub struct VersionStatus {
     /// source partitions; 0 when caught up. (Counting events behind is not cheap
     /// on a stream.)
     pub lag_ms: u64,
+    /// How many source events it has not folded yet; `None` when it cannot tell (a
+    /// version first run by an older host).
+    pub lag_events: Option<u64>,
     /// Whether it has folded every source event there is.
     pub caught_up: bool,
     /// Events folded per second, as its runner last measured it (every third of
@@ -143,6 +146,25 @@ async fn version_status(
     let lag = store.projection_lag(&sources, &s.checkpoint).await?;
     let caught_up = lag.iter().all(|l| l.caught_up);
     let lag_ms = lag.iter().map(|l| l.behind_ms).max().unwrap_or(0);
+    // In events: what each stream holds beyond what was gone before the version
+    // first folded from it, less what it folded; a stream not folded from yet
+    // counts all it holds. Unknown without the bases (a version folded by an
+    // older host).
+    let bases = registry::bases(rt, name, vid).await?;
+    let mut available = Some(0u64);
+    for l in &lag {
+        let here = match (&l.position, bases.get(&l.stream)) {
+            (None, _) => Some(l.length),
+            (Some(_), Some(base)) => Some(l.added.saturating_sub(*base)),
+            (Some(_), None) => None,
+        };
+        available = available.zip(here).map(|(a, b)| a + b);
+    }
+    let lag_events = if caught_up {
+        Some(0)
+    } else {
+        available.map(|a| a.saturating_sub(s.events))
+    };
     let state = if s.failure.is_some() {
         RunState::Failed
     } else if s.lease.is_none() {
@@ -167,6 +189,7 @@ async fn version_status(
         position: s.checkpoint,
         events: s.events,
         lag_ms,
+        lag_events,
         caught_up,
         events_per_second,
         last_commit_ms: s.last_commit_ms,

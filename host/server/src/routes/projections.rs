@@ -219,6 +219,9 @@ pub(crate) struct ProjectionVersionStatus {
     position: std::collections::BTreeMap<String, String>,
     /// Source events folded since it was built.
     events: u64,
+    /// Source events it has not folded yet (`null`: it cannot tell, a version
+    /// first run by an older server).
+    lag: Option<u64>,
     /// How far behind its sources it is, by time (ms between the newest source event
     /// and the last one folded); 0 when caught up.
     lag_ms: u64,
@@ -249,6 +252,7 @@ impl From<&VersionStatus> for ProjectionVersionStatus {
             status: s.state,
             position: s.position.clone().into_iter().collect(),
             events: s.events,
+            lag: s.lag_events,
             lag_ms: s.lag_ms,
             caught_up: s.caught_up,
             events_per_second: s.events_per_second,
@@ -284,6 +288,9 @@ pub(crate) struct ProjectionView {
     status: Option<RunState>,
     /// The active version's position, per source category partition.
     position: std::collections::BTreeMap<String, String>,
+    /// The active version's lag: source events it has not folded yet (`null`: it
+    /// cannot tell).
+    lag: Option<u64>,
     /// The active version's lag, by time (ms).
     lag_ms: u64,
     /// The active version's events per second.
@@ -327,6 +334,7 @@ impl From<ProjectionSummary> for ProjectionView {
                 .as_ref()
                 .map(|m| m.position.clone())
                 .unwrap_or_default(),
+            lag: main.as_ref().and_then(|m| m.lag),
             lag_ms: main.as_ref().map_or(0, |m| m.lag_ms),
             events_per_second: main.as_ref().map_or(0.0, |m| m.events_per_second),
             dead_letters: main.as_ref().map_or(0, |m| m.dead_letters),
@@ -351,7 +359,7 @@ pub(crate) struct ProjectionList {
     path = "/v1/projections",
     tag = "projections",
     operation_id = "list_projections",
-    summary = "Every projection: its serving and active version, status, position, lag, rate, last error, dead letters",
+    summary = "Every projection: its serving and active version, status, position, lag (events and time), rate, last error, dead letters",
     responses((status = 200, description = "The projections whose every source type the token may read", body = ProjectionList)),
 )]
 pub(crate) async fn list(

@@ -60,10 +60,12 @@ fn status_line(s: &VersionStatus) -> Result<()> {
         _ => "active",
     };
     outln!(
-        "  {} ({role}): {:?}, {} events, lag {} ms, {:.0} events/s, {} dead letters{}",
+        "  {} ({role}): {:?}, {} events, lag {} events ({} ms), {:.0} events/s, {} dead letters{}",
         s.version,
         s.state,
         s.events,
+        s.lag_events
+            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
         s.lag_ms,
         s.events_per_second,
         s.dead_letters,
