@@ -409,16 +409,15 @@ async fn one_host_runs_a_version_and_another_takes_over_when_it_dies() {
     assert_eq!(active(&s).runner.as_ref().unwrap().holder, holder);
 
     holder_run.kill().await;
-    let killed = Instant::now();
     seed(&env, &mut fold, 60, 90).await;
+    // (Within the lease time on a quiet machine; a test asserts no wall-clock
+    // figure, so it waits with the usual deadline.)
     wait_model(&a, "the other host to take over", &fold.docs()).await;
-    let took = killed.elapsed();
     let s = status(&a).await;
     assert_eq!(
         active(&s).runner.as_ref().unwrap().holder,
         other_rt.projection_holder()
     );
-    assert!(took < TTL * 5, "took over after {took:?}");
     let events = active(&s).events;
     assert_eq!(events, fold_events(&env).await, "every event applied once");
     other.stop().await;
