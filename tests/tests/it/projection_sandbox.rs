@@ -112,12 +112,6 @@ impl Model {
         Ok(writes)
     }
 
-    fn fold(&self, p: &Projection, events: &[Stored], batch: usize) {
-        for chunk in events.chunks(batch) {
-            self.apply(p, chunk).unwrap();
-        }
-    }
-
     fn documents(&self) -> BTreeMap<String, Value> {
         self.0
             .lock()
@@ -131,14 +125,6 @@ impl Model {
             })
             .collect()
     }
-}
-
-fn expected(docs: Value) -> BTreeMap<String, Value> {
-    docs.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 fn projection_failure(e: &Error) -> &streamfold_sandbox::ProjectionFailure {
@@ -165,76 +151,8 @@ fn email_domains_says_what_it_is() {
     assert!(!p.wants("cart", "UserCreated"));
 }
 
-#[test]
-fn user_histories_fold_into_the_expected_read_model_whatever_the_batch_size() {
-    let sandbox = sandbox(Limits::default());
-    let p = email_domains(&sandbox);
-    let table: Vec<(&str, Vec<UserEvent<'_>>, Value)> = vec![
-        (
-            "users are grouped by lowercased domain, ids sorted",
-            vec![
-                ("u2", "UserCreated", "b@Example.com"),
-                ("u10", "UserCreated", "a@example.COM"),
-                ("u1", "UserCreated", "c@x@example.com"),
-                ("u3", "UserCreated", "d@other.org"),
-            ],
-            json!({
-                "domain/example.com": {"domain": "example.com", "users": 3, "user_ids": ["u1", "u10", "u2"]},
-                "domain/other.org": {"domain": "other.org", "users": 1, "user_ids": ["u3"]},
-                "user/u1": {"domain": "example.com"},
-                "user/u10": {"domain": "example.com"},
-                "user/u2": {"domain": "example.com"},
-                "user/u3": {"domain": "other.org"},
-            }),
-        ),
-        (
-            "a user moves; a domain left empty is deleted; other types are skipped",
-            vec![
-                ("a", "UserCreated", "a@old.com"),
-                ("b", "UserCreated", "b@old.com"),
-                ("c", "UserCreated", "c@gone.net"),
-                ("a", "NameChanged", "Ann"),
-                ("a", "EmailChanged", "a@new.com"),
-                ("c", "EmailChanged", "c@NEW.com"),
-                ("b", "EmailChanged", "b2@old.com"),
-            ],
-            json!({
-                "domain/new.com": {"domain": "new.com", "users": 2, "user_ids": ["a", "c"]},
-                "domain/old.com": {"domain": "old.com", "users": 1, "user_ids": ["b"]},
-                "user/a": {"domain": "new.com"},
-                "user/b": {"domain": "old.com"},
-                "user/c": {"domain": "new.com"},
-            }),
-        ),
-        (
-            "moving away and back leaves one membership",
-            vec![
-                ("z", "UserCreated", "z@one.io"),
-                ("z", "EmailChanged", "z@two.io"),
-                ("z", "EmailChanged", "z@one.io"),
-                ("y", "EmailChanged", "y@two.io"),
-                ("y", "EmailChanged", "y@one.io"),
-            ],
-            json!({
-                "domain/one.io": {"domain": "one.io", "users": 2, "user_ids": ["y", "z"]},
-                "user/y": {"domain": "one.io"},
-                "user/z": {"domain": "one.io"},
-            }),
-        ),
-    ];
-    for (what, history, docs) in table {
-        let events = feed(&history);
-        for batch in [1, 2, 3, events.len()] {
-            let model = Model::default();
-            model.fold(&p, &events, batch);
-            assert_eq!(
-                model.documents(),
-                expected(docs.clone()),
-                "{what}, batches of {batch}"
-            );
-        }
-    }
-}
+// The table of user histories, folded whatever the batch size, is one table for the
+// Rust and the JavaScript projection: projection_langs.rs.
 
 #[test]
 fn a_batch_gives_its_final_writes_in_key_order_last_write_wins() {
