@@ -2,16 +2,20 @@
 //! baselines measured in the same run.
 //!
 //! ```text
-//! ./dev bench            # quick mode, under two minutes
+//! ./dev bench            # quick mode, about 8 minutes (--only to pick sections)
 //! ./dev bench --full     # BENCHMARKS.md: 7 rounds, longer samples, JS/Python cold compiles
 //! cargo run --release -p streamfold-bench -- [--quick|--full] [--only replay,...] [--python PY] [--json FILE]
 //! ```
 //!
 //! Sections (`--only`): `append`, `replay`, `memory`, `lifecycle`, `server` (through
-//! the HTTP server), `small` (many small aggregates), `cluster` (Redis Cluster) and
+//! the HTTP server), `small` (many small aggregates), `cluster` (Redis Cluster),
 //! `groups` (durable subscriptions, issue 21: fetch + ack throughput with 1 and 8 HTTP
 //! workers against hand-written redis-py `XREADGROUP`/`XACK` workers,
-//! `bench/groups_reference.py`, and append -> delivery latency at 1,000 events/s).
+//! `bench/groups_reference.py`, and append -> delivery latency at 1,000 events/s) and
+//! `projections` (issue 20: events per second through the `email-domains` projection,
+//! Rust and JavaScript, against a seed-style redis-py `XREAD` + `GET`/`SET` loop,
+//! `bench/projections_reference.py`, and append -> visible in the read model at
+//! 1,000 events/s).
 //!
 //! Everything runs against a private `redis-server` started here (`LocalRedis`).
 //! Each comparison alternates its variants round by round (after warm-up rounds),
@@ -28,6 +32,7 @@ mod http;
 mod lifecycle;
 mod machine;
 mod memory;
+mod projections;
 mod replay;
 mod report;
 mod server;
@@ -55,7 +60,7 @@ use crate::stats::Stat;
     about = "Streamfold's benchmarks: one command, ratios against baselines measured in the same run"
 )]
 struct Args {
-    /// Quick mode (the default): under two minutes.
+    /// Quick mode (the default): fewer and shorter rounds, about 8 minutes in all.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
     /// Full mode: more rounds, longer samples, 100,000-event memory figures, cold
@@ -100,6 +105,7 @@ enum Section {
     Small,
     Cluster,
     Groups,
+    Projections,
 }
 
 /// How much of everything a mode does.
@@ -478,15 +484,15 @@ async fn main() -> Result<()> {
         runtime_config(Some(cache_dir.clone())).pooling(!args.no_pooling),
     )?;
     // `--profile` loads only the component it runs (under valgrind, loading the
-    // 12-18 MB JavaScript and Python components alone takes minutes); the server
-    // and groups sections use only the Rust one.
+    // 12-18 MB JavaScript and Python components alone takes minutes); the server,
+    // groups and projections sections use only the Rust one (or none).
     let (reducers, mut notes) = load_reducers(&rt, |lang| match &args.profile {
         None => {
             args.only.is_empty()
                 || args
                     .only
                     .iter()
-                    .any(|s| !matches!(s, Section::Server | Section::Groups))
+                    .any(|s| !matches!(s, Section::Server | Section::Groups | Section::Projections))
         }
         Some(v) => *v == format!("wasm-{}", lang.name()),
     })
@@ -561,7 +567,7 @@ async fn main() -> Result<()> {
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut rows = Vec::new();
     // The server last: it makes the runtime follow activations.
-    let sections: [(Section, &str); 8] = [
+    let sections: [(Section, &str); 9] = [
         (Section::Append, "appends"),
         (Section::Replay, "replays"),
         (Section::Memory, "memory"),
@@ -570,6 +576,7 @@ async fn main() -> Result<()> {
         (Section::Small, "many small aggregates"),
         (Section::Cluster, "Redis Cluster"),
         (Section::Groups, "durable subscriptions"),
+        (Section::Projections, "projections"),
     ];
     for (section, title) in sections {
         if !wanted(section) {
@@ -586,6 +593,7 @@ async fn main() -> Result<()> {
             Section::Small => small::run(&ctx).await?,
             Section::Cluster => cluster::run(&ctx).await?,
             Section::Groups => groups::run(&ctx).await?,
+            Section::Projections => projections::run(&ctx).await?,
         });
         eprintln!("{title}: {:.1} s", t.elapsed().as_secs_f64());
     }
@@ -620,7 +628,8 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The goals of issues 7, 12 (through the server) and 13 (small aggregates, appends), held against this run's figures.
+/// The goals of issues 7, 12 (through the server), 13 (small aggregates, appends), 20
+/// (projections) and 21 (durable subscriptions), held against this run's figures.
 fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
     let ratio = |key: &str, against: &str| -> Option<Stat> {
         r.row(key)?
@@ -875,6 +884,8 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
     }
     // Issue 21: durable subscriptions.
     goals.extend(groups::goals(r));
+    // Issue 20: projections.
+    goals.extend(projections::goals(r));
 
     goals
 }

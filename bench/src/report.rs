@@ -146,7 +146,7 @@ impl Report {
                 ratio
             );
         }
-        let _ = writeln!(out, "\n### Goals (issues 7, 12, 13 and 21)\n");
+        let _ = writeln!(out, "\n### Goals (issues 7, 12, 13, 20 and 21)\n");
         let _ = writeln!(out, "| goal | target | measured | met |");
         let _ = writeln!(out, "| --- | --- | --- | --- |");
         for g in &self.goals {

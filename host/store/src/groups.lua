@@ -165,6 +165,9 @@ end
 -- holds the partition. While entries are pending, only those idle past the ack
 -- timeout are handed out again (to this consumer, their delivery count raised), or
 -- parked once delivered max_deliveries times.
+-- Entries a fetch reads at a time while choosing its batch.
+local CANDIDATES = 32
+
 local function fetch()
   local consumer, max = ARGV[3], tonumber(ARGV[4])
   local s = redis.call('HMGET', state, 'ack_timeout_ms', 'max_deliveries')
@@ -230,13 +233,21 @@ local function fetch()
 
   local last = last_delivered()
   if not last then return {'nogroup'} end
-  local candidates = redis.call('XRANGE', cat, '(' .. last, '+', 'COUNT', max)
-  local seen, k = {}, 0
-  for _, e in ipairs(candidates) do
-    local agg = field(e[2], 'aggregate_id') or ''
-    if seen[agg] then break end
-    seen[agg] = true
-    k = k + 1
+  -- The entries after the group's position, up to the first whose aggregate the
+  -- batch already holds, read a chunk at a time: a large `max` over a partition of
+  -- few aggregates must not carry hundreds of entries into Lua for nothing.
+  local seen, k, from, full = {}, 0, '(' .. last, false
+  while k < max and not full do
+    local want = math.min(max - k, CANDIDATES)
+    local chunk = redis.call('XRANGE', cat, from, '+', 'COUNT', want)
+    for _, e in ipairs(chunk) do
+      local agg = field(e[2], 'aggregate_id') or ''
+      if seen[agg] then full = true; break end
+      seen[agg] = true
+      k = k + 1
+    end
+    if #chunk < want then break end
+    from = '(' .. chunk[#chunk][1]
   end
   if k > 0 then
     -- Exactly the k entries just chosen: nothing can be appended in between.
