@@ -32,6 +32,7 @@ mod http;
 mod lifecycle;
 mod machine;
 mod memory;
+mod probe;
 mod projections;
 mod replay;
 mod report;
