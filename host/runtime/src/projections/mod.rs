@@ -492,6 +492,21 @@ impl Runtime {
         Ok(reg)
     }
 
+    /// The registered version of projection `name` that `digest_or_version` names
+    /// (a digest, a digest prefix of 6+ hex digits, or a semantic version), with
+    /// whether it is active and serving.
+    pub async fn projection_version(
+        &self,
+        name: &str,
+        digest_or_version: &str,
+    ) -> Result<RegisteredProjection> {
+        let mut reg = registry::resolve(self, name, digest_or_version).await?;
+        let (serving, active) = registry::pointers(self, name).await?;
+        reg.active = active.as_deref() == Some(reg.info.digest.as_str());
+        reg.serving = serving.as_deref() == Some(reg.info.digest.as_str());
+        Ok(reg)
+    }
+
     /// Every registered version of projection `name`, oldest first, with the active
     /// and serving ones marked.
     pub async fn projection_versions(&self, name: &str) -> Result<Vec<RegisteredProjection>> {

@@ -518,24 +518,8 @@ pub(crate) async fn remove(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<axum::Json<RegisteredProjection>, Problem> {
     manageable(&state, &caller, &name).await?;
-    let summary = state.runtime.projection_status(&name).await?;
-    let target = summary
-        .versions
-        .iter()
-        .find(|v| v.info.digest == version || v.info.version == version)
-        .or_else(|| {
-            (version.len() >= 6)
-                .then(|| {
-                    summary
-                        .versions
-                        .iter()
-                        .find(|v| v.info.digest.starts_with(&version))
-                })
-                .flatten()
-        });
-    if let Some(v) = target
-        && (v.serving || v.active)
-    {
+    let v = state.runtime.projection_version(&name, &version).await?;
+    if v.serving || v.active {
         return Err(Problem::new(
             ProblemType::ActivePlugin,
             format!(
@@ -546,7 +530,10 @@ pub(crate) async fn remove(
         ));
     }
     Ok(axum::Json(
-        state.runtime.remove_projection(&name, &version).await?,
+        state
+            .runtime
+            .remove_projection(&name, &v.info.digest)
+            .await?,
     ))
 }
 
