@@ -138,10 +138,9 @@ pub mod projection {
         crate::log::set_sink(projection_log);
         #[cfg(target_arch = "wasm32")]
         {
-            let mut model = crate::ReadModel::host();
             crate::projection::fold::<P, _>(
                 events.into_iter().map(crate::ProjectionEvent::from_wit),
-                &mut model,
+                crate::ReadModel::host(),
             )
             .map_err(to_wit)
         }

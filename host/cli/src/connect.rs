@@ -61,7 +61,8 @@ pub(crate) fn runtime_config(g: &Global) -> RuntimeConfig {
         .memory_bytes(g.memory_limit);
     let mut config = RuntimeConfig::default()
         .limits(limits)
-        .projection_lease_ttl(g.projection_lease);
+        .projection_lease_ttl(g.projection_lease)
+        .projection_cache_bytes(g.projection_cache);
     if g.fresh_instances {
         config = config.instances(Instances::Fresh);
     }

@@ -198,6 +198,12 @@ pub struct RuntimeConfig {
     /// How many source events a projection runner reads, folds and commits at once
     /// (smaller when a batch fails or is too large to commit). Default: 200.
     pub projection_batch: usize,
+    /// Memory (bytes, about) each projection runner may use to keep the committed
+    /// documents it has read or written, so that a batch's `get`s go to Redis only
+    /// for documents the runner has not seen. A runner that folds a version from its
+    /// first event (a new version, a rebuild) knows every document there is, and
+    /// reads Redis for none until the cache is full. Default: 64 MiB; 0 turns it off.
+    pub projection_cache_bytes: usize,
     /// How often [`Runtime::run_projections`] re-reads the projection registry for
     /// activations. Default: 1 s.
     pub projection_check_every: Duration,
@@ -215,6 +221,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("activation_check_every", &self.activation_check_every)
             .field("projection_lease_ttl", &self.projection_lease_ttl)
             .field("projection_batch", &self.projection_batch)
+            .field("projection_cache_bytes", &self.projection_cache_bytes)
             .field("projection_check_every", &self.projection_check_every)
             .finish_non_exhaustive()
     }
@@ -232,6 +239,7 @@ impl Default for RuntimeConfig {
             activation_check_every: Duration::from_secs(2),
             projection_lease_ttl: Duration::from_secs(10),
             projection_batch: 200,
+            projection_cache_bytes: 64 << 20,
             projection_check_every: Duration::from_secs(1),
         }
     }
@@ -281,6 +289,11 @@ impl RuntimeConfig {
     /// Sets [`RuntimeConfig::projection_batch`] (at least 1).
     pub fn projection_batch(mut self, events: usize) -> Self {
         self.projection_batch = events.max(1);
+        self
+    }
+    /// Sets [`RuntimeConfig::projection_cache_bytes`] (0: off).
+    pub fn projection_cache_bytes(mut self, bytes: usize) -> Self {
+        self.projection_cache_bytes = bytes;
         self
     }
     /// Sets [`RuntimeConfig::projection_check_every`].

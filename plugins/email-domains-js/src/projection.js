@@ -149,19 +149,19 @@ function getObject(key) {
   return value;
 }
 
-/** `user/<id>`'s domain, or undefined. */
-function getUser(key) {
+/** `user/<id>`'s document `{domain}`, or undefined. */
+function readUser(key) {
   const doc = getObject(key);
   if (doc === undefined) return undefined;
   const domain = doc.get("domain");
   if (typeof domain !== "string") {
     throw invalidDocument(`${key}: ${doc.has("domain") ? "invalid type for" : "missing"} field \`domain\``);
   }
-  return domain;
+  return { domain };
 }
 
 /** `domain/<domain>` as `{domain, users, user_ids}`, or undefined. */
-function getDomain(key) {
+function readDomain(key) {
   const doc = getObject(key);
   if (doc === undefined) return undefined;
   const domain = doc.get("domain");
@@ -176,6 +176,36 @@ function getDomain(key) {
     throw invalidDocument(`${key}: field \`user_ids\` is not a list of strings`);
   }
   return { domain, users, user_ids: ids };
+}
+
+// Documents held parsed for the rest of the batch, as the Rust SDK's
+// `ReadModel::update` holds them: key -> {doc (undefined: none), dirty}. Each is
+// read and parsed once per batch and, if changed, written once when the batch ends,
+// so an event changes a list of thousands of ids without parsing or printing it.
+let held = new Map();
+
+/** The document under `key`, held: read with `read` the first time in the batch. */
+function hold(key, read) {
+  let h = held.get(key);
+  if (h === undefined) {
+    h = { doc: read(key), dirty: false };
+    held.set(key, h);
+  }
+  return h;
+}
+
+/** Writes every changed held document (in key order) and forgets them all. */
+function writeHeld() {
+  const keys = [...held.keys()].sort(compare);
+  for (const key of keys) {
+    const h = held.get(key);
+    if (!h.dirty) continue;
+    // Written with `JSON.stringify`, in the Rust structs' field order: for strings
+    // and integers it prints exactly what serde_json prints.
+    if (h.doc === undefined) readModel.delete(key);
+    else readModel.put(key, JSON.stringify(h.doc));
+  }
+  held = new Map();
 }
 
 /** Compares strings by code point, i.e. as Rust compares them (UTF-8 byte order),
@@ -205,35 +235,37 @@ function search(ids, id) {
   return [false, lo];
 }
 
-// Documents are written with `JSON.stringify`, in the Rust structs' field order:
-// for strings and integers it prints exactly what serde_json prints.
-
 function applyOne(event) {
   const domain = domainOf(emailOf(event.data));
   const id = event.aggregateId;
-  const userKey = `user/${id}`;
-  const old = getUser(userKey);
+  const user = hold(`user/${id}`, readUser);
+  const old = user.doc?.domain;
   if (old === domain) return;
   if (old !== undefined) {
-    const key = `domain/${old}`;
-    const d = getDomain(key);
+    const h = hold(`domain/${old}`, readDomain);
+    const d = h.doc;
     if (d !== undefined) {
-      d.user_ids = d.user_ids.filter((u) => u !== id);
+      // Every copy of the id, as Rust's `retain` removes them (`indexOf` is native).
+      for (let i = d.user_ids.indexOf(id); i >= 0; i = d.user_ids.indexOf(id, i)) {
+        d.user_ids.splice(i, 1);
+      }
       d.users = d.user_ids.length;
-      if (d.users === 0) readModel.delete(key);
-      else readModel.put(key, JSON.stringify(d));
+      if (d.users === 0) h.doc = undefined;
+      h.dirty = true;
     }
   }
-  const key = `domain/${domain}`;
-  const d = getDomain(key) ?? { domain, users: 0, user_ids: [] };
+  const h = hold(`domain/${domain}`, readDomain);
+  const d = (h.doc ??= { domain, users: 0, user_ids: [] });
   const [found, at] = search(d.user_ids, id);
   if (!found) d.user_ids.splice(at, 0, id);
   d.users = d.user_ids.length;
-  readModel.put(key, JSON.stringify(d));
-  readModel.put(userKey, JSON.stringify({ domain }));
+  h.dirty = true;
+  user.doc = { domain };
+  user.dirty = true;
 }
 
 function apply(events) {
+  held = new Map();
   for (let index = 0; index < events.length; index++) {
     const event = events[index];
     // The host passes only `handles`; anything else is skipped, as in Rust.
@@ -249,6 +281,7 @@ function apply(events) {
       throw err; // a bug: a trap, which the host reports as a crash
     }
   }
+  writeHeld();
 }
 
 export const projection = {

@@ -36,33 +36,36 @@ impl Projection for EmailDomains {
         let domain = domain_of(&event.data::<Email>()?.email)?;
         let id = event.aggregate_id();
         let user_key = format!("user/{id}");
-        let old = model.get_json::<User>(&user_key)?.map(|u| u.domain);
+        let old = model.view(&user_key, |u: Option<&User>| u.map(|u| u.domain.clone()))?;
         if old.as_deref() == Some(domain.as_str()) {
             return Ok(());
         }
+        // Domain documents are held parsed for the batch (`update`): an event changes
+        // a list of thousands of ids without parsing or printing it.
         if let Some(old) = old {
-            let key = format!("domain/{old}");
-            if let Some(mut d) = model.get_json::<Domain>(&key)? {
-                d.user_ids.retain(|u| u != id);
-                d.users = d.user_ids.len();
-                match d.users {
-                    0 => model.delete(&key),
-                    _ => model.put_json(&key, &d)?,
+            model.update(&format!("domain/{old}"), |d: &mut Option<Domain>| {
+                if let Some(doc) = d {
+                    doc.user_ids.retain(|u| u != id);
+                    doc.users = doc.user_ids.len();
+                    if doc.users == 0 {
+                        *d = None;
+                    }
                 }
-            }
+            })?;
         }
         let key = format!("domain/{domain}");
-        let mut d = model.get_json::<Domain>(&key)?.unwrap_or(Domain {
-            domain: domain.clone(),
-            users: 0,
-            user_ids: Vec::new(),
-        });
-        if let Err(at) = d.user_ids.binary_search_by(|u| u.as_str().cmp(id)) {
-            d.user_ids.insert(at, id.to_owned());
-        }
-        d.users = d.user_ids.len();
-        model.put_json(&key, &d)?;
-        model.put_json(&user_key, &User { domain })
+        model.update(&key, |d: &mut Option<Domain>| {
+            let doc = d.get_or_insert_with(|| Domain {
+                domain: domain.clone(),
+                users: 0,
+                user_ids: Vec::new(),
+            });
+            if let Err(at) = doc.user_ids.binary_search_by(|u| u.as_str().cmp(id)) {
+                doc.user_ids.insert(at, id.to_owned());
+            }
+            doc.users = doc.user_ids.len();
+        })?;
+        model.update(&user_key, |u: &mut Option<User>| *u = Some(User { domain }))
     }
 }
 

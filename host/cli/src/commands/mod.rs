@@ -111,6 +111,11 @@ pub(crate) struct Global {
     /// it): when a host dies, another takes its projections over within this time.
     #[arg(long, global = true, env = "STREAMFOLD_PROJECTION_LEASE", default_value = "10s", value_parser = parse::duration)]
     pub projection_lease: std::time::Duration,
+    /// Memory each projection runner may use to keep the documents it has read and
+    /// committed, e.g. `64MiB`, so that a batch reads Redis only for documents it
+    /// has not seen; `0` turns it off.
+    #[arg(long, global = true, env = "STREAMFOLD_PROJECTION_CACHE", default_value = "64MiB", value_parser = parse::bytes)]
+    pub projection_cache: usize,
     /// How log lines on stderr are written: `text` for people, `json` (one object
     /// per line, with timestamps) for log collectors.
     #[arg(

@@ -16,7 +16,8 @@
 //!    ahead of the checkpoint (status `trimmed`);
 //! 2. read a page of the merged source partitions after the checkpoint, fold it in
 //!    the sandbox on a fresh instance (a blocking thread; `get`s read the committed
-//!    documents), and commit the writes with the checkpoint advance in one fenced
+//!    documents, from the runner's cache of the documents it read and committed
+//!    under this lease when it has them, see `source::DocCache`), and commit the writes with the checkpoint advance in one fenced
 //!    script (effectively once: a crash before the commit re-reads the same page);
 //! 3. when a read finds nothing, the version is live: switch reads to it if it is
 //!    the active version and another one serves, and wait for the categories to
@@ -34,8 +35,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamfold_sandbox::{BatchWrites, DocumentSource, FailedProjectionEvent, Projection};
@@ -47,7 +48,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::registry;
-use super::source::{StoreDocs, view};
+use super::source::{DocCache, StoreDocs, view};
 use crate::Runtime;
 use crate::error::{Error, Result};
 
@@ -292,6 +293,7 @@ async fn hold(
         sources: Vec::new(),
         last_look: None,
         resume_seen: 0,
+        cache: Arc::new(Mutex::new(DocCache::new(0, false))),
     };
     let mut pause = Duration::from_millis(100);
     loop {
@@ -384,6 +386,9 @@ struct Worker {
     /// The projection's resume counter as last seen: a failure waits until it
     /// moves (a resume requested while a batch ran retries at once).
     resume_seen: u64,
+    /// The committed documents this runner knows; made anew with each checkpoint
+    /// read (at the start of `work`).
+    cache: Arc<Mutex<DocCache>>,
 }
 
 impl Worker {
@@ -406,6 +411,10 @@ impl Worker {
         self.component = Some(component);
         self.sources = store.projection_sources(&type_refs).await?;
         let mut ckpt = self.version.checkpoint().await?;
+        self.cache = Arc::new(Mutex::new(DocCache::new(
+            rt.config().projection_cache_bytes,
+            ckpt.is_empty(),
+        )));
         let holder = trim_holder(self.name(), self.vid());
         for s in &self.sources {
             hold_trim(&rt, s, &holder, ckpt.get(&s.key).map(String::as_str)).await?;
@@ -616,6 +625,7 @@ impl Worker {
         let docs: Arc<dyn DocumentSource> = Arc::new(StoreDocs {
             version: self.version.clone(),
             handle: tokio::runtime::Handle::current(),
+            cache: self.cache.clone(),
         });
         let start = range.start;
         let result = tokio::task::spawn_blocking(move || {
@@ -661,6 +671,7 @@ impl Worker {
             .last()
             .map(|e| e.event.position.clone())
             .unwrap_or_default();
+        let written = writes.as_ref().map(|w| w.writes.clone());
         let writes: Vec<DocWrite> = writes
             .map(|w| {
                 w.writes
@@ -699,6 +710,9 @@ impl Worker {
         }
         let started = Instant::now();
         let outcome = self.version.commit(&self.lease, batch).await?;
+        if let Some(written) = &written {
+            self.cache.lock().expect("cache lock").committed(written);
+        }
         let took = started.elapsed().as_secs_f64();
         self.rt.count_projection(self.name(), self.vid(), |c| {
             c.batches += 1;
