@@ -21,6 +21,7 @@ Timing is done here, with time.perf_counter() around the seed's function only
 """
 
 import argparse
+import http.client
 import json
 import sys
 import time
@@ -129,7 +130,28 @@ def hello():
     }
 
 
+def http_many(request):
+    """The same states through a Streamfold server, as a Python service would read
+    them: one keep-alive `http.client` connection, `GET` each path, `json.loads`
+    each body (the state), every answer checked to be a 200."""
+    conn = http.client.HTTPConnection(request["host"], request["port"])
+    paths = request["paths"]
+    t = time.perf_counter()
+    for path in paths:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {path}: {resp.status} {body[:200]!r}")
+        json.loads(body)
+    seconds = time.perf_counter() - t
+    conn.close()
+    return {"seconds": seconds}
+
+
 def run(clients, request):
+    if request["op"] == "http_many":
+        return http_many(request)
     r = clients[request.get("parser", "default")]
     if request["op"] == "replay_many":
         # The seed's loop over many small aggregates, one after another.

@@ -29,6 +29,7 @@ const LANG_PLUGINS: &[(&str, Lang, World)] = &[
     ("cart-py", Lang::Python, World::Reducer),
     ("email-domains-js", Lang::JavaScript, World::Projection),
     ("cart-daily-totals-py", Lang::Python, World::Projection),
+    ("email-domains-py", Lang::Python, World::Projection),
 ];
 
 /// The plugin folder whose `node_modules` (jco, componentize-qjs) builds the

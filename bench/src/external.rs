@@ -129,6 +129,16 @@ impl SeedPython {
         reply["seconds"].as_f64().context("no seconds")
     }
 
+    /// `GET` of every path (`/v1/...`) from one keep-alive `http.client` connection
+    /// to the server at `addr`, each body parsed with `json.loads`: the seconds the
+    /// whole loop took.
+    pub async fn http_many(&mut self, addr: std::net::SocketAddr, paths: &[String]) -> Result<f64> {
+        let v = self
+            .ask_raw(json!({"op": "http_many", "host": addr.ip().to_string(), "port": addr.port(), "paths": paths}))
+            .await?;
+        v["seconds"].as_f64().context("no seconds in the reply")
+    }
+
     pub async fn stop(mut self) {
         drop(self.stdin);
         let _ = self.child.wait().await;

@@ -9,6 +9,11 @@
 //!   instantiation that warm instances save;
 //! - the same states through the server (`GET /v1/aggregates/user/{id}/state` over
 //!   loopback HTTP, one keep-alive connection per client, the active Rust reducer);
+//! - the same states read by a Python client (issue 23): the benchmark's Python
+//!   process, one keep-alive `http.client` connection, `GET .../state` and
+//!   `json.loads` of each, with the Rust, the JavaScript and the Python reducer
+//!   active in turn (sequential only): what a Python service gets from the server,
+//!   against the seed's loop in that same process;
 //! - the seed's Python loop (`replay_to_state` over every aggregate), with redis-py's
 //!   pure-Python parser and with hiredis.
 //!
@@ -38,6 +43,8 @@ enum V {
     Warm(Lang),
     Fresh,
     Server,
+    /// The Python client through the server, this reducer active.
+    PyHttp(Lang),
     Seed(Parser),
 }
 
@@ -50,6 +57,9 @@ impl V {
             V::Warm(Lang::Python) => "wasm-py",
             V::Fresh => "wasm-rust-fresh",
             V::Server => "server-rust",
+            V::PyHttp(Lang::Rust) => "py-http-rust",
+            V::PyHttp(Lang::JavaScript) => "py-http-js",
+            V::PyHttp(Lang::Python) => "py-http-py",
             V::Seed(Parser::Default) => "seed",
             V::Seed(Parser::Python) => "seed-pure",
         }
@@ -66,6 +76,23 @@ struct Data {
     /// The state URIs of `ids`, and one keep-alive client per concurrent reader.
     uris: Vec<hyper::Uri>,
     clients: Vec<tokio::sync::Mutex<crate::http::Client>>,
+    /// The server's address, and the digest of each language's `user` reducer
+    /// (registered; the variant through the server activates the one it needs).
+    addr: std::net::SocketAddr,
+    digests: Vec<(Lang, String)>,
+}
+
+impl Data {
+    async fn activate(&self, ctx: &Ctx, lang: Lang) -> Result<()> {
+        let digest = self
+            .digests
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, d)| d)
+            .context("registered")?;
+        ctx.rt.activate(TYPE, digest).await?;
+        Ok(())
+    }
 }
 
 /// Every aggregate's state through `plugin` on `rt`, `concurrency` at a time, each
@@ -96,6 +123,12 @@ pub async fn replay_all(
 
 /// One run of a variant over every aggregate: microseconds per aggregate.
 async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f64> {
+    // Before the clock: the reducer the server replays with.
+    match v {
+        V::Server => d.activate(ctx, Lang::Rust).await?,
+        V::PyHttp(lang) => d.activate(ctx, lang).await?,
+        _ => {}
+    }
     let n = d.ids.len() as f64;
     let t = Instant::now();
     let us = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / n;
@@ -133,6 +166,23 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
                 r?;
             }
         }
+        V::PyHttp(_) => {
+            let paths: Vec<String> = d
+                .uris
+                .iter()
+                .map(|u| {
+                    u.path_and_query()
+                        .map_or_else(String::new, |p| p.to_string())
+                })
+                .collect();
+            let mut seed = ctx.seed.lock().await;
+            let seconds = seed
+                .as_mut()
+                .context("seed reference")?
+                .http_many(d.addr, &paths)
+                .await?;
+            return Ok(seconds * 1e6 / n);
+        }
         V::Seed(parser) => {
             let mut seed = ctx.seed.lock().await;
             let seconds = seed
@@ -165,13 +215,19 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     let (fresh_rust, _) = fresh
         .load_async(ctx.reducers.bytes(Lang::Rust).into())
         .await?;
-    // The server replays through the active reducer: the Rust `user`.
-    ctx.rt
-        .register(
-            ctx.reducers.bytes(Lang::Rust),
-            streamfold::RegisterOptions::default(),
-        )
-        .await?;
+    // The server replays through the active reducer: each variant through it
+    // activates the one it measures (the Rust `user` for the Rust client's).
+    let mut digests = Vec::new();
+    for lang in ctx.reducers.langs() {
+        let reg = ctx
+            .rt
+            .register(
+                ctx.reducers.bytes(lang),
+                streamfold::RegisterOptions::default(),
+            )
+            .await?;
+        digests.push((lang, reg.info.digest.clone()));
+    }
     let server = streamfold_server::Server::bind(
         ctx.rt.clone(),
         streamfold_server::ServerConfig::default().listen("127.0.0.1:0".parse()?),
@@ -198,6 +254,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         fresh_rust,
         uris,
         clients,
+        addr,
+        digests,
     };
 
     let seed = ctx.seed.lock().await.is_some();
@@ -209,6 +267,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         variants.push(V::Server);
         // The seed's loop is sequential (one redis-py connection).
         if seed && concurrency == 1 {
+            variants.extend(ctx.reducers.langs().map(V::PyHttp));
             variants.push(V::Seed(Parser::Python));
             variants.push(V::Seed(Parser::Default));
         }
@@ -250,6 +309,10 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 V::Warm(lang) => format!("{} reducer, warm instances (the default)", lang.title()),
                 V::Fresh => "Rust reducer, a fresh instance per replay".to_owned(),
                 V::Server => "through the server: GET .../state over loopback HTTP (the active Rust reducer, warm; snapshot lookup included)".to_owned(),
+                V::PyHttp(lang) => format!(
+                    "a Python client through the server: http.client keep-alive, GET .../state and json.loads, the {} reducer active",
+                    lang.title()
+                ),
                 V::Seed(Parser::Python) => {
                     "the seed's Python loop, redis-py's pure-Python parser".to_owned()
                 }
@@ -260,7 +323,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 r.ratios
                     .push(times(samples, floor, &k("floor"), "the floor's time"));
             }
-            if matches!(v, V::Warm(_) | V::Fresh | V::Server) {
+            if matches!(v, V::Warm(_) | V::Fresh | V::Server | V::PyHttp(_)) {
                 if let Some(p) = seed_pure {
                     r.ratios.push(faster(
                         samples,
@@ -299,6 +362,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
             rows.push(r);
         }
     }
+    // Later sections find the Rust `user` active, as before this one.
+    d.activate(ctx, Lang::Rust).await?;
     let _ = stop.send(());
     serving.await??;
     Ok(rows)

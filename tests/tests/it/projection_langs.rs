@@ -1,11 +1,12 @@
 //! Projections written in other languages, in the sandbox, with the real components
 //! built from source (`tests/build.rs`):
 //!
-//! - `email-domains-js` (`plugins/email-domains-js`, JavaScript) against the Rust
+//! - `email-domains-js` (`plugins/email-domains-js`, JavaScript) and
+//!   `email-domains-py` (`plugins/email-domains-py`, Python) against the Rust
 //!   `email-domains` (`plugins/email-domains`): one table of user histories, folded
-//!   by both in batches of several sizes, must give the expected read model and the
+//!   by each in batches of several sizes, must give the expected read model and the
 //!   very same documents (byte for byte); one table of invalid events, refused by
-//!   both with the same kind of error naming the same event, nothing written;
+//!   each with the same kind of error naming the same event, nothing written;
 //! - `cart-daily-totals-py` (`plugins/cart-daily-totals-py`, Python): cart histories
 //!   across two days give the expected documents whatever the batch size, agree
 //!   with the Rust `cart` reducer's state of each cart, and invalid events are
@@ -168,10 +169,10 @@ fn refusal(err: &Error) -> (RejectionKind, usize, String) {
 }
 
 // ---------------------------------------------------------------------------------
-// email-domains, in Rust and in JavaScript
+// email-domains, in Rust, JavaScript and Python
 
 /// The email-domains projections: the Rust reference first.
-const EMAIL_DOMAINS: [&str; 2] = ["email-domains", "email-domains-js"];
+const EMAIL_DOMAINS: [&str; 3] = ["email-domains", "email-domains-js", "email-domains-py"];
 
 const AT: &str = "2026-12-07T10:00:00Z";
 
@@ -192,20 +193,23 @@ fn users(events: &[UserEvent<'_>]) -> Vec<Stored> {
 }
 
 #[test]
-fn email_domains_in_javascript_says_what_it_is() {
+fn email_domains_in_javascript_and_python_say_what_they_are() {
     let sandbox = sandbox();
-    let [rust, js] = EMAIL_DOMAINS.map(|name| projection(&sandbox, name));
-    let (rust, js) = (rust.info(), js.info());
-    assert_eq!(
-        (js.name.as_str(), js.version.as_str()),
-        ("email-domains-js", "0.1.0")
-    );
-    assert_eq!(js.sources, rust.sources);
-    assert_eq!(js.handles, rust.handles);
+    let [rust, others @ ..] = EMAIL_DOMAINS.map(|name| projection(&sandbox, name));
+    let rust = rust.info();
+    for (p, name) in others.iter().zip(&EMAIL_DOMAINS[1..]) {
+        let info = p.info();
+        assert_eq!(
+            (info.name.as_str(), info.version.as_str()),
+            (*name, "0.1.0")
+        );
+        assert_eq!(info.sources, rust.sources);
+        assert_eq!(info.handles, rust.handles);
+    }
 }
 
 #[test]
-fn email_domains_in_rust_and_javascript_fold_one_table_into_the_same_read_model() {
+fn email_domains_in_rust_javascript_and_python_fold_one_table_into_the_same_read_model() {
     let table: Vec<(&str, Vec<UserEvent<'_>>, Value)> = vec![
         (
             "users are grouped by lowercased domain (the part after the last @), ids sorted",
@@ -329,7 +333,7 @@ fn email_domains_in_rust_and_javascript_fold_one_table_into_the_same_read_model(
 }
 
 #[test]
-fn email_domains_in_rust_and_javascript_read_payloads_alike() {
+fn email_domains_in_rust_javascript_and_python_read_payloads_alike() {
     // What serde_json's struct `{email: String}` takes: other fields are skipped
     // over (even numbers beyond a double and lone surrogates), an array holds the
     // fields in order.
@@ -358,7 +362,7 @@ fn email_domains_in_rust_and_javascript_read_payloads_alike() {
         ],
     );
     let sandbox = sandbox();
-    let [rust, js] = EMAIL_DOMAINS.map(|name| projection(&sandbox, name));
+    let [rust, others @ ..] = EMAIL_DOMAINS.map(|name| projection(&sandbox, name));
     let texts = Model::fold(&rust, &events, 2);
     assert_eq!(
         parsed(&texts),
@@ -370,11 +374,13 @@ fn email_domains_in_rust_and_javascript_read_payloads_alike() {
             "user/4": {"domain": "b.c"},
         }))
     );
-    assert_eq!(Model::fold(&js, &events, 2), texts);
+    for (p, name) in others.iter().zip(&EMAIL_DOMAINS[1..]) {
+        assert_eq!(Model::fold(p, &events, 2), texts, "{name}");
+    }
 }
 
 #[test]
-fn email_domains_in_rust_and_javascript_refuse_the_same_events() {
+fn email_domains_in_rust_javascript_and_python_refuse_the_same_events() {
     let sandbox = sandbox();
     let projections = EMAIL_DOMAINS.map(|name| (name, projection(&sandbox, name)));
     // Each case: a batch whose event `index` must be refused with `kind`, its message
@@ -463,7 +469,7 @@ fn email_domains_in_rust_and_javascript_refuse_the_same_events() {
             "escape",
         ),
         (
-            "a repeated email field (serde refuses it; JSON.parse would keep the last)",
+            "a repeated email field (serde refuses it; JSON.parse and Python's json keep the last)",
             vec![(
                 "5",
                 "EmailChanged",
