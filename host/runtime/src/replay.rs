@@ -22,6 +22,12 @@ use crate::error::{Error, Result};
 /// the snapshot is looked up, so an aggregate this small (most are) costs one round
 /// trip's wait, and thrown away when a snapshot is found.
 const SPECULATIVE_PAGE: usize = 64;
+/// A whole history of at most this many events is folded on the calling task...
+const INLINE_EVENTS: usize = SPECULATIVE_PAGE;
+/// ...with this budget per call into the reducer (the engine's epoch ticks every
+/// 5 ms, so a reducer that overruns it is stopped within 10 ms), then on a blocking
+/// thread with the full one.
+const INLINE_BUDGET: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What to replay, and how.
 #[derive(Debug, Clone)]
@@ -263,13 +269,38 @@ pub(crate) async fn fold_history(
     let aggregate_type_ = aggregate_type.to_string();
     let pick = options.instance;
     let start = move || match pick {
-        Pick::Policy => sandbox.session(plugin_, &aggregate_type_, &id),
-        Pick::Fresh => sandbox.fresh_session(plugin_, &aggregate_type_, &id),
-        Pick::Warm => sandbox.warm_session(plugin_, &aggregate_type_, &id),
+        Pick::Policy => sandbox.session(plugin_.clone(), &aggregate_type_, &id),
+        Pick::Fresh => sandbox.fresh_session(plugin_.clone(), &aggregate_type_, &id),
+        Pick::Warm => sandbox.warm_session(plugin_.clone(), &aggregate_type_, &id),
     };
     // When the first page is the whole history, fold it in one blocking call with no
     // reader task.
     let folded = if history.is_done() {
+        // A small history is folded right here, on the caller's task, within a
+        // short budget: handing it to a blocking thread and back costs more than the
+        // fold (two thread wake-ups; about half of the context switches of a state
+        // read through the server). A reducer that overruns the budget (a spin, a
+        // very slow one) is stopped and the replay starts over on a blocking
+        // thread with the full budget: it is deterministic and writes nothing.
+        if first.as_ref().is_none_or(|p| p.len() <= INLINE_EVENTS) {
+            let mut page = first.clone().map(Ok);
+            let inline = (&start)().map_err(Error::from).and_then(|mut session| {
+                let full = session.call_timeout();
+                session.set_call_timeout(full.min(INLINE_BUDGET));
+                let (folded, session) = fold(session, snap.as_ref(), || page.take(), keep_session)?;
+                Ok((
+                    folded,
+                    session.map(|mut s| {
+                        s.set_call_timeout(full);
+                        s
+                    }),
+                ))
+            });
+            match inline {
+                Err(e) if e.is_timeout() => {}
+                done => return done.map(|(folded, session)| (folded, session, snapshot)),
+            }
+        }
         let mut first = first.map(Ok);
         tokio::task::spawn_blocking(move || {
             fold(start()?, snap.as_ref(), || first.take(), keep_session)

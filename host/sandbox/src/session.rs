@@ -261,6 +261,18 @@ impl Session {
         self.events_applied
     }
 
+    /// The wall-clock budget of each call into the reducer: the sandbox's
+    /// [`Limits::call_timeout`] unless set otherwise.
+    pub fn call_timeout(&self) -> std::time::Duration {
+        self.limits.call_timeout
+    }
+
+    /// Sets the budget of the calls that follow (a caller that tries a short budget
+    /// first, on a thread that must not block for long, then sets it back).
+    pub fn set_call_timeout(&mut self, timeout: std::time::Duration) {
+        self.limits.call_timeout = timeout;
+    }
+
     /// Hands the reducer a state it serialized earlier (a snapshot), covering the
     /// history up to `revision` at stream `position`.
     pub fn restore(&mut self, state: &str, revision: u64, position: &str) -> Result<()> {

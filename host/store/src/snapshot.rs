@@ -59,19 +59,31 @@ impl EventStore {
             return Err(Error::invalid("the reducer digest is empty"));
         }
         let field = snapshot_field(self.config().layout, reducer_digest);
-        let mut cmd = redis::cmd("HGET");
-        cmd.arg(&keys.snapshot).arg(&field);
-        let cmd = &cmd;
-        let json: Option<String> = self
-            .with_reconnect(&keys.snapshot, move |mut con| async move {
-                cmd.query_async(&mut con).await
+        let corrupt =
+            |reason: String| Error::corrupt(format!("{} field {field}", keys.snapshot), reason);
+        // On the lean reader, as the history's pages: a replay asks for both at once,
+        // from one task, with no hand-off to a connection's driver task.
+        let args: [&[u8]; 3] = [b"HGET", keys.snapshot.as_bytes(), field.as_bytes()];
+        let json = self
+            .inner
+            .reader
+            .request(&keys.snapshot, &args, |mut frame| {
+                frame
+                    .bulk()
+                    .map_err(|e| corrupt(format!("not a bulk string reply: {e}")))?
+                    .map(|b| {
+                        String::from_utf8(b.to_vec()).map_err(|_| corrupt("not UTF-8".to_owned()))
+                    })
+                    .transpose()
             })
-            .await?;
+            .await
+            .map_err(|e| match e.into_redis() {
+                Ok(e) => self.map_err(e, &keys.snapshot),
+                Err(e) => e,
+            })?;
         let Some(json) = json else {
             return Ok(None);
         };
-        let corrupt =
-            |reason: String| Error::corrupt(format!("{} field {field}", keys.snapshot), reason);
         let snapshot: Snapshot =
             serde_json::from_str(&json).map_err(|e| corrupt(format!("not a snapshot: {e}")))?;
         if snapshot.reducer_digest != reducer_digest {
