@@ -284,7 +284,7 @@ pub(crate) async fn fold_history(
         // thread with the full budget: it is deterministic and writes nothing.
         if first.as_ref().is_none_or(|p| p.len() <= INLINE_EVENTS) {
             let mut page = first.clone().map(Ok);
-            let inline = (&start)().map_err(Error::from).and_then(|mut session| {
+            let inline = start().map_err(Error::from).and_then(|mut session| {
                 let full = session.call_timeout();
                 session.set_call_timeout(full.min(INLINE_BUDGET));
                 let (folded, session) = fold(session, snap.as_ref(), || page.take(), keep_session)?;
