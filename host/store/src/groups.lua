@@ -172,7 +172,7 @@ end
 
 -- ARGV[3] consumer  ARGV[4] max
 -- -> {'nogroup'} | {'ok', {{entry id, delivery count, fields}...}, parked}
---    | {'free', the group's last delivered id}
+--    | {'free', the group's last delivered id} (when there are entries after it)
 --
 -- The partition hands out entries only while the group has nothing pending on it:
 -- so no two events of one aggregate are ever in flight, and one consumer at a time
@@ -262,6 +262,11 @@ local function fetch()
     hold_kept = true
   else
     known_last = last
+  end
+  -- Whether there is anything new (one entry through Lua): a caught-up partition
+  -- costs no read of the caller's.
+  if not redis.call('XRANGE', cat, '(' .. last, '+', 'COUNT', 1)[1] then
+    return {'ok', out, parked_n}
   end
   return {'free', last}
 end

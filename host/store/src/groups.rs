@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -59,9 +59,41 @@ pub const MAX_REASON_CHARS: usize = 4_096;
 pub const MAX_PARKED_PAGE: usize = 1_000;
 /// How often a waiting [`EventStore::fetch_wait`] asks again when nothing woke it.
 pub const REPOLL: Duration = Duration::from_millis(250);
-/// Entries a fetch reads first from a free partition while choosing its batch; each
-/// further read takes twice as many.
+/// Entries a fetch reads first from a free partition while choosing its batch (the
+/// first time; then one more than the partition's last batch, at least
+/// [`MIN_CANDIDATES`]); each further read takes twice as many.
 const CANDIDATES: usize = 32;
+const MIN_CANDIDATES: usize = 8;
+/// The size of the last batch each group handed out on each partition (in this
+/// process), `store category-key group` -> entries: a hint for the first read.
+static BATCH_HINTS: LazyLock<std::sync::Mutex<HashMap<String, usize>>> =
+    LazyLock::new(Default::default);
+/// Hints kept at most (then they start over).
+const MAX_BATCH_HINTS: usize = 10_000;
+/// The partitions (`store category-key group`) whose new entries a fetch of this process is
+/// reading and handing out.
+static TAKING: LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    LazyLock::new(Default::default);
+
+/// A partition in [`TAKING`] while it lives.
+struct Taking(String);
+
+impl Taking {
+    /// `None` if another fetch is taking the partition.
+    fn new(key: &str) -> Option<Self> {
+        TAKING
+            .lock()
+            .expect("taking poisoned")
+            .insert(key.to_owned())
+            .then(|| Taking(key.to_owned()))
+    }
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        TAKING.lock().expect("taking poisoned").remove(&self.0);
+    }
+}
 /// Parked entries one replay script call moves (a bounded time holding Redis).
 const REPLAY_STEP: usize = 500;
 
@@ -864,10 +896,22 @@ impl EventStore {
         out: &mut Vec<Delivery>,
     ) -> Result<()> {
         let key = self.category_key(aggregate_type, p)?;
+        // Per store (tests run several in one process, on different servers).
+        let hint_key = format!("{:p} {key} {group}", Arc::as_ptr(&self.inner));
+        // Another fetch of this process is taking the partition's new entries: it will
+        // have them (or the partition is busy by then); reading them too is wasted.
+        let Some(_taking) = Taking::new(&hint_key) else {
+            return Ok(());
+        };
         let mut chosen: Vec<RecordedEvent> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut from = format!("({last}");
-        let mut step = CANDIDATES;
+        // The last batch's size on this partition, plus one: usually one read.
+        let mut step = BATCH_HINTS
+            .lock()
+            .expect("batch hints poisoned")
+            .get(&hint_key)
+            .map_or(CANDIDATES, |k| (k + 1).max(MIN_CANDIDATES));
         loop {
             let ask = step.min(want - chosen.len());
             let chunk = self
@@ -891,6 +935,13 @@ impl EventStore {
         let Some(tail) = chosen.last() else {
             return Ok(());
         };
+        {
+            let mut hints = BATCH_HINTS.lock().expect("batch hints poisoned");
+            if hints.len() >= MAX_BATCH_HINTS && !hints.contains_key(&hint_key) {
+                hints.clear();
+            }
+            hints.insert(hint_key.clone(), chosen.len());
+        }
         let mut args = vec![consumer, last];
         args.extend(chosen.iter().map(|e| e.position.as_str()));
         let reply = self
