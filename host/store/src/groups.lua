@@ -170,6 +170,11 @@ local function destroy()
   return {'ok', existed}
 end
 
+-- Set by an operation that leaves the group's hold where it was: then it is not
+-- written again. `known_rmin`: state field replay_min as the operation read it (false:
+-- not read); `known_last`: the group's last delivered id if the operation read it.
+local hold_kept, known_rmin, known_last = false, false, nil
+
 -- ARGV[3] consumer  ARGV[4] max
 -- -> {'nogroup'} | {'ok', {{entry id, delivery count, fields}...}, parked}
 --    | {'free', the group's last delivered id} (when there are entries after it)
@@ -183,11 +188,6 @@ end
 -- entries after the last delivered one itself (no entry goes through Lua: each costs
 -- more to carry in and out of Lua than to read), chooses its batch and has them
 -- handed out with 'deliver'.
--- Set by an operation that leaves the group's hold where it was: then it is not
--- written again. `known_rmin`: state field replay_min as the operation read it (false:
--- not read).
-local hold_kept, known_rmin, known_last = false, false, nil
-
 local function fetch()
   local consumer, max = ARGV[3], tonumber(ARGV[4])
   local s = redis.call('HMGET', state, 'ack_timeout_ms', 'max_deliveries', 'read', 'replay_min')
@@ -302,6 +302,7 @@ local function deliver()
     return {'moved'}
   end
   if #ARGV < 5 or id_key(ARGV[5]) <= id_key(expected) then
+    hold_kept = true
     return redis.error_reply('streamfold groups: deliver takes entries after ' .. expected)
   end
   local got = {}

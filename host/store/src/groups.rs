@@ -3,7 +3,11 @@
 //! "Durable subscriptions", for the guarantees and the keys).
 //!
 //! Every operation on a partition is one call of `groups.lua`, whose keys share the
-//! partition's hash tag: atomic, and one slot on a Redis Cluster.
+//! partition's hash tag: atomic, and one slot on a Redis Cluster. Handing out a free
+//! partition's new entries takes two: `fetch` says the partition is free, the store
+//! reads the entries and chooses the batch, and `deliver` hands them out only if the
+//! partition is still as `fetch` left it (entries carried through Lua cost more than
+//! the extra round trip).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
