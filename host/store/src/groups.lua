@@ -13,7 +13,7 @@
 -- KEYS[5]  the partition's trim holds (see holds.lua): field g:<group> is the lowest
 --          category entry id the group still needs, kept up to date by every operation
 --          that moves it, so the category trim never drops an unacknowledged entry
--- ARGV[1]  the operation: create | destroy | fetch | settle | status | replay
+-- ARGV[1]  the operation: create | destroy | fetch | deliver | settle | status | replay
 -- ARGV[2]  the group (the consumer group's name)
 --
 -- Replies are tables whose first element says what happened ('ok', 'nogroup', ...).
@@ -29,6 +29,9 @@ local function field(flat, name)
   end
   return nil
 end
+
+-- Values one call passes at most through unpack.
+local SLICE = 1000
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -79,14 +82,24 @@ end
 
 -- Records the lowest entry the group still needs: the first after its last delivered
 -- one, or an earlier pending one, or an earlier replayed one (state field replay_min,
--- kept while the replay list is not empty).
-local function update_hold()
-  local last = last_delivered()
-  if not last then return end
-  local hold = id_after(last)
-  local first = redis.call('XPENDING', cat, g, '-', '+', 1)[1]
-  if first and id_key(first[1]) < id_key(hold) then hold = first[1] end
-  local rmin = redis.call('HGET', state, 'replay_min')
+-- kept while the replay list is not empty). Every pending entry was delivered, so it
+-- lies at or before the last delivered one: the last delivered (an XINFO GROUPS,
+-- the dearest part) is looked up only when nothing is pending. `last`: the group's
+-- last delivered id when the caller knows it; `rmin`: state field replay_min when
+-- the caller has read it (false: read it here).
+local function update_hold(last, rmin)
+  local hold
+  local r = redis.pcall('XPENDING', cat, g, '-', '+', 1)
+  if r.err then return end -- no group (or no stream) on this partition
+  local first = r[1]
+  if first then
+    hold = first[1]
+  else
+    last = last or last_delivered()
+    if not last then return end
+    hold = id_after(last)
+  end
+  if rmin == false then rmin = redis.call('HGET', state, 'replay_min') end
   if rmin then
     if redis.call('LLEN', replay) == 0 then
       redis.call('HDEL', state, 'replay_min')
@@ -157,27 +170,38 @@ local function destroy()
   return {'ok', existed}
 end
 
+-- Set by an operation that leaves the group's hold where it was: then it is not
+-- written again. `known_rmin`: state field replay_min as the operation read it (false:
+-- not read); `known_last`: the group's last delivered id if the operation read it.
+local hold_kept, known_rmin, known_last = false, false, nil
+
 -- ARGV[3] consumer  ARGV[4] max
 -- -> {'nogroup'} | {'ok', {{entry id, delivery count, fields}...}, parked}
+--    | {'free', the group's last delivered id} (when there are entries after it)
 --
 -- The partition hands out entries only while the group has nothing pending on it:
 -- so no two events of one aggregate are ever in flight, and one consumer at a time
 -- holds the partition. While entries are pending, only those idle past the ack
 -- timeout are handed out again (to this consumer, their delivery count raised), or
--- parked once delivered max_deliveries times.
--- Entries a fetch reads at a time while choosing its batch.
-local CANDIDATES = 32
-
+-- parked once delivered max_deliveries times. A free partition hands out its
+-- replayed entries first; with none, it answers 'free' and the caller reads the new
+-- entries after the last delivered one itself (no entry goes through Lua: each costs
+-- more to carry in and out of Lua than to read), chooses its batch and has them
+-- handed out with 'deliver'.
 local function fetch()
   local consumer, max = ARGV[3], tonumber(ARGV[4])
-  local s = redis.call('HMGET', state, 'ack_timeout_ms', 'max_deliveries')
+  local s = redis.call('HMGET', state, 'ack_timeout_ms', 'max_deliveries', 'read', 'replay_min')
   if not s[1] then return {'nogroup'} end
   local ack, maxd = tonumber(s[1]), tonumber(s[2])
+  -- Nothing below changes replay_min: update_hold may use this one.
+  known_rmin = s[4] or nil
   redis.call('HSET', state, 'c:' .. consumer, now_ms())
   local out, parked_n = {}, 0
 
   if pending_count() > 0 then
     local due = redis.call('XPENDING', cat, g, 'IDLE', ack, '-', '+', max)
+    -- Nothing due: the partition waits for its pending entries, nothing moved.
+    if #due == 0 then hold_kept = true; return {'ok', out, 0} end
     local claim, counts = {}, {}
     for _, p in ipairs(due) do
       if p[4] >= maxd then
@@ -233,31 +257,79 @@ local function fetch()
 
   local last = last_delivered()
   if not last then return {'nogroup'} end
-  -- The entries after the group's position, up to the first whose aggregate the
-  -- batch already holds, read a chunk at a time: a large `max` over a partition of
-  -- few aggregates must not carry hundreds of entries into Lua for nothing.
-  local seen, k, from, full = {}, 0, '(' .. last, false
-  while k < max and not full do
-    local want = math.min(max - k, CANDIDATES)
-    local chunk = redis.call('XRANGE', cat, from, '+', 'COUNT', want)
-    for _, e in ipairs(chunk) do
-      local agg = field(e[2], 'aggregate_id') or ''
-      if seen[agg] then full = true; break end
-      seen[agg] = true
-      k = k + 1
-    end
-    if #chunk < want then break end
-    from = '(' .. chunk[#chunk][1]
+  if parked_n == 0 and #ids == 0 then
+    -- Nothing pending or replayed: nothing moved.
+    hold_kept = true
+  else
+    known_last = last
   end
-  if k > 0 then
-    -- Exactly the k entries just chosen: nothing can be appended in between.
-    local r = redis.call('XREADGROUP', 'GROUP', g, consumer, 'COUNT', k, 'STREAMS', cat, '>')
-    for _, e in ipairs(r[1][2]) do out[#out + 1] = {e[1], 1, e[2]} end
-    if redis.call('HEXISTS', state, 'read') == 1 then
-      redis.call('HINCRBY', state, 'read', #r[1][2])
-    end
+  -- Whether there is anything new (one entry through Lua): a caught-up partition
+  -- costs no read of the caller's.
+  if not redis.call('XRANGE', cat, '(' .. last, '+', 'COUNT', 1)[1] then
+    return {'ok', out, parked_n}
   end
-  return {'ok', out, parked_n}
+  return {'free', last}
+end
+
+-- The group's entry of XINFO GROUPS on this partition, or nil without the group.
+local function group_info()
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', cat)) do
+    if field(info, 'name') == g then return info end
+  end
+  return nil
+end
+
+-- ARGV[3] consumer  ARGV[4] the group's last delivered id as a fetch gave it ('free')
+-- ARGV[5..] the entry ids after it to hand out, in order
+-- -> {'nogroup'} | {'moved'} | {'ok', first id, last id, entries handed out}
+--
+-- Hands out the next new entries: the caller read them after the fetch said the
+-- partition was free, and chose them (they stop before an aggregate's second event).
+-- Only if the partition is still as the fetch left it (nothing pending, nothing
+-- replayed, the same last delivered id); else 'moved': another consumer took the
+-- partition in between, or a replay came. The entries after the last delivered one
+-- cannot change meanwhile: the hold keeps the trim from them, appends come after.
+local function deliver()
+  local consumer, expected = ARGV[3], ARGV[4]
+  local s = redis.call('HMGET', state, 'ack_timeout_ms', 'read', 'replay_min')
+  if not s[1] then return {'nogroup'} end
+  known_rmin = s[3] or nil
+  local info = group_info()
+  if not info then return {'nogroup'} end
+  if field(info, 'last-delivered-id') ~= expected or field(info, 'pending') > 0
+    or redis.call('LLEN', replay) > 0 then
+    hold_kept = true
+    return {'moved'}
+  end
+  if #ARGV < 5 or id_key(ARGV[5]) <= id_key(expected) then
+    hold_kept = true
+    return redis.error_reply('streamfold groups: deliver takes entries after ' .. expected)
+  end
+  local got = {}
+  local read = field(info, 'entries-read')
+  if type(read) == 'number' then
+    -- What XREADGROUP does (and how Redis replicates it), without carrying the
+    -- entries into Lua: each id enters the pending list with one delivery, then the
+    -- group's position and its count of entries read move past the last.
+    for i = 5, #ARGV, SLICE do
+      local args = {'XCLAIM', cat, g, consumer, 0}
+      for j = i, math.min(i + SLICE - 1, #ARGV) do args[#args + 1] = ARGV[j] end
+      for _, a in ipairs({'FORCE', 'JUSTID', 'RETRYCOUNT', 1}) do args[#args + 1] = a end
+      for _, id in ipairs(redis.call(unpack(args))) do got[#got + 1] = id end
+    end
+    if #got > 0 then
+      redis.call('XGROUP', 'SETID', cat, g, got[#got], 'ENTRIESREAD', read + #got)
+    end
+  else
+    -- Redis does not know the group's count of entries read (its lag): XREADGROUP
+    -- itself, which may learn it.
+    local r = redis.call('XREADGROUP', 'GROUP', g, consumer, 'COUNT', #ARGV - 4,
+      'STREAMS', cat, '>')
+    for _, e in ipairs(r and r[1] and r[1][2] or {}) do got[#got + 1] = e[1] end
+  end
+  if #got == 0 then hold_kept = true; return {'ok', '', '', 0} end
+  if s[2] then redis.call('HINCRBY', state, 'read', #got) end
+  return {'ok', got[1], got[#got], #got}
 end
 
 -- ARGV[3] ack | retry | park | skip  ARGV[4] retry delay (ms)  ARGV[5] reason ('' none)
@@ -276,22 +348,32 @@ local function settle()
     idle = ack - delay
   end
   local done = {}
+  if action == 'ack' or action == 'skip' then
+    -- One XACK per id (its answer says whether the id was pending: cheaper than
+    -- reading the pending list into Lua), then one HDEL of their last errors.
+    local errs = {}
+    for i = 6, #ARGV do
+      local ok = redis.call('XACK', cat, g, ARGV[i])
+      done[#done + 1] = ok
+      if ok == 1 then errs[#errs + 1] = 'e:' .. ARGV[i] end
+    end
+    -- In slices: unpack can spread only so many values on Lua's stack.
+    for i = 1, #errs, SLICE do
+      redis.call('HDEL', state, unpack(errs, i, math.min(i + SLICE - 1, #errs)))
+    end
+    return {'ok', done}
+  end
   for i = 6, #ARGV do
     local id = ARGV[i]
     local ok = 0
-    if action == 'ack' or action == 'skip' then
-      ok = redis.call('XACK', cat, g, id)
-      if ok == 1 then redis.call('HDEL', state, 'e:' .. id) end
-    else
-      local p = redis.call('XPENDING', cat, g, id, id, 1)
-      if p[1] then
-        ok = 1
-        if reason ~= '' then redis.call('HSET', state, 'e:' .. id, reason) end
-        if action == 'retry' then
-          redis.call('XCLAIM', cat, g, p[1][2], 0, id, 'IDLE', idle, 'JUSTID')
-        else
-          park(id, 'nacked', p[1][4], nil)
-        end
+    local p = redis.call('XPENDING', cat, g, id, id, 1)
+    if p[1] then
+      ok = 1
+      if reason ~= '' then redis.call('HSET', state, 'e:' .. id, reason) end
+      if action == 'retry' then
+        redis.call('XCLAIM', cat, g, p[1][2], 0, id, 'IDLE', idle, 'JUSTID')
+      else
+        park(id, 'nacked', p[1][4], nil)
       end
     end
     done[#done + 1] = ok
@@ -386,8 +468,9 @@ end
 
 -- Every operation that moves what the group needs updates its hold before it returns.
 local function holding(reply)
-  if reply[1] ~= 'nogroup' and reply[1] ~= 'foreign' and reply[1] ~= 'exists' then
-    update_hold()
+  if reply[1] ~= 'nogroup' and reply[1] ~= 'foreign' and reply[1] ~= 'exists'
+    and not hold_kept then
+    update_hold(known_last, known_rmin)
   end
   return reply
 end
@@ -395,6 +478,7 @@ end
 if op == 'create' then return holding(create())
 elseif op == 'destroy' then return destroy()
 elseif op == 'fetch' then return holding(fetch())
+elseif op == 'deliver' then return holding(deliver())
 elseif op == 'settle' then return holding(settle())
 elseif op == 'status' then return status()
 elseif op == 'replay' then return holding(replay_parked())

@@ -3,13 +3,17 @@
 //! "Durable subscriptions", for the guarantees and the keys).
 //!
 //! Every operation on a partition is one call of `groups.lua`, whose keys share the
-//! partition's hash tag: atomic, and one slot on a Redis Cluster.
+//! partition's hash tag: atomic, and one slot on a Redis Cluster. Handing out a free
+//! partition's new entries takes two: `fetch` says the partition is free, the store
+//! reads the entries and chooses the batch, and `deliver` hands them out only if the
+//! partition is still as `fetch` left it (entries carried through Lua cost more than
+//! the extra round trip).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -23,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::keys::{GroupKeys, group_keys, groups_registry_key, type_char_allowed, validate_type};
 use crate::model::{RecordedEvent, digits};
 use crate::read::{category_position, category_positions};
+use crate::wire::Frame;
 
 /// The groups script, loaded once per Redis and called by SHA like the append script.
 static GROUPS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -58,6 +63,41 @@ pub const MAX_REASON_CHARS: usize = 4_096;
 pub const MAX_PARKED_PAGE: usize = 1_000;
 /// How often a waiting [`EventStore::fetch_wait`] asks again when nothing woke it.
 pub const REPOLL: Duration = Duration::from_millis(250);
+/// Entries a fetch reads first from a free partition while choosing its batch (the
+/// first time; then one more than the partition's last batch, at least
+/// [`MIN_CANDIDATES`]); each further read takes twice as many.
+const CANDIDATES: usize = 32;
+const MIN_CANDIDATES: usize = 8;
+/// The size of the last batch each group handed out on each partition (in this
+/// process), `store category-key group` -> entries: a hint for the first read.
+static BATCH_HINTS: LazyLock<std::sync::Mutex<HashMap<String, usize>>> =
+    LazyLock::new(Default::default);
+/// Hints kept at most (then they start over).
+const MAX_BATCH_HINTS: usize = 10_000;
+/// The partitions (`store category-key group`) whose new entries a fetch of this process is
+/// reading and handing out.
+static TAKING: LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    LazyLock::new(Default::default);
+
+/// A partition in [`TAKING`] while it lives.
+struct Taking(String);
+
+impl Taking {
+    /// `None` if another fetch is taking the partition.
+    fn new(key: &str) -> Option<Self> {
+        TAKING
+            .lock()
+            .expect("taking poisoned")
+            .insert(key.to_owned())
+            .then(|| Taking(key.to_owned()))
+    }
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        TAKING.lock().expect("taking poisoned").remove(&self.0);
+    }
+}
 /// Parked entries one replay script call moves (a bounded time holding Redis).
 const REPLAY_STEP: usize = 500;
 
@@ -435,6 +475,74 @@ fn event_of(position: &str, fields: &Value) -> RecordedEvent {
     }
 }
 
+/// An `XRANGE` reply as events, leniently as [`event_of`] reads them: the fields a
+/// category entry lacks are empty, text that is not UTF-8 is replaced.
+fn entries_of(mut frame: Frame<'_>, key: &str) -> Result<Vec<RecordedEvent>> {
+    let corrupt = |reason: String| Error::corrupt(key, reason);
+    let n = frame.array().map_err(corrupt)?.unwrap_or(0);
+    let mut out = Vec::with_capacity(n);
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for _ in 0..n {
+        if frame.array().map_err(corrupt)? != Some(2) {
+            return Err(corrupt("a stream entry is not [id, fields]".to_owned()));
+        }
+        let id = frame
+            .bulk()
+            .map_err(corrupt)?
+            .map(lossy)
+            .unwrap_or_default();
+        let mut at: [Option<String>; 8] = Default::default();
+        let fields = frame.array().map_err(corrupt)?.unwrap_or(0);
+        for _ in 0..fields / 2 {
+            let name = frame.bulk().map_err(corrupt)?;
+            let value = frame.bulk().map_err(corrupt)?;
+            let (Some(name), Some(value)) = (name, value) else {
+                continue;
+            };
+            if let Some(i) = ENTRY_FIELDS.iter().position(|f| f.as_bytes() == name) {
+                at[i].get_or_insert_with(|| lossy(value));
+            }
+        }
+        if fields % 2 == 1 {
+            frame.bulk().map_err(corrupt)?;
+        }
+        let [
+            event_id,
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            data,
+            timestamp,
+            version,
+            revision,
+        ] = at;
+        out.push(RecordedEvent {
+            event_id: event_id.unwrap_or_default(),
+            aggregate_type: aggregate_type.unwrap_or_default(),
+            aggregate_id: aggregate_id.unwrap_or_default(),
+            event_type: event_type.unwrap_or_default(),
+            data: data.unwrap_or_default(),
+            timestamp: timestamp.unwrap_or_default(),
+            version: version.unwrap_or_else(|| "1".to_owned()),
+            revision: revision.and_then(|r| r.parse().ok()).unwrap_or(0),
+            position: id,
+        });
+    }
+    Ok(out)
+}
+
+/// The fields of a category entry an event is made of, in [`entries_of`]'s order.
+const ENTRY_FIELDS: [&str; 8] = [
+    "event_id",
+    "aggregate_type",
+    "aggregate_id",
+    "event_type",
+    "data",
+    "timestamp",
+    "version",
+    "revision",
+];
+
 impl EventStore {
     /// The keys of a group on one partition, after checking the layout and names.
     fn group_keys(&self, aggregate_type: &str, group: &str, partition: u32) -> Result<GroupKeys> {
@@ -747,6 +855,13 @@ impl EventStore {
             let reply = self
                 .group_script(aggregate_type, group, p, "fetch", &[consumer, &left])
                 .await?;
+            if reply.first().and_then(text).as_deref() == Some("free") {
+                let last = reply.get(1).and_then(text).unwrap_or_default();
+                let want = max - out.len();
+                self.fetch_new(aggregate_type, group, consumer, p, &last, want, &mut out)
+                    .await?;
+                continue;
+            }
             for entry in reply.get(1).map(items).unwrap_or_default() {
                 let e = items(entry);
                 let (Some(id), Some(count), Some(fields)) =
@@ -766,6 +881,99 @@ impl EventStore {
             }
         }
         Ok(out)
+    }
+
+    /// The new entries of a free partition (the fetch said so, and gave the group's
+    /// last delivered id there): reads up to `want` entries after `last`, a chunk at a
+    /// time, stops before the first whose aggregate the batch already holds, and has
+    /// the script hand them out to `consumer` (if the partition is still as the fetch
+    /// left it; else another consumer took it first and this fetch leaves it).
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_new(
+        &self,
+        aggregate_type: &str,
+        group: &str,
+        consumer: &str,
+        p: u32,
+        last: &str,
+        want: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<()> {
+        let key = self.category_key(aggregate_type, p)?;
+        // Per store (tests run several in one process, on different servers).
+        let hint_key = format!("{:p} {key} {group}", Arc::as_ptr(&self.inner));
+        // Another fetch of this process is taking the partition's new entries: it will
+        // have them (or the partition is busy by then); reading them too is wasted.
+        let Some(_taking) = Taking::new(&hint_key) else {
+            return Ok(());
+        };
+        let mut chosen: Vec<RecordedEvent> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut from = format!("({last}");
+        // The last batch's size on this partition, plus one: usually one read.
+        let mut step = BATCH_HINTS
+            .lock()
+            .expect("batch hints poisoned")
+            .get(&hint_key)
+            .map_or(CANDIDATES, |k| (k + 1).max(MIN_CANDIDATES));
+        loop {
+            let ask = step.min(want - chosen.len());
+            let chunk = self
+                .xrange(&key, &from, "+", ask, |frame| entries_of(frame, &key))
+                .await?;
+            let n = chunk.len();
+            let mut full = false;
+            for e in chunk {
+                if !seen.insert(e.aggregate_id.clone()) {
+                    full = true;
+                    break;
+                }
+                chosen.push(e);
+            }
+            if full || n < ask || chosen.len() >= want {
+                break;
+            }
+            from = format!("({}", chosen[chosen.len() - 1].position);
+            step *= 2;
+        }
+        let Some(tail) = chosen.last() else {
+            return Ok(());
+        };
+        {
+            let mut hints = BATCH_HINTS.lock().expect("batch hints poisoned");
+            if hints.len() >= MAX_BATCH_HINTS && !hints.contains_key(&hint_key) {
+                hints.clear();
+            }
+            hints.insert(hint_key.clone(), chosen.len());
+        }
+        let mut args = vec![consumer, last];
+        args.extend(chosen.iter().map(|e| e.position.as_str()));
+        let reply = self
+            .group_script(aggregate_type, group, p, "deliver", &args)
+            .await?;
+        if reply.first().and_then(text).as_deref() != Some("ok") {
+            return Ok(()); // moved: another consumer took the partition
+        }
+        let first = reply.get(1).and_then(text).unwrap_or_default();
+        let end = reply.get(2).and_then(text).unwrap_or_default();
+        let n = reply.get(3).and_then(int).unwrap_or(0) as usize;
+        if n == 0 {
+            return Ok(());
+        }
+        if n != chosen.len() || first != chosen[0].position || end != tail.position {
+            // Not the entries read (an entry deleted in between): hand out the ones
+            // the group holds now.
+            chosen = self
+                .xrange(&key, &first, &end, n, |frame| entries_of(frame, &key))
+                .await?;
+        }
+        out.extend(chosen.into_iter().map(|event| Delivery {
+            delivery: format!("{p}/{}", event.position),
+            partition: p,
+            delivery_count: 1,
+            event,
+        }));
+        Ok(())
     }
 
     /// [`fetch`](Self::fetch), asked again until it hands out events or `wait` has

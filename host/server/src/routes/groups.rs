@@ -616,12 +616,24 @@ pub(crate) struct Settled {
     unknown: Vec<String>,
 }
 
+/// 404 for an unknown group, even when there is no token to settle (the store then
+/// asks Redis nothing). Also makes sure the type's partition count is the one
+/// recorded.
+async fn known_group(state: &AppState, aggregate_type: &str, group: &str) -> Result<(), Problem> {
+    state
+        .runtime
+        .store()
+        .group(aggregate_type, group)
+        .await
+        .map_err(streamfold::Error::from)?;
+    Ok(())
+}
+
 /// The tokens to hand the store, and those that cannot be pending because they
 /// name a partition the type does not have (a token made for another partition
 /// count): those are answered as `unknown`, like any other token not pending. 400
-/// for too many tokens; 404 for an unknown group even when there is no token to
-/// settle (the store then asks Redis nothing). The store checks the rest.
-async fn sort_tokens(
+/// for too many tokens. The store checks the rest; see [`known_group`] for the 404.
+fn sort_tokens(
     state: &AppState,
     aggregate_type: &str,
     group: &str,
@@ -635,11 +647,6 @@ async fn sort_tokens(
         )));
     }
     let store = state.runtime.store();
-    // Also makes sure the type's partition count is the one recorded.
-    store
-        .group(aggregate_type, group)
-        .await
-        .map_err(streamfold::Error::from)?;
     let partitions = u64::from(store.config().partitions_of(aggregate_type));
     let elsewhere = |t: &Token| {
         t.0.split_once('/').is_some_and(|(p, _)| {
@@ -675,13 +682,17 @@ pub(crate) async fn ack(
     body: Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<axum::Json<Settled>, Problem> {
     let body: AckBody = object(body)?;
-    let (tokens, elsewhere) = sort_tokens(&state, &aggregate_type, &group, body.deliveries).await?;
-    let s = state
-        .runtime
-        .store()
-        .ack(&aggregate_type, &group, &tokens)
-        .await
-        .map_err(streamfold::Error::from)?;
+    let (tokens, elsewhere) = sort_tokens(&state, &aggregate_type, &group, body.deliveries)?;
+    // The group's 404 and the ack at once (one round trip less to wait for): an
+    // unknown group has nothing to acknowledge, and its 404 comes first.
+    let store = state.runtime.store();
+    let (known, acked) = futures::future::join(
+        known_group(&state, &aggregate_type, &group),
+        store.ack(&aggregate_type, &group, &tokens),
+    )
+    .await;
+    known?;
+    let s = acked.map_err(streamfold::Error::from)?;
     state
         .metrics
         .settled(&aggregate_type, &group, "ack", s.done);
@@ -713,7 +724,8 @@ pub(crate) async fn nack(
     body: Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<axum::Json<Settled>, Problem> {
     let body: NackBody = object(body)?;
-    let (tokens, elsewhere) = sort_tokens(&state, &aggregate_type, &group, body.deliveries).await?;
+    let (tokens, elsewhere) = sort_tokens(&state, &aggregate_type, &group, body.deliveries)?;
+    known_group(&state, &aggregate_type, &group).await?;
     let label = match body.action {
         Action::Retry => "retry",
         Action::Park => "park",

@@ -223,6 +223,18 @@ async fn a_group_starts_at_the_beginning_the_end_or_a_position() {
 /// aggregate in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn competing_consumers_share_the_events_in_order_per_aggregate() {
+    compete(false).await;
+}
+
+/// The same with each consumer on a store of its own, as in processes of their own:
+/// their fetches race for the same free partition (the one that reads it second has
+/// its batch refused, and leaves the partition to the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumers_of_separate_stores_share_the_events_in_order_per_aggregate() {
+    compete(true).await;
+}
+
+async fn compete(separate_stores: bool) {
     let env = env(4).await;
     let s = env.store.clone();
     s.create_group(
@@ -260,12 +272,13 @@ async fn competing_consumers_share_the_events_in_order_per_aggregate() {
     let count = |h: &HashMap<String, Vec<u64>>| h.values().map(Vec::len).sum::<usize>();
     let mut workers = Vec::new();
     for c in 0..3 {
-        let (s, in_flight, handled, per_consumer) = (
-            s.clone(),
-            in_flight.clone(),
-            handled.clone(),
-            per_consumer.clone(),
-        );
+        let s = if separate_stores {
+            env.store_with(s.config().clone()).await
+        } else {
+            s.clone()
+        };
+        let (s, in_flight, handled, per_consumer) =
+            (s, in_flight.clone(), handled.clone(), per_consumer.clone());
         workers.push(tokio::spawn(async move {
             let name = format!("c{c}");
             let started = std::time::Instant::now();
