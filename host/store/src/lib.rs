@@ -61,8 +61,13 @@
 //! end or a position. Workers [`fetch`](EventStore::fetch) deliveries, each with a
 //! `delivery` token (`partition/stream id`) and its delivery count, and
 //! [`ack`](EventStore::ack) or [`nack`](EventStore::nack) them (retry now or after
-//! a delay, park, skip). Every step on a partition is one Lua script (`groups.lua`)
-//! over keys that share the partition's hash tag: atomic, one slot on a cluster.
+//! a delay, park, skip). Every step that changes a partition's state is one Lua
+//! script (`groups.lua`) over keys that share the partition's hash tag: atomic, one
+//! slot on a cluster. Handing out new entries is two calls around the store's own
+//! read: `fetch` says the partition is free (and where the group stands), the store
+//! reads the entries after that position with its lean reader and chooses the batch,
+//! and `deliver` hands it out only if the partition is still as `fetch` left it (so
+//! entries never travel through Lua).
 //!
 //! - **Order per aggregate, without leases.** A partition hands out its next entries
 //!   only while the group has nothing pending on it, as a batch that stops before an
@@ -85,10 +90,11 @@
 //!   created with `ENTRIESREAD` so Redis knows it at once), pending, oldest pending
 //!   age, parked, and the consumers with their last poll. A fetch returns at once; a
 //!   long poll belongs to the caller ([`EventStore::fetch_wait`] polls).
-//! - **Not yet:** the category trim (`XADD … MAXLEN ~`) does not wait for groups, so
-//!   an event trimmed before a group acknowledged it is lost to that group (it is
-//!   parked as `trimmed` when its redelivery finds it gone). Keep the category length
-//!   above the groups' backlog.
+//! - **Trim holds.** Each group records, per partition, the lowest entry it still
+//!   needs (`holds.lua`); the category trim never goes past the lowest hold (the
+//!   stream may grow beyond its length), and the status reports the entries held
+//!   back. An entry that is gone all the same (trimmed by another tool) is parked as
+//!   `trimmed` when its redelivery finds it gone.
 //!
 //! # Projections
 //!
