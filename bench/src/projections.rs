@@ -315,20 +315,14 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     prefill(&rust_store, per_user).await?;
     let prefill_secs = t.elapsed().as_secs_f64();
     let rust = setup(ctx, rust_store.clone(), &rust_wasm).await?;
-    let mut others = Vec::new();
-    for (wasm, prefix) in [(&js_wasm, PREFIX_JS), (&py_wasm, PREFIX_PY)] {
-        others.push(match wasm {
-            Some(path) => {
-                let store =
-                    EventStore::connect(&ctx.url, StoreConfig::default().prefix(prefix)).await?;
-                prefill(&store, per_user).await?;
-                Some(setup(ctx, store, path).await?)
-            }
-            None => None,
-        });
-    }
-    let py = others.pop().flatten();
-    let js = others.pop().flatten();
+    let js = match &js_wasm {
+        Some(path) => Some(prepared(ctx, PREFIX_JS, per_user, path).await?),
+        None => None,
+    };
+    let py = match &py_wasm {
+        Some(path) => Some(prepared(ctx, PREFIX_PY, per_user, path).await?),
+        None => None,
+    };
     let keys: Vec<String> = (0..rust_store.config().partitions_of(TYPE))
         .map(|p| rust_store.category_key(TYPE, p))
         .collect::<std::result::Result<_, _>>()?;
@@ -372,6 +366,14 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     }
     rows.extend(latency(ctx, &rust, &rust_store, per_user, total).await?);
     Ok(rows)
+}
+
+/// A store of its own (`prefix`) with the events appended, and the component at
+/// `path` registered there.
+async fn prepared(ctx: &Ctx, prefix: &str, per_user: u64, path: &Path) -> Result<Built> {
+    let store = EventStore::connect(&ctx.url, StoreConfig::default().prefix(prefix)).await?;
+    prefill(&store, per_user).await?;
+    setup(ctx, store, path).await
 }
 
 /// Registers (and activates) the component in the store's registry, on a runtime of

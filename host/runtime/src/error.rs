@@ -150,11 +150,6 @@ impl Error {
         }
     }
 
-    /// A reducer call overran its time budget.
-    pub(crate) fn is_timeout(&self) -> bool {
-        self.reducer_failure().is_some_and(|f| f.is_timeout())
-    }
-
     /// The reducer failure behind this error, if it is one.
     pub fn reducer_failure(&self) -> Option<&ReducerFailure> {
         match &*self.0 {

@@ -283,7 +283,8 @@ pub(crate) async fn fold_history(
         // very slow one) is stopped and the replay starts over on a blocking
         // thread with the full budget: it is deterministic and writes nothing.
         if first.as_ref().is_none_or(|p| p.len() <= INLINE_EVENTS) {
-            let mut page = first.clone().map(Ok);
+            // The page is lent: a fallback folds it again.
+            let mut page = first.as_ref().map(Ok);
             let inline = start().map_err(Error::from).and_then(|mut session| {
                 let full = session.call_timeout();
                 session.set_call_timeout(full.min(INLINE_BUDGET));
@@ -297,7 +298,7 @@ pub(crate) async fn fold_history(
                 ))
             });
             match inline {
-                Err(e) if e.is_timeout() => {}
+                Err(e) if e.reducer_failure().is_some_and(|f| f.is_timeout()) => {}
                 done => return done.map(|(folded, session)| (folded, session, snapshot)),
             }
         }
@@ -369,10 +370,10 @@ pub(crate) struct Folded {
 
 /// Runs on a blocking thread: a session, the snapshot restored, every page
 /// applied as it arrives, the state taken; the session kept if asked for.
-fn fold(
+fn fold<P: std::borrow::Borrow<Page>>(
     mut session: Session,
     snapshot: Option<&Snapshot>,
-    mut next_page: impl FnMut() -> Option<streamfold_store::Result<Page>>,
+    mut next_page: impl FnMut() -> Option<streamfold_store::Result<P>>,
     keep_session: bool,
 ) -> Result<(Folded, Option<Session>)> {
     if let Some(s) = snapshot {
@@ -381,6 +382,7 @@ fn fold(
     let mut events_read = 0u64;
     while let Some(page) = next_page() {
         let page = page?;
+        let page = page.borrow();
         events_read += page.len() as u64;
         session.apply(page.iter().map(|e| SessionEvent {
             revision: e.revision,
