@@ -22,6 +22,35 @@ enum V {
     Streamfold,
     Seed,
     Ceiling,
+    /// The seed's two `XADD`s in one script call, nothing checked or counted.
+    Bare,
+}
+
+/// The seed's two `XADD`s (category, then aggregate; its fields and order) in one
+/// Lua script call per event, nothing else: no expected revision, no counter, no
+/// retry memory. It shows what the checks add to a script's two `XADD`s, and what a
+/// script's commands cost Redis beyond the same commands sent by a client.
+/// KEYS: category stream, aggregate stream; ARGV: the seed's 7 field values.
+static BARE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local f = {'event_id', ARGV[1], 'aggregate_type', ARGV[2], 'aggregate_id', ARGV[3], \
+         'event_type', ARGV[4], 'data', ARGV[5], 'timestamp', ARGV[6], 'version', ARGV[7]}\n\
+         redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*', unpack(f))\n\
+         return redis.call('XADD', KEYS[2], '*', unpack(f))",
+    )
+});
+
+/// One append through [`BARE_SCRIPT`] (keys under their own prefix, hash-tagged).
+async fn bare_append(con: &mut Connection, id: &str, revision: u64) -> Result<()> {
+    let (ty, data) = data::user_event(1, revision);
+    let mut inv = BARE_SCRIPT.prepare_invoke();
+    inv.key(format!("bare:{{{TYPE}}}:events"))
+        .key(format!("bare:{{{TYPE}}}:events:{id}"));
+    for (_, v) in data::seed_fields(id, ty, &data) {
+        inv.arg(v);
+    }
+    inv.invoke_async::<()>(con).await?;
+    Ok(())
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
@@ -58,6 +87,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 Ok(n as f64 / t.elapsed().as_secs_f64())
             }
             V::Ceiling => ceiling(ctx, 1, 1, n, false).await,
+            V::Bare => unreachable!("not a variant of this section"),
         }
     })
     .await?;
@@ -109,6 +139,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 Ok(events as f64 / t.elapsed().as_secs_f64())
             }
             V::Ceiling => ceiling(ctx, 1, BATCH as usize, events * 2, true).await,
+            V::Bare => unreachable!("not a variant of this section"),
         }
     })
     .await?;
@@ -125,10 +156,12 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         "seed: the 200 XADDs of a batch pipelined, not atomic",
     ));
 
-    // 3. 16 concurrent writers, each on its own aggregate.
+    // 3. 16 concurrent writers, each on its own aggregate; and, for reference, the
+    //    seed's two XADDs alone in one script call per event.
     let section = "Append: 16 concurrent writers, different aggregates";
     let k = p.writer_events;
-    let s = alternate(&variants, p.warmup, p.rounds, |v, round| async move {
+    let with_bare = [V::Streamfold, V::Seed, V::Ceiling, V::Bare];
+    let s = alternate(&with_bare, p.warmup, p.rounds, |v, round| async move {
         let total = k * WRITERS as u64;
         if let V::Ceiling = v {
             return ceiling(ctx, WRITERS, 1, total * 2, true).await;
@@ -152,6 +185,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                                 )
                                 .await?;
                         }
+                        V::Bare => bare_append(&mut con, &id, rev + 1).await?,
                         _ => seed_append(&mut con, &id, rev + 1).await?,
                     }
                 }
@@ -164,7 +198,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         Ok(total as f64 / t.elapsed().as_secs_f64())
     })
     .await?;
-    rows.extend(append_rows(
+    let mut concurrent = append_rows(
         "append.concurrent16",
         section,
         &s,
@@ -175,7 +209,32 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
             "of the redis-benchmark ceiling",
         ),
         "seed: 2 XADDs per event",
+    );
+    let mut bare = row(
+        "append.concurrent16.bare",
+        section,
+        "reference: the seed's 2 XADDs in one script call per event, nothing checked or counted",
+        "events/s",
+        &s[3],
+    );
+    bare.note = Some(
+        "what an atomic append through a script costs before any check; no group commit".to_owned(),
+    );
+    bare.ratios.push(faster(
+        &s[3],
+        &s[1],
+        "append.concurrent16.seed",
+        "the seed's rate",
+        false,
     ));
+    concurrent[0].ratios.push(share(
+        &s[0],
+        &s[3],
+        "append.concurrent16.bare",
+        "of the reference's rate",
+    ));
+    concurrent.push(bare);
+    rows.extend(concurrent);
 
     // 4. 16 concurrent writers on ONE aggregate: Streamfold checks the expected
     //    revision and retries on conflict; the seed checks nothing (and interleaves).
@@ -426,13 +485,32 @@ async fn server_side(ctx: &Ctx) -> Result<Vec<Row>> {
         seed_append(&mut seed, "diag-seed", rev + 1).await?;
     }
     let (calls, usec) = command_stat(&mut con, "xadd").await?;
+    let xadd_us = usec / calls;
     rows.push(row(
         "append.server.seed",
         section,
         "seed: one XADD (it makes two per event)",
         "µs",
-        &[usec / calls],
+        &[xadd_us],
     ));
+
+    reset_stats(&mut con).await?;
+    for rev in 0..n {
+        bare_append(&mut seed, "diag-bare", rev + 1).await?;
+    }
+    let (calls, usec) = command_stat(&mut con, "evalsha").await?;
+    let mut bare = row(
+        "append.server.bare",
+        section,
+        "reference: the seed's two XADDs in one script call (nothing checked or counted), per call",
+        "µs",
+        &[usec / calls],
+    );
+    bare.note = Some(format!(
+        "{:.2}x the time of the same two XADDs sent by a client: what a script's commands cost Redis more",
+        usec / calls / (2.0 * xadd_us)
+    ));
+    rows.push(bare);
     Ok(rows)
 }
 
