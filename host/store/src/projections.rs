@@ -1123,7 +1123,7 @@ impl ProjectionVersion {
     /// If the connection breaks before the reply, the store sends the commit again
     /// with the same commit id; the script recognises it and writes nothing
     /// (`already_committed`).
-    pub async fn commit(&self, lease: &Lease, batch: CommitBatch) -> Result<CommitOutcome> {
+    pub async fn commit(&self, lease: &Lease, batch: &CommitBatch) -> Result<CommitOutcome> {
         self.check_lease(lease)?;
         validate_checkpoint("expected", &batch.expected)?;
         validate_checkpoint("advanced", &batch.advance)?;

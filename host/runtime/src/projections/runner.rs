@@ -671,7 +671,6 @@ impl Worker {
             .last()
             .map(|e| e.event.position.clone())
             .unwrap_or_default();
-        let written = writes.as_ref().map(|w| w.writes.clone());
         let writes: Vec<DocWrite> = writes
             .map(|w| {
                 w.writes
@@ -709,10 +708,12 @@ impl Worker {
             }
         }
         let started = Instant::now();
-        let outcome = self.version.commit(&self.lease, batch).await?;
-        if let Some(written) = &written {
-            self.cache.lock().expect("cache lock").committed(written);
-        }
+        let outcome = self.version.commit(&self.lease, &batch).await?;
+        // Committed: the written documents move into the cache.
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .committed(batch.writes.into_iter().map(|w| (w.key, w.doc)));
         let took = started.elapsed().as_secs_f64();
         self.rt.count_projection(self.name(), self.vid(), |c| {
             c.batches += 1;

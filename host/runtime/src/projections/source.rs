@@ -1,7 +1,7 @@
 //! What a projection's batch reads: the committed documents of its version (from
 //! the runner's cache, else Redis), and the source events as the sandbox takes them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use streamfold_sandbox::{DocumentSource, ProjectionEvent, SourceError};
@@ -76,10 +76,10 @@ impl DocCache {
         }
     }
 
-    /// Records a batch's writes once committed.
-    pub(crate) fn committed(&mut self, writes: &BTreeMap<String, Option<String>>) {
+    /// Records a batch's writes (key, document or deletion, in order) once committed.
+    pub(crate) fn committed(&mut self, writes: impl IntoIterator<Item = (String, Option<String>)>) {
         for (key, doc) in writes {
-            self.keep(key, doc.clone());
+            self.keep(&key, doc);
         }
     }
 }
@@ -132,7 +132,7 @@ pub(crate) fn view(e: &SourceEvent) -> ProjectionEvent<'_> {
 mod tests {
     use super::*;
 
-    fn writes(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
+    fn writes(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
         pairs
             .iter()
             .map(|(k, d)| (k.to_string(), d.map(str::to_owned)))
@@ -143,16 +143,16 @@ mod tests {
     fn a_complete_cache_answers_misses_until_a_document_does_not_fit() {
         let mut c = DocCache::new(3 * (ENTRY_OVERHEAD + 2), true);
         assert_eq!(c.known("a"), Some(None), "empty model: nothing there");
-        c.committed(&writes(&[("a", Some("1")), ("b", None)]));
+        c.committed(writes(&[("a", Some("1")), ("b", None)]));
         assert_eq!(c.known("a"), Some(Some("1".into())));
         assert_eq!(c.known("b"), Some(None));
-        c.committed(&writes(&[("c", Some("3")), ("d", Some("4"))]));
+        c.committed(writes(&[("c", Some("3")), ("d", Some("4"))]));
         // "d" did not fit: no longer complete, and "d" is not claimed absent.
         assert_eq!(c.known("d"), None);
         assert_eq!(c.known("zzz"), None);
         assert_eq!(c.known("c"), Some(Some("3".into())));
         // A document that grows beyond the budget leaves the cache.
-        c.committed(&writes(&[("a", Some(&"x".repeat(500)))]));
+        c.committed(writes(&[("a", Some(&"x".repeat(500)))]));
         assert_eq!(c.known("a"), None);
         assert!(c.bytes <= c.budget);
     }

@@ -62,7 +62,7 @@ async fn a_commit_applies_writes_and_checkpoint_together_and_a_stale_one_changes
     let first = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: Checkpoint::new(),
                 advance: ckpt(&[("s:a", "5-0"), ("s:b", "7-1")]),
                 events: 4,
@@ -85,7 +85,7 @@ async fn a_commit_applies_writes_and_checkpoint_together_and_a_stale_one_changes
     let second = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: first.checkpoint.clone(),
                 advance: ckpt(&[("s:a", "9-0")]),
                 events: 1,
@@ -102,7 +102,7 @@ async fn a_commit_applies_writes_and_checkpoint_together_and_a_stale_one_changes
     let err = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: first.checkpoint.clone(),
                 advance: ckpt(&[("s:a", "9-0")]),
                 events: 1,
@@ -153,7 +153,7 @@ async fn a_lost_lease_can_never_commit_again() {
     let err = v
         .commit(
             &a,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s:a", "1-0")]),
                 events: 1,
                 writes: vec![DocWrite::put("k", "1", "1-0")],
@@ -170,7 +170,7 @@ async fn a_lost_lease_can_never_commit_again() {
 
     v.commit(
         &b,
-        CommitBatch {
+        &CommitBatch {
             advance: ckpt(&[("s:a", "1-0")]),
             events: 1,
             writes: vec![DocWrite::put("k", "1", "1-0")],
@@ -191,7 +191,7 @@ async fn a_lost_lease_can_never_commit_again() {
     let err = v
         .commit(
             &c,
-            CommitBatch {
+            &CommitBatch {
                 expected: ckpt(&[("s:a", "1-0")]),
                 ..Default::default()
             },
@@ -203,7 +203,7 @@ async fn a_lost_lease_can_never_commit_again() {
     let other = s.projection("orders", "v2").unwrap();
     assert!(
         other
-            .commit(&c2, CommitBatch::default())
+            .commit(&c2, &CommitBatch::default())
             .await
             .unwrap_err()
             .is_invalid_input()
@@ -219,7 +219,7 @@ async fn pages_follow_key_order_by_prefix_and_after() {
     ];
     v.commit(
         &lease,
-        CommitBatch {
+        &CommitBatch {
             advance: ckpt(&[("s", "1-0")]),
             writes: keys
                 .iter()
@@ -278,7 +278,7 @@ async fn a_delete_removes_the_document_and_its_index_entry() {
     let one = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s", "1-0")]),
                 writes: vec![
                     DocWrite::put("x", "1", "1-0"),
@@ -292,7 +292,7 @@ async fn a_delete_removes_the_document_and_its_index_entry() {
     let two = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: one.checkpoint,
                 advance: ckpt(&[("s", "2-0")]),
                 writes: vec![
@@ -342,7 +342,7 @@ async fn dead_letters_and_failures_are_committed_with_the_batch() {
     let one = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s", "3-0")]),
                 events: 3,
                 writes: vec![DocWrite::put("o1", "{}", "1-0")],
@@ -369,7 +369,7 @@ async fn dead_letters_and_failures_are_committed_with_the_batch() {
     let failure = ProjectionFailure::on("s", &event("4-0", "o9"), "division by zero");
     v.commit(
         &lease,
-        CommitBatch {
+        &CommitBatch {
             expected: one.checkpoint.clone(),
             failure: Some(failure.clone()),
             ..Default::default()
@@ -396,7 +396,7 @@ async fn dead_letters_and_failures_are_committed_with_the_batch() {
     // Moving on (the projection was fixed) clears it.
     v.commit(
         &lease,
-        CommitBatch {
+        &CommitBatch {
             expected: one.checkpoint,
             advance: ckpt(&[("s", "4-0")]),
             events: 1,
@@ -421,7 +421,7 @@ async fn every_change_is_in_the_change_stream_and_readable_after_a_position() {
     let one = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s", "1-0")]),
                 writes: vec![
                     DocWrite::put("a", "1", "1-0"),
@@ -435,7 +435,7 @@ async fn every_change_is_in_the_change_stream_and_readable_after_a_position() {
     let two = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: one.checkpoint.clone(),
                 advance: ckpt(&[("s", "2-5")]),
                 writes: vec![
@@ -483,7 +483,7 @@ async fn every_change_is_in_the_change_stream_and_readable_after_a_position() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         v2.commit(
             &lease2,
-            CommitBatch {
+            &CommitBatch {
                 expected,
                 advance: ckpt(&[("s", "3-0")]),
                 writes: vec![DocWrite::put("c", "3", "3-0")],
@@ -509,7 +509,7 @@ async fn every_change_is_in_the_change_stream_and_readable_after_a_position() {
         expected = v
             .commit(
                 &lease,
-                CommitBatch {
+                &CommitBatch {
                     expected,
                     advance: ckpt(&[("s", &pos)]),
                     writes: vec![DocWrite::put("n", i.to_string(), &pos)],
@@ -534,7 +534,7 @@ async fn a_reset_starts_the_version_over_and_fences_its_holder() {
     let one = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s", "1-0")]),
                 events: 1,
                 writes: vec![DocWrite::put("a", "1", "1-0")],
@@ -560,7 +560,7 @@ async fn a_reset_starts_the_version_over_and_fences_its_holder() {
     let err = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: one.checkpoint,
                 ..Default::default()
             },
@@ -582,7 +582,7 @@ async fn a_reset_starts_the_version_over_and_fences_its_holder() {
     assert!(again.token > lease.token);
     v.commit(
         &again,
-        CommitBatch {
+        &CommitBatch {
             advance: ckpt(&[("s", "1-0")]),
             writes: vec![DocWrite::put("a", "2", "1-0")],
             ..Default::default()
@@ -602,7 +602,7 @@ async fn dropping_a_version_frees_every_key_and_keeps_tokens_growing() {
     for (v, l) in [(&v1, &l1), (&v2, &l2)] {
         v.commit(
             l,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s", "1-0")]),
                 writes: vec![DocWrite::put("a", "1", "1-0")],
                 dead_letters: vec![DeadLetter {
@@ -634,7 +634,7 @@ async fn dropping_a_version_frees_every_key_and_keeps_tokens_growing() {
     );
     assert!(v1.get("a").await.unwrap().is_none());
     assert!(
-        v1.commit(&l1, CommitBatch::default())
+        v1.commit(&l1, &CommitBatch::default())
             .await
             .unwrap_err()
             .is_fenced()
@@ -784,7 +784,7 @@ async fn out_of_bounds_input_is_refused_before_anything_is_written() {
     let before = everything(&env, &v).await;
     let bad = |batch: CommitBatch| {
         let (v, lease) = (v.clone(), lease.clone());
-        async move { v.commit(&lease, batch).await.unwrap_err() }
+        async move { v.commit(&lease, &batch).await.unwrap_err() }
     };
     let one = |w: DocWrite| CommitBatch {
         advance: ckpt(&[("s", "1-0")]),
@@ -948,7 +948,7 @@ async fn runners_taking_over_from_each_other_apply_every_event_exactly_once() {
             match v
                 .commit(
                     &lease,
-                    CommitBatch {
+                    &CommitBatch {
                         expected: checkpoint.clone(),
                         advance,
                         events: events.len() as u64,
@@ -1046,7 +1046,7 @@ async fn a_key_of_another_kind_fails_the_commit_before_anything_is_written() {
     let one = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s", "1-0")]),
                 writes: vec![DocWrite::put("a", "1", "1-0")],
                 ..Default::default()
@@ -1064,7 +1064,7 @@ async fn a_key_of_another_kind_fails_the_commit_before_anything_is_written() {
     let err = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: one.checkpoint.clone(),
                 advance: ckpt(&[("s", "2-0")]),
                 writes: vec![DocWrite::put("a", "2", "2-0")],
@@ -1095,7 +1095,7 @@ async fn after_a_redis_restart_the_read_model_and_checkpoint_still_agree() {
     let one = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 advance: ckpt(&[("s", "1-0")]),
                 events: 1,
                 writes: vec![DocWrite::put("a", "1", "1-0")],
@@ -1109,7 +1109,7 @@ async fn after_a_redis_restart_the_read_model_and_checkpoint_still_agree() {
     let two = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: one.checkpoint.clone(),
                 advance: ckpt(&[("s", "2-0")]),
                 events: 1,
@@ -1137,7 +1137,7 @@ async fn after_a_redis_restart_the_read_model_and_checkpoint_still_agree() {
     let err = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: two.checkpoint.clone(),
                 ..Default::default()
             },
@@ -1148,7 +1148,7 @@ async fn after_a_redis_restart_the_read_model_and_checkpoint_still_agree() {
     let again = v
         .commit(
             &lease,
-            CommitBatch {
+            &CommitBatch {
                 expected: checkpoint,
                 advance: ckpt(&[("s", "2-0")]),
                 events: 1,
