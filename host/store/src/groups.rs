@@ -455,33 +455,64 @@ fn lookup<'a>(flat: &'a [(String, &'a Value)], name: &str) -> Option<&'a Value> 
 }
 
 /// A category entry's fields as an event at `position`. Lenient: a field that is
-/// missing is empty (revision 0), because a strict decoder would wedge the partition
-/// on one hand-written entry; the worker sees it and can skip or park it.
-fn event_of(position: &str, fields: &Value) -> RecordedEvent {
-    let flat = pairs(fields);
-    let get = |name: &str| lookup(&flat, name).and_then(text).unwrap_or_default();
+/// missing is empty (revision 0, version "1"), text that is not UTF-8 is replaced,
+/// and of a repeated field the first counts, because a strict decoder would wedge
+/// the partition on one hand-written entry; the worker sees it and can skip or park
+/// it. (History pages are read strictly instead: `page::decode_page`.)
+fn lenient_event<'a>(
+    position: String,
+    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> RecordedEvent {
+    let mut at: [Option<&[u8]>; 8] = [None; 8];
+    for (name, value) in fields {
+        if let Some(i) = ENTRY_FIELDS.iter().position(|f| f.as_bytes() == name) {
+            at[i].get_or_insert(value);
+        }
+    }
+    let [
+        event_id,
+        aggregate_type,
+        aggregate_id,
+        event_type,
+        data,
+        timestamp,
+        version,
+        revision,
+    ] = at.map(|b| b.map(|b| String::from_utf8_lossy(b).into_owned()));
     RecordedEvent {
-        event_id: get("event_id"),
-        aggregate_type: get("aggregate_type"),
-        aggregate_id: get("aggregate_id"),
-        event_type: get("event_type"),
-        data: get("data"),
-        timestamp: get("timestamp"),
-        version: lookup(&flat, "version")
-            .and_then(text)
-            .unwrap_or_else(|| "1".to_owned()),
-        revision: lookup(&flat, "revision").and_then(int).unwrap_or(0),
-        position: position.to_owned(),
+        event_id: event_id.unwrap_or_default(),
+        aggregate_type: aggregate_type.unwrap_or_default(),
+        aggregate_id: aggregate_id.unwrap_or_default(),
+        event_type: event_type.unwrap_or_default(),
+        data: data.unwrap_or_default(),
+        timestamp: timestamp.unwrap_or_default(),
+        version: version.unwrap_or_else(|| "1".to_owned()),
+        revision: revision.and_then(|r| r.parse().ok()).unwrap_or(0),
+        position,
     }
 }
 
-/// An `XRANGE` reply as events, leniently as [`event_of`] reads them: the fields a
-/// category entry lacks are empty, text that is not UTF-8 is replaced.
+/// [`lenient_event`] of an entry's field list as the `redis` crate parsed it.
+fn event_of(position: &str, fields: &Value) -> RecordedEvent {
+    fn bytes(v: &Value) -> Option<&[u8]> {
+        match v {
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+    let flat = items(fields)
+        .chunks_exact(2)
+        .filter_map(|c| Some((bytes(&c[0])?, bytes(&c[1])?)));
+    lenient_event(position.to_owned(), flat)
+}
+
+/// An `XRANGE` reply as events, each read by [`lenient_event`].
 fn entries_of(mut frame: Frame<'_>, key: &str) -> Result<Vec<RecordedEvent>> {
     let corrupt = |reason: String| Error::corrupt(key, reason);
     let n = frame.array().map_err(corrupt)?.unwrap_or(0);
     let mut out = Vec::with_capacity(n);
-    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut fields = Vec::with_capacity(ENTRY_FIELDS.len());
     for _ in 0..n {
         if frame.array().map_err(corrupt)? != Some(2) {
             return Err(corrupt("a stream entry is not [id, fields]".to_owned()));
@@ -489,49 +520,26 @@ fn entries_of(mut frame: Frame<'_>, key: &str) -> Result<Vec<RecordedEvent>> {
         let id = frame
             .bulk()
             .map_err(corrupt)?
-            .map(lossy)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
-        let mut at: [Option<String>; 8] = Default::default();
-        let fields = frame.array().map_err(corrupt)?.unwrap_or(0);
-        for _ in 0..fields / 2 {
+        let count = frame.array().map_err(corrupt)?.unwrap_or(0);
+        fields.clear();
+        for _ in 0..count / 2 {
             let name = frame.bulk().map_err(corrupt)?;
             let value = frame.bulk().map_err(corrupt)?;
-            let (Some(name), Some(value)) = (name, value) else {
-                continue;
-            };
-            if let Some(i) = ENTRY_FIELDS.iter().position(|f| f.as_bytes() == name) {
-                at[i].get_or_insert_with(|| lossy(value));
+            if let (Some(name), Some(value)) = (name, value) {
+                fields.push((name, value));
             }
         }
-        if fields % 2 == 1 {
+        if count % 2 == 1 {
             frame.bulk().map_err(corrupt)?;
         }
-        let [
-            event_id,
-            aggregate_type,
-            aggregate_id,
-            event_type,
-            data,
-            timestamp,
-            version,
-            revision,
-        ] = at;
-        out.push(RecordedEvent {
-            event_id: event_id.unwrap_or_default(),
-            aggregate_type: aggregate_type.unwrap_or_default(),
-            aggregate_id: aggregate_id.unwrap_or_default(),
-            event_type: event_type.unwrap_or_default(),
-            data: data.unwrap_or_default(),
-            timestamp: timestamp.unwrap_or_default(),
-            version: version.unwrap_or_else(|| "1".to_owned()),
-            revision: revision.and_then(|r| r.parse().ok()).unwrap_or(0),
-            position: id,
-        });
+        out.push(lenient_event(id, fields.drain(..)));
     }
     Ok(out)
 }
 
-/// The fields of a category entry an event is made of, in [`entries_of`]'s order.
+/// The fields of a category entry an event is made of, in [`lenient_event`]'s order.
 const ENTRY_FIELDS: [&str; 8] = [
     "event_id",
     "aggregate_type",

@@ -966,3 +966,55 @@ async fn consumers_gone_for_a_day_with_nothing_pending_are_forgotten() {
         .unwrap();
     assert_eq!(consumers.len(), 1, "the Redis consumer was not deleted");
 }
+
+/// A category entry another writer made by hand (fields missing, one repeated, text
+/// that is not UTF-8) is delivered leniently rather than wedging the partition: the
+/// same event on a first delivery (read from the stream) and once parked (read back
+/// through the parked listing).
+#[tokio::test]
+async fn a_hand_written_entry_is_delivered_and_parked_leniently() {
+    let env = env(1).await;
+    let s = &env.store;
+    s.create_group("order", "g", GroupSettings::new())
+        .await
+        .unwrap();
+    let category = s.category_key("order", 0).unwrap();
+    let position: String = redis::cmd("XADD")
+        .arg(&category)
+        .arg("*")
+        .arg("event_type")
+        .arg("Odd")
+        .arg("event_type")
+        .arg("Ignored")
+        .arg("data")
+        .arg(&b"{\"x\":\"\xff\"}"[..])
+        .arg("revision")
+        .arg("not a number")
+        .arg("other")
+        .arg("field")
+        .query_async(&mut env.raw().await)
+        .await
+        .unwrap();
+
+    let got = fetch_n(s, "g", "w", 1).await;
+    assert_eq!(got.len(), 1);
+    let event = &got[0].event;
+    assert_eq!(event.position, position);
+    assert_eq!(
+        event.event_type, "Odd",
+        "the first of a repeated field counts"
+    );
+    assert_eq!(event.data, "{\"x\":\"\u{fffd}\"}", "not UTF-8: replaced");
+    assert_eq!((event.revision, event.version.as_str()), (0, "1"));
+    assert_eq!(
+        (event.event_id.as_str(), event.aggregate_id.as_str()),
+        ("", "")
+    );
+
+    s.nack("order", "g", &[&got[0].delivery], NackAction::Park, None)
+        .await
+        .unwrap();
+    let parked = s.parked("order", "g", None, 10).await.unwrap();
+    assert_eq!(parked.events.len(), 1);
+    assert_eq!(parked.events[0].event.as_ref(), Some(event));
+}
