@@ -1,21 +1,98 @@
-//! The baselines that run outside this process: the seed's Python replay
-//! (`bench/seed_reference.py`, a long-lived subprocess answering one request per
-//! line, timing inside Python) and `redis-benchmark` (the ceiling for `XADD`).
+//! The baselines that run outside this process: the Python references
+//! (`bench/*_reference.py serve`: long-lived subprocesses answering one JSON request
+//! per line, timing inside Python) and `redis-benchmark` (the ceiling for `XADD`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-/// The seed reference, running.
+/// A Python reference script, running: `python bench/<script> serve --url URL`,
+/// which prints a hello line (its versions), then answers each JSON request line
+/// with one JSON line (`{"error": ...}` when it failed).
 #[derive(Debug)]
-pub struct SeedPython {
+pub struct PyServe {
+    /// What the messages call it: "the seed reference".
+    name: &'static str,
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
+    /// How long one request may take.
+    timeout: Duration,
+    /// Its hello line: the Python, redis-py and hiredis versions.
+    pub hello: Value,
+}
+
+impl PyServe {
+    /// Starts `script` (a file of `bench/`) against the Redis at `url` and reads its
+    /// hello line.
+    pub async fn start(
+        python: &Path,
+        script: &str,
+        url: &str,
+        name: &'static str,
+        timeout: Duration,
+    ) -> Result<PyServe> {
+        let mut child = Command::new(python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+            .args(["serve", "--url", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot run {}", python.display()))?;
+        let stdin = child.stdin.take().context("python stdin")?;
+        let mut lines = BufReader::new(child.stdout.take().context("python stdout")?).lines();
+        let hello = lines
+            .next_line()
+            .await?
+            .with_context(|| format!("{name} exited at start (is redis-py installed?)"))?;
+        let hello: Value =
+            serde_json::from_str(&hello).with_context(|| format!("{name} said {hello:?}"))?;
+        Ok(PyServe {
+            name,
+            child,
+            stdin,
+            lines,
+            timeout,
+            hello,
+        })
+    }
+
+    /// One request, one reply.
+    pub async fn call(&mut self, request: Value) -> Result<Value> {
+        let name = self.name;
+        self.stdin
+            .write_all(format!("{request}\n").as_bytes())
+            .await?;
+        self.stdin.flush().await?;
+        let line = tokio::time::timeout(self.timeout, self.lines.next_line())
+            .await
+            .with_context(|| format!("{name} took longer than {:?}", self.timeout))??
+            .with_context(|| format!("{name} exited"))?;
+        let reply: Value = serde_json::from_str(&line)?;
+        if let Some(e) = reply.get("error") {
+            bail!("{name} failed: {e}");
+        }
+        Ok(reply)
+    }
+
+    /// Closes its input (it exits) and waits for it.
+    pub async fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.wait().await;
+    }
+}
+
+/// The seed reference (`bench/seed_reference.py`), running.
+#[derive(Debug)]
+pub struct SeedPython {
+    py: PyServe,
     /// Python, redis-py and hiredis versions.
     pub hello: Value,
 }
@@ -45,53 +122,28 @@ pub struct SeedRun {
     pub state: String,
 }
 
-pub fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("seed_reference.py")
-}
+const SCRIPT: &str = "seed_reference.py";
 
 impl SeedPython {
     /// Starts `python seed_reference.py serve --url URL` and reads its hello line.
     pub async fn start(python: &Path, url: &str) -> Result<SeedPython> {
-        let mut child = Command::new(python)
-            .arg(script())
-            .args(["serve", "--url", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot run {}", python.display()))?;
-        let stdin = child.stdin.take().context("python stdin")?;
-        let mut lines = BufReader::new(child.stdout.take().context("python stdout")?).lines();
-        let hello = lines
-            .next_line()
-            .await?
-            .context("the seed reference exited at start (is redis-py installed?)")?;
-        let hello: Value = serde_json::from_str(&hello)
-            .with_context(|| format!("the seed reference said {hello:?}"))?;
+        // Generous: a full run's longest request replays 100,000 events in pure Python.
+        let py = PyServe::start(
+            python,
+            SCRIPT,
+            url,
+            "the seed reference",
+            Duration::from_secs(600),
+        )
+        .await?;
         Ok(SeedPython {
-            child,
-            stdin,
-            lines,
-            hello,
+            hello: py.hello.clone(),
+            py,
         })
     }
 
     async fn ask_raw(&mut self, request: Value) -> Result<Value> {
-        self.stdin
-            .write_all(format!("{request}\n").as_bytes())
-            .await?;
-        self.stdin.flush().await?;
-        let line = self
-            .lines
-            .next_line()
-            .await?
-            .context("the seed reference exited")?;
-        let reply: Value = serde_json::from_str(&line)?;
-        if let Some(e) = reply.get("error") {
-            bail!("the seed reference failed: {e}");
-        }
-        Ok(reply)
+        self.py.call(request).await
     }
 
     async fn ask(&mut self, request: Value) -> Result<SeedRun> {
@@ -139,9 +191,8 @@ impl SeedPython {
         v["seconds"].as_f64().context("no seconds in the reply")
     }
 
-    pub async fn stop(mut self) {
-        drop(self.stdin);
-        let _ = self.child.wait().await;
+    pub async fn stop(self) {
+        self.py.stop().await;
     }
 }
 

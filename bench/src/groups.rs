@@ -39,7 +39,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,17 +48,16 @@ use futures::{StreamExt, TryStreamExt};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode, Uri};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use streamfold::{EventStore, ExpectedRevision, GroupSettings, Runtime, StoreConfig};
 use streamfold_server::{Server, ServerConfig};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 use crate::data::{self, TYPE};
+use crate::external::PyServe;
 use crate::http::{Client, Errors};
-use crate::probe::{command_stats, ns, process_cpu, quantile, redis_cpu, top_commands};
+use crate::probe::{RedisMark, Side, Sides, ns, process_cpu, quantile};
 use crate::report::{Goal, Report, Row, fmt_num, fmt_ratio};
 use crate::stats::{Stat, alternate};
 use crate::{Ctx, fmt_count, row, share, times};
@@ -107,21 +105,6 @@ impl Variant {
             Variant::Python(n) => format!("groups.throughput.redis-py{n}"),
         }
     }
-}
-
-/// What a throughput round saw besides its rate, for the notes.
-#[derive(Debug, Clone, Default)]
-struct Side {
-    /// Events per fetch (server) or per `XREADGROUP` that gave any (redis-py).
-    per_call: f64,
-    /// CPU of this process (the server and its HTTP workers), µs per event.
-    bench_cpu_us: f64,
-    /// CPU of redis-server, µs per event.
-    redis_cpu_us: f64,
-    /// CPU of the Python workers, µs per event.
-    python_cpu_us: f64,
-    /// The Redis commands that took most of its time (`INFO commandstats`).
-    commands: String,
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
@@ -243,13 +226,12 @@ async fn throughput(
             Variant::Library(8),
         ];
     }
-    let sides: Mutex<HashMap<String, Vec<Side>>> = Mutex::new(HashMap::new());
+    let sides = Sides::default();
     let admin = tokio::sync::Mutex::new(Client::connect(addr).await?);
     let python = tokio::sync::Mutex::new(python);
     let (sides_ref, admin, python, keys) = (&sides, &admin, &python, &keys);
     let s = alternate(&variants, p.warmup, p.rounds, |v, round| async move {
-        let redis0 = redis_cpu(store).await?;
-        let stats0 = command_stats(store).await?;
+        let mark = RedisMark::now(store).await?;
         let (rate, mut side) = match v {
             Variant::Server(n) => {
                 let group = format!("tp-{round}-{n}");
@@ -301,15 +283,9 @@ async fn throughput(
                 (total as f64 / r.seconds, side)
             }
         };
-        side.redis_cpu_us = (redis_cpu(store).await? - redis0) * 1e6 / total as f64;
-        side.commands = top_commands(&stats0, &command_stats(store).await?, total);
+        mark.since(store, total, &mut side).await?;
         if round >= p.warmup {
-            sides_ref
-                .lock()
-                .expect("sides")
-                .entry(v.key())
-                .or_default()
-                .push(side);
+            sides_ref.record(&v.key(), side);
         }
         Ok(rate)
     })
@@ -320,18 +296,8 @@ async fn throughput(
         fmt_count(total),
         fmt_count(AGGREGATES)
     );
-    let sides = sides.into_inner().expect("sides");
-    let median = |key: &str, f: fn(&Side) -> f64| -> f64 {
-        let v: Vec<f64> = sides.get(key).into_iter().flatten().map(f).collect();
-        Stat::of(&v).median
-    };
-    let last_commands = |key: &str| -> String {
-        sides
-            .get(key)
-            .and_then(|v| v.last())
-            .map(|s| format!("{} (last round)", s.commands))
-            .unwrap_or_default()
-    };
+    let median = |key: &str, f: fn(&Side) -> f64| sides.median(key, f);
+    let last_commands = |key: &str| sides.last_commands(key);
     let series = |v: Variant| -> &[f64] {
         let i = variants.iter().position(|x| *x == v).expect("a variant");
         &s[i]
@@ -407,14 +373,7 @@ async fn throughput(
         "Durable subscriptions: CPU per event fetched and acknowledged ({} events): the workers' and server's processes and redis-server",
         fmt_count(total)
     );
-    let cpu = |v: Variant| -> Vec<f64> {
-        sides
-            .get(&v.key())
-            .into_iter()
-            .flatten()
-            .map(|s| s.bench_cpu_us + s.redis_cpu_us + s.python_cpu_us)
-            .collect()
-    };
+    let cpu = |v: Variant| sides.total_cpu(&v.key());
     let has_python = python.lock().await.is_some();
     for v in &variants {
         let key = v.key().replace("throughput", "cpu");
@@ -879,11 +838,7 @@ pub fn goals(r: &Report) -> Vec<Goal> {
 
 /// `bench/groups_reference.py serve`, running.
 #[derive(Debug)]
-struct GroupsPython {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+struct GroupsPython(PyServe);
 
 /// What one timed run of the redis-py workers gave.
 #[derive(Debug, Deserialize)]
@@ -897,30 +852,16 @@ struct PyRun {
 
 impl GroupsPython {
     async fn start(python: &Path, url: &str) -> Result<GroupsPython> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("groups_reference.py");
-        let mut child = Command::new(python)
-            .arg(&script)
-            .args(["serve", "--url", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot run {}", python.display()))?;
-        let stdin = child.stdin.take().context("python stdin")?;
-        let mut lines = BufReader::new(child.stdout.take().context("python stdout")?).lines();
-        let hello = lines
-            .next_line()
-            .await?
-            .context("the redis-py reference exited at start (is redis-py installed?)")?;
-        let hello: Value = serde_json::from_str(&hello)
-            .with_context(|| format!("the redis-py reference said {hello:?}"))?;
-        eprintln!("  redis-py reference: {hello}");
-        Ok(GroupsPython {
-            child,
-            stdin,
-            lines,
-        })
+        let py = PyServe::start(
+            python,
+            "groups_reference.py",
+            url,
+            "the redis-py reference",
+            ROUND_TIMEOUT,
+        )
+        .await?;
+        eprintln!("  redis-py reference: {}", py.hello);
+        Ok(GroupsPython(py))
     }
 
     /// `workers` processes consume a new consumer group `group` on `keys` until
@@ -941,23 +882,10 @@ impl GroupsPython {
             "block_ms": BLOCK_MS,
             "total": total,
         });
-        self.stdin
-            .write_all(format!("{request}\n").as_bytes())
-            .await?;
-        self.stdin.flush().await?;
-        let line = tokio::time::timeout(ROUND_TIMEOUT, self.lines.next_line())
-            .await
-            .context("the redis-py reference took too long")??
-            .context("the redis-py reference exited")?;
-        let reply: Value = serde_json::from_str(&line)?;
-        if let Some(e) = reply.get("error") {
-            bail!("the redis-py reference failed: {e}");
-        }
-        Ok(serde_json::from_value(reply)?)
+        Ok(serde_json::from_value(self.0.call(request).await?)?)
     }
 
-    async fn stop(mut self) {
-        drop(self.stdin);
-        let _ = self.child.wait().await;
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }

@@ -106,3 +106,91 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
 }
+
+/// What a measured round saw besides its rate, for its row's note.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Side {
+    /// Events per call: per fetch, commit or read, as the section says.
+    pub(crate) per_call: f64,
+    /// CPU of this process, µs per event.
+    pub(crate) bench_cpu_us: f64,
+    /// CPU of redis-server, µs per event.
+    pub(crate) redis_cpu_us: f64,
+    /// CPU of the Python process(es), µs per event.
+    pub(crate) python_cpu_us: f64,
+    /// The Redis commands that took most of its time (`INFO commandstats`).
+    pub(crate) commands: String,
+}
+
+/// Redis's CPU and command statistics at the start of a round.
+pub(crate) struct RedisMark {
+    cpu: f64,
+    stats: HashMap<String, (u64, u64)>,
+}
+
+impl RedisMark {
+    pub(crate) async fn now(store: &EventStore) -> Result<RedisMark> {
+        Ok(RedisMark {
+            cpu: redis_cpu(store).await?,
+            stats: command_stats(store).await?,
+        })
+    }
+
+    /// Fills `side`'s Redis figures with what Redis did since the mark, over `events`.
+    pub(crate) async fn since(
+        self,
+        store: &EventStore,
+        events: u64,
+        side: &mut Side,
+    ) -> Result<()> {
+        side.redis_cpu_us = (redis_cpu(store).await? - self.cpu) * 1e6 / events as f64;
+        side.commands = top_commands(&self.stats, &command_stats(store).await?, events);
+        Ok(())
+    }
+}
+
+/// The [`Side`]s of the measured rounds, by variant.
+#[derive(Default)]
+pub(crate) struct Sides(std::sync::Mutex<HashMap<String, Vec<Side>>>);
+
+impl Sides {
+    pub(crate) fn record(&self, key: &str, side: Side) {
+        self.0
+            .lock()
+            .expect("sides")
+            .entry(key.to_owned())
+            .or_default()
+            .push(side);
+    }
+
+    /// The median over `key`'s rounds of one figure.
+    pub(crate) fn median(&self, key: &str, f: fn(&Side) -> f64) -> f64 {
+        let sides = self.0.lock().expect("sides");
+        let v: Vec<f64> = sides.get(key).into_iter().flatten().map(f).collect();
+        crate::stats::Stat::of(&v).median
+    }
+
+    /// `key`'s last round's top commands, labelled so.
+    pub(crate) fn last_commands(&self, key: &str) -> String {
+        self.0
+            .lock()
+            .expect("sides")
+            .get(key)
+            .and_then(|v| v.last())
+            .map(|s| format!("{} (last round)", s.commands))
+            .unwrap_or_default()
+    }
+}
+
+impl Sides {
+    /// `key`'s rounds' CPU per event, every process counted (this one, Redis, Python).
+    pub(crate) fn total_cpu(&self, key: &str) -> Vec<f64> {
+        let sides = self.0.lock().expect("sides");
+        sides
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|s| s.bench_cpu_us + s.redis_cpu_us + s.python_cpu_us)
+            .collect()
+    }
+}

@@ -40,8 +40,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -52,13 +50,12 @@ use streamfold::{
     ChangeOp, EventStore, ExpectedRevision, NewEvent, ProjectionOptions, ProjectionVersion,
     Runtime, StoreConfig,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 use crate::data::TYPE;
-use crate::probe::{command_stats, ns, process_cpu, quantile, redis_cpu, top_commands};
+use crate::external::PyServe;
+use crate::probe::{RedisMark, Side, Sides, ns, process_cpu, quantile};
 use crate::report::{Goal, Report, Row, fmt_num, fmt_ratio};
 use crate::stats::{Stat, alternate};
 use crate::{Ctx, faster, fmt_count, row, times};
@@ -113,21 +110,6 @@ impl Variant {
     fn cpu_key(self) -> String {
         self.key().replace("build", "cpu")
     }
-}
-
-/// What a build saw besides its rate, for the notes.
-#[derive(Debug, Clone, Default)]
-struct Side {
-    /// Events per commit (projection) or per `XREAD` (redis-py).
-    per_call: f64,
-    /// CPU of this process (the runner), µs per event.
-    bench_cpu_us: f64,
-    /// CPU of redis-server, µs per event.
-    redis_cpu_us: f64,
-    /// CPU of the Python process, µs per event.
-    python_cpu_us: f64,
-    /// The Redis commands that took most of its time (`INFO commandstats`).
-    commands: String,
 }
 
 /// A projection with a store and a runtime of its own.
@@ -466,7 +448,7 @@ async fn throughput(
     }
     let has_python = python.is_some();
     let store = rust.rt.store();
-    let sides: Mutex<HashMap<&'static str, Vec<Side>>> = Mutex::new(HashMap::new());
+    let sides = Sides::default();
     let python = tokio::sync::Mutex::new(python);
     let (sides_ref, python_ref) = (&sides, &python);
     let s = alternate(&variants, p.warmup, rounds, |v, round| async move {
@@ -478,8 +460,7 @@ async fn throughput(
                 .clear()
                 .await?;
         }
-        let redis0 = redis_cpu(store).await?;
-        let stats0 = command_stats(store).await?;
+        let mark = RedisMark::now(store).await?;
         let (rate, mut side) = match v {
             Variant::Rust | Variant::Js | Variant::Py => {
                 let b = match v {
@@ -514,8 +495,7 @@ async fn throughput(
                 (total as f64 / r.seconds, side)
             }
         };
-        side.redis_cpu_us = (redis_cpu(store).await? - redis0) * 1e6 / total as f64;
-        side.commands = top_commands(&stats0, &command_stats(store).await?, total);
+        mark.since(store, total, &mut side).await?;
         // Untimed: the read model must be the expected one.
         match v {
             Variant::Rust => check_model(
@@ -538,12 +518,7 @@ async fn throughput(
             )?,
         }
         if round >= p.warmup {
-            sides_ref
-                .lock()
-                .expect("sides")
-                .entry(v.key())
-                .or_default()
-                .push(side);
+            sides_ref.record(v.key(), side);
         }
         Ok(rate)
     })
@@ -554,18 +529,8 @@ async fn throughput(
         fmt_count(total),
         fmt_count(USERS)
     );
-    let sides = sides.into_inner().expect("sides");
-    let median = |key: &str, f: fn(&Side) -> f64| -> f64 {
-        let v: Vec<f64> = sides.get(key).into_iter().flatten().map(f).collect();
-        Stat::of(&v).median
-    };
-    let last_commands = |key: &str| -> String {
-        sides
-            .get(key)
-            .and_then(|v| v.last())
-            .map(|s| format!("{} (last round)", s.commands))
-            .unwrap_or_default()
-    };
+    let median = |key: &str, f: fn(&Side) -> f64| sides.median(key, f);
+    let last_commands = |key: &str| sides.last_commands(key);
     let series = |v: Variant| -> &[f64] {
         let i = variants.iter().position(|x| *x == v).expect("a variant");
         &s[i]
@@ -626,14 +591,7 @@ async fn throughput(
         "Projections: CPU per event of a build ({} events): the builder's process and redis-server",
         fmt_count(total)
     );
-    let cpu = |v: Variant| -> Vec<f64> {
-        sides
-            .get(v.key())
-            .into_iter()
-            .flatten()
-            .map(|s| s.bench_cpu_us + s.redis_cpu_us + s.python_cpu_us)
-            .collect()
-    };
+    let cpu = |v: Variant| sides.total_cpu(v.key());
     for v in &variants {
         let name = match *v {
             Variant::Rust => "Rust email-domains: this process (runner) + redis-server",
@@ -927,11 +885,7 @@ pub fn goals(r: &Report) -> Vec<Goal> {
 
 /// `bench/projections_reference.py serve`, running.
 #[derive(Debug)]
-struct RefPython {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+struct RefPython(PyServe);
 
 /// What one timed build of the redis-py read model gave.
 #[derive(Debug, Deserialize)]
@@ -944,30 +898,16 @@ struct PyBuild {
 
 impl RefPython {
     async fn start(python: &Path, url: &str) -> Result<RefPython> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("projections_reference.py");
-        let mut child = Command::new(python)
-            .arg(&script)
-            .args(["serve", "--url", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot run {}", python.display()))?;
-        let stdin = child.stdin.take().context("python stdin")?;
-        let mut lines = BufReader::new(child.stdout.take().context("python stdout")?).lines();
-        let hello = lines
-            .next_line()
-            .await?
-            .context("the redis-py reference exited at start (is redis-py installed?)")?;
-        let hello: Value = serde_json::from_str(&hello)
-            .with_context(|| format!("the redis-py reference said {hello:?}"))?;
-        eprintln!("  redis-py reference: {hello}");
-        Ok(RefPython {
-            child,
-            stdin,
-            lines,
-        })
+        let py = PyServe::start(
+            python,
+            "projections_reference.py",
+            url,
+            "the redis-py reference",
+            ROUND_TIMEOUT,
+        )
+        .await?;
+        eprintln!("  redis-py reference: {}", py.hello);
+        Ok(RefPython(py))
     }
 
     /// Deletes its read model (every key under [`PREFIX_REF`]).
@@ -989,25 +929,11 @@ impl RefPython {
         Ok(serde_json::from_value(self.call(request).await?)?)
     }
 
-    /// One request, one reply.
     async fn call(&mut self, request: Value) -> Result<Value> {
-        self.stdin
-            .write_all(format!("{request}\n").as_bytes())
-            .await?;
-        self.stdin.flush().await?;
-        let line = tokio::time::timeout(ROUND_TIMEOUT, self.lines.next_line())
-            .await
-            .context("the redis-py reference took too long")??
-            .context("the redis-py reference exited")?;
-        let reply: Value = serde_json::from_str(&line)?;
-        if let Some(e) = reply.get("error") {
-            bail!("the redis-py reference failed: {e}");
-        }
-        Ok(reply)
+        self.0.call(request).await
     }
 
-    async fn stop(mut self) {
-        drop(self.stdin);
-        let _ = self.child.wait().await;
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
