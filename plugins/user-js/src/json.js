@@ -79,6 +79,67 @@ export function parse(text) {
   return value;
 }
 
+/**
+ * The values of the fields `names` of the JSON object `text`, in that order
+ * (`undefined` for a field it does not have), each exactly as `parse(text).get(name)`
+ * gives it; or `undefined` when `text` is JSON but not an object. It throws a
+ * `JsonError` where `parse` does (serde_json refuses the whole text, read fields
+ * or not).
+ *
+ * For reducers that read a few fields of each event: the usual event, a flat
+ * object of strings, costs one `JSON.parse` and one pass over its values, with no
+ * `Map` (key order does not matter to a field read). Anything else (nested values,
+ * escapes that could be lone surrogates, a read field holding a number written
+ * otherwise than JavaScript prints it) goes through `parse`.
+ * @param {string} text
+ * @param {string[]} names
+ */
+export function parseFields(text, names) {
+  let native;
+  try {
+    native = JSON.parse(text);
+  } catch {
+    native = undefined; // not JSON: `parse` says where and why
+  }
+  if (typeof native !== "object" || native === null || Array.isArray(native) || text.includes("\\u")) {
+    return fieldsOf(parse(text), names);
+  }
+  // Every value must be a primitive serde_json reads alike; a number only needs
+  // to be finite here (serde_json refuses the others) unless it is read below.
+  const values = Object.values(native);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (typeof v === "object") {
+      if (v !== null) return fieldsOf(parse(text), names);
+    } else if (typeof v === "number" && !Number.isFinite(v)) {
+      return fieldsOf(parse(text), names);
+    }
+  }
+  const n = names.length;
+  const out = new Array(n);
+  let number = false;
+  for (let i = 0; i < n; i++) {
+    let v = native[names[i]];
+    // Own values are primitives now: an object or a function is inherited from
+    // Object.prototype (`toString`, `__proto__`), not in the text.
+    if (typeof v === "object" ? v !== null : typeof v === "function") v = undefined;
+    else if (typeof v === "number") number = true;
+    out[i] = v;
+  }
+  if (number) {
+    inexact = false;
+    JSON.parse(text, checkNumber);
+    if (inexact) return fieldsOf(parse(text), names);
+  }
+  return out;
+}
+
+/** `parseFields`' answer for a value `parse` gave. */
+function fieldsOf(value, names) {
+  if (!(value instanceof Map)) return undefined;
+  return names.map((name) => value.get(name));
+}
+
 /** Whether `checkNumber` met a number JSON.parse does not keep as serde_json does. */
 let inexact = false;
 
