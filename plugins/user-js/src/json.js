@@ -97,7 +97,10 @@ export function parseFields(text, names) {
   } catch {
     native = undefined; // not JSON: `parse` says where and why
   }
-  if (typeof native !== "object" || native === null || Array.isArray(native) || text.includes("\\u")) {
+  // (`constructor` rather than Array.isArray: in QuickJS's interpreter every call
+  // of a built-in costs thousands of instructions. JSON.parse makes plain objects
+  // and arrays only; an own `constructor` key just takes the slow path.)
+  if (typeof native !== "object" || native === null || native.constructor !== Object || text.includes("\\u")) {
     return fieldsOf(parse(text), names);
   }
   // Every value must be a primitive serde_json reads alike; a number only needs
@@ -112,7 +115,7 @@ export function parseFields(text, names) {
     }
   }
   const n = names.length;
-  const out = new Array(n);
+  const out = [];
   let number = false;
   for (let i = 0; i < n; i++) {
     let v = native[names[i]];
