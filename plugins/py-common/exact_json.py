@@ -57,18 +57,29 @@ def decoder(**hooks):
 
 
 _DECODER = decoder()
+_SCAN = _DECODER.scan_once
 
 
-def loads(text, decode=_DECODER.decode):
-    """Parses one JSON document, refusing what serde_json refuses."""
-    try:
-        value = decode(text)
-    except RecursionError:
-        raise JsonError("recursion limit exceeded") from None
-    except ValueError as err:
-        raise JsonError(str(err)) from None
-    # Rare checks, run only when the text could fail them.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+def loads(text, decode=None):
+    """Parses one JSON document, refusing what serde_json refuses. `decode` is a
+    decoder's `decode` (`decoder(object_pairs_hook=...)`), else this module's."""
+    if decode is not None:
+        value = _decode(text, decode)
+    else:
+        # The decoder's own scanner, called directly: `decode` adds two regular
+        # expression matches and a Python frame or two around it, as much as the
+        # scan of a small event costs. Text it does not read to its end in one go
+        # (whitespace around it, anything refused) goes through `decode`, which
+        # says why.
+        try:
+            value, end = _SCAN(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            end = -1
+        if end != len(text):
+            value = _decode(text, _DECODER.decode)
+    # Rare checks, run only when the text could fail them (128 levels need at
+    # least 256 brackets).
+    if len(text) > 2 * MAX_DEPTH and text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise JsonError("recursion limit exceeded")
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         try:
@@ -76,6 +87,15 @@ def loads(text, decode=_DECODER.decode):
         except UnicodeEncodeError:
             raise JsonError("lone surrogate in hex escape") from None
     return value
+
+
+def _decode(text, decode):
+    try:
+        return decode(text)
+    except RecursionError:
+        raise JsonError("recursion limit exceeded") from None
+    except ValueError as err:
+        raise JsonError(str(err)) from None
 
 
 def _depth(value):
@@ -87,10 +107,23 @@ def _depth(value):
 
 
 # One encoder, made once (`json.dumps` with arguments makes one per call): for
-# values without floats it prints what serde_json prints, in C.
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# values without floats it prints what serde_json prints, in C. Its C core is
+# called directly where there is one: `JSONEncoder.encode` makes it anew on every
+# call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _STRING = json.encoder.encode_basestring
+if json.encoder.c_make_encoder is not None:
+    _C_ENCODE = json.encoder.c_make_encoder(
+        None, _ENCODER.default, _STRING, None, ":", ",", False, False, True
+    )
+
+    def _encode(value):
+        return "".join(_C_ENCODE(value, 0))
+
+else:
+    _encode = _ENCODER.encode
 _PLAIN = (str, int, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)  # the usual values, told by one look-up
 
 
 def _plain(value):
@@ -98,16 +131,22 @@ def _plain(value):
     is not JSON: strings, integers, booleans, null, and lists and dicts of them
     with string keys."""
     if isinstance(value, dict):
-        return all(type(k) is str and _plain(v) for k, v in value.items())
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _PLAIN_TYPES and not _plain(item)):
+                return False
+        return True
     if isinstance(value, list):
-        return all(map(_plain, value))
+        for item in value:
+            if type(item) not in _PLAIN_TYPES and not _plain(item):
+                return False
+        return True
     return isinstance(value, _PLAIN) and not isinstance(value, float)
 
 
 def dumps(value):
     """Compact JSON text of `value`, as serde_json prints it."""
     if _plain(value):
-        return _ENCODE(value)
+        return _encode(value)
     out = []
     _write(value, out)
     return "".join(out)

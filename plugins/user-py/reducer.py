@@ -20,11 +20,12 @@ INFO = Info(
     handles=["UserCreated", "EmailChanged", "NameChanged"],
 )
 
-# Per event type: the (state key, data field) pairs it sets, in order.
+# Per event type: the state keys it sets and, in the same order, the data fields
+# they come from.
 CHANGES = {
-    "UserCreated": [("id", "id"), ("name", "name"), ("email", "email"), ("created_at", "timestamp")],
-    "EmailChanged": [("email", "email"), ("email_updated_at", "timestamp")],
-    "NameChanged": [("name", "name")],
+    "UserCreated": (("id", "name", "email", "created_at"), ("id", "name", "email", "timestamp")),
+    "EmailChanged": (("email", "email_updated_at"), ("email", "timestamp")),
+    "NameChanged": (("name",), ("name",)),
 }
 
 
@@ -53,22 +54,26 @@ class Aggregate(reducer_exports.Aggregate):
         self.fields = value
 
     def apply(self, events) -> None:
+        fields = self.fields
+        loads = exact_json.loads
         for index, event in enumerate(events):
             changes = CHANGES.get(event.event_type)
             if changes is None:
                 continue  # not in `handles`: the host skips these
+            keys, names = changes
             try:
-                data = exact_json.loads(event.data)
+                data = loads(event.data)
             except exact_json.JsonError as err:
                 raise rejection(ErrorKind.INVALID_DATA, index, str(err))
             if not isinstance(data, dict):
                 raise rejection(ErrorKind.INVALID_DATA, index, "expected a JSON object")
             # Read every field first: a missing one refuses the event before any change.
-            for _, field in changes:
-                if field not in data:
-                    raise rejection(ErrorKind.INVALID_DATA, index, f'field "{field}" is missing')
-            for key, field in changes:
-                self.fields[key] = data[field]
+            try:
+                values = [data[name] for name in names]
+            except KeyError:
+                missing = next(name for name in names if name not in data)
+                raise rejection(ErrorKind.INVALID_DATA, index, f'field "{missing}" is missing') from None
+            fields.update(zip(keys, values))
 
     def state(self) -> str:
         return exact_json.dumps(self.fields)
