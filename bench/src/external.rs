@@ -64,6 +64,19 @@ impl PyServe {
         })
     }
 
+    /// A redis-py reference of a section (`groups_reference.py`, ...), its hello
+    /// line printed for the run's log.
+    pub async fn redis_py(
+        python: &Path,
+        script: &str,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<PyServe> {
+        let py = PyServe::start(python, script, url, "the redis-py reference", timeout).await?;
+        eprintln!("  redis-py reference: {}", py.hello);
+        Ok(py)
+    }
+
     /// One request, one reply.
     pub async fn call(&mut self, request: Value) -> Result<Value> {
         let name = self.name;
@@ -93,8 +106,6 @@ impl PyServe {
 #[derive(Debug)]
 pub struct SeedPython {
     py: PyServe,
-    /// Python, redis-py and hiredis versions.
-    pub hello: Value,
 }
 
 /// Which redis-py reply parser the seed's client uses.
@@ -136,10 +147,12 @@ impl SeedPython {
             Duration::from_secs(600),
         )
         .await?;
-        Ok(SeedPython {
-            hello: py.hello.clone(),
-            py,
-        })
+        Ok(SeedPython { py })
+    }
+
+    /// Its hello line: the Python, redis-py and hiredis versions.
+    pub fn hello(&self) -> &Value {
+        &self.py.hello
     }
 
     async fn ask_raw(&mut self, request: Value) -> Result<Value> {

@@ -852,16 +852,9 @@ struct PyRun {
 
 impl GroupsPython {
     async fn start(python: &Path, url: &str) -> Result<GroupsPython> {
-        let py = PyServe::start(
-            python,
-            "groups_reference.py",
-            url,
-            "the redis-py reference",
-            ROUND_TIMEOUT,
-        )
-        .await?;
-        eprintln!("  redis-py reference: {}", py.hello);
-        Ok(GroupsPython(py))
+        Ok(GroupsPython(
+            PyServe::redis_py(python, "groups_reference.py", url, ROUND_TIMEOUT).await?,
+        ))
     }
 
     /// `workers` processes consume a new consumer group `group` on `keys` until

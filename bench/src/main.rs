@@ -522,7 +522,7 @@ async fn main() -> Result<()> {
         _ if args.profile.is_some() => None,
         Some(py) => match SeedPython::start(py, &url).await {
             Ok(s) => {
-                machine.python = Some(s.hello.clone());
+                machine.python = Some(s.hello().clone());
                 Some(s)
             }
             Err(e) => {
@@ -870,7 +870,7 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
         "16 concurrent writers on different aggregates vs the seed's rate".to_owned(),
         ">= 1.5x the seed's rate",
         ratio("append.concurrent16.streamfold", "append.concurrent16.seed").map(|s| {
-            let bound = ratio("append.concurrent16.bare", "append.concurrent16.seed")
+            let reference = ratio("append.concurrent16.bare", "append.concurrent16.seed")
                 .map(|b| {
                     format!(
                         " (the seed's two XADDs alone in one script call per event: {})",
@@ -879,7 +879,7 @@ fn goals(r: &Report, plan: &Plan) -> Vec<Goal> {
                 })
                 .unwrap_or_default();
             (
-                format!("{} the seed's rate{bound}", fmt_stat(s)),
+                format!("{} the seed's rate{reference}", fmt_stat(s)),
                 s.median >= 1.5,
             )
         }),

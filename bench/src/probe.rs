@@ -163,11 +163,20 @@ impl Sides {
             .push(side);
     }
 
+    /// One figure of each of `key`'s rounds.
+    fn each(&self, key: &str, f: impl Fn(&Side) -> f64) -> Vec<f64> {
+        let sides = self.0.lock().expect("sides");
+        sides.get(key).into_iter().flatten().map(f).collect()
+    }
+
     /// The median over `key`'s rounds of one figure.
     pub(crate) fn median(&self, key: &str, f: fn(&Side) -> f64) -> f64 {
-        let sides = self.0.lock().expect("sides");
-        let v: Vec<f64> = sides.get(key).into_iter().flatten().map(f).collect();
-        crate::stats::Stat::of(&v).median
+        crate::stats::Stat::of(&self.each(key, f)).median
+    }
+
+    /// `key`'s rounds' CPU per event, every process counted (this one, Redis, Python).
+    pub(crate) fn total_cpu(&self, key: &str) -> Vec<f64> {
+        self.each(key, |s| s.bench_cpu_us + s.redis_cpu_us + s.python_cpu_us)
     }
 
     /// `key`'s last round's top commands, labelled so.
@@ -179,18 +188,5 @@ impl Sides {
             .and_then(|v| v.last())
             .map(|s| format!("{} (last round)", s.commands))
             .unwrap_or_default()
-    }
-}
-
-impl Sides {
-    /// `key`'s rounds' CPU per event, every process counted (this one, Redis, Python).
-    pub(crate) fn total_cpu(&self, key: &str) -> Vec<f64> {
-        let sides = self.0.lock().expect("sides");
-        sides
-            .get(key)
-            .into_iter()
-            .flatten()
-            .map(|s| s.bench_cpu_us + s.redis_cpu_us + s.python_cpu_us)
-            .collect()
     }
 }

@@ -898,16 +898,9 @@ struct PyBuild {
 
 impl RefPython {
     async fn start(python: &Path, url: &str) -> Result<RefPython> {
-        let py = PyServe::start(
-            python,
-            "projections_reference.py",
-            url,
-            "the redis-py reference",
-            ROUND_TIMEOUT,
-        )
-        .await?;
-        eprintln!("  redis-py reference: {}", py.hello);
-        Ok(RefPython(py))
+        Ok(RefPython(
+            PyServe::redis_py(python, "projections_reference.py", url, ROUND_TIMEOUT).await?,
+        ))
     }
 
     /// Deletes its read model (every key under [`PREFIX_REF`]).
