@@ -14,6 +14,11 @@
 //!   `json.loads` of each, with the Rust, the JavaScript and the Python reducer
 //!   active in turn (sequential only): what a Python service gets from the server,
 //!   against the seed's loop in that same process;
+//! - with the state cache on (the runtime's default; every other row has it off, so
+//!   that it measures replays): `Runtime::state`, the Rust client through a server
+//!   over that runtime, and the Python client through it with each reducer active;
+//!   every aggregate read before, nothing appended since, so each read is one
+//!   `XRANGE` from the held state's last entry and no reducer call;
 //! - the seed's Python loop (`replay_to_state` over every aggregate), with redis-py's
 //!   pure-Python parser and with hiredis.
 //!
@@ -45,6 +50,13 @@ enum V {
     Server,
     /// The Python client through the server, this reducer active.
     PyHttp(Lang),
+    /// `Runtime::state` with the state cache on, every aggregate read before and
+    /// nothing appended since (the Rust reducer active).
+    Cached,
+    /// The Rust client through a server whose runtime has the state cache on.
+    ServerCached,
+    /// The Python client through that server, this reducer active.
+    PyHttpCached(Lang),
     Seed(Parser),
 }
 
@@ -60,6 +72,11 @@ impl V {
             V::PyHttp(Lang::Rust) => "py-http-rust",
             V::PyHttp(Lang::JavaScript) => "py-http-js",
             V::PyHttp(Lang::Python) => "py-http-py",
+            V::Cached => "cached-rust",
+            V::ServerCached => "server-rust-cached",
+            V::PyHttpCached(Lang::Rust) => "py-http-rust-cached",
+            V::PyHttpCached(Lang::JavaScript) => "py-http-js-cached",
+            V::PyHttpCached(Lang::Python) => "py-http-py-cached",
             V::Seed(Parser::Default) => "seed",
             V::Seed(Parser::Python) => "seed-pure",
         }
@@ -80,17 +97,28 @@ struct Data {
     /// (registered; the variant through the server activates the one it needs).
     addr: std::net::SocketAddr,
     digests: Vec<(Lang, String)>,
+    /// A runtime on the same store with the state cache on, a server over it, and
+    /// one keep-alive client of that server per concurrent reader.
+    cached: Runtime,
+    cached_addr: std::net::SocketAddr,
+    cached_clients: Vec<tokio::sync::Mutex<crate::http::Client>>,
 }
 
 impl Data {
     async fn activate(&self, ctx: &Ctx, lang: Lang) -> Result<()> {
+        self.activate_on(&ctx.rt, lang).await
+    }
+
+    /// Activates `lang`'s reducer through `rt` (which then knows it at once; the
+    /// other runtime learns it from Redis).
+    async fn activate_on(&self, rt: &Runtime, lang: Lang) -> Result<()> {
         let digest = self
             .digests
             .iter()
             .find(|(l, _)| *l == lang)
             .map(|(_, d)| d)
             .context("registered")?;
-        ctx.rt.activate(TYPE, digest).await?;
+        rt.activate(TYPE, digest).await?;
         Ok(())
     }
 }
@@ -127,6 +155,8 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
     match v {
         V::Server => d.activate(ctx, Lang::Rust).await?,
         V::PyHttp(lang) => d.activate(ctx, lang).await?,
+        V::Cached | V::ServerCached => d.activate_on(&d.cached, Lang::Rust).await?,
+        V::PyHttpCached(lang) => d.activate_on(&d.cached, lang).await?,
         _ => {}
     }
     let n = d.ids.len() as f64;
@@ -147,10 +177,25 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
         }
         V::Warm(lang) => replay_all(&ctx.rt, ctx.reducers.get(lang), &d.ids, concurrency).await?,
         V::Fresh => replay_all(&d.fresh, &d.fresh_rust, &d.ids, concurrency).await?,
-        V::Server => {
+        V::Cached => {
+            let results: Vec<_> = futures::stream::iter(&d.ids)
+                .map(|id| d.cached.state(TYPE, id, ReplayOptions::default()))
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            for r in results {
+                ensure!(r?.revision == EVENTS, "another revision");
+            }
+        }
+        V::Server | V::ServerCached => {
+            let clients = if v == V::Server {
+                &d.clients
+            } else {
+                &d.cached_clients
+            };
             // `concurrency` clients, each taking every concurrency-th aggregate.
             let reads = (0..concurrency).map(|c| async move {
-                let mut client = d.clients[c].lock().await;
+                let mut client = clients[c].lock().await;
                 let before = client.errors.count;
                 for uri in d.uris.iter().skip(c).step_by(concurrency) {
                     client.get(uri.clone()).await;
@@ -166,7 +211,12 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
                 r?;
             }
         }
-        V::PyHttp(_) => {
+        V::PyHttp(_) | V::PyHttpCached(_) => {
+            let addr = if matches!(v, V::PyHttp(_)) {
+                d.addr
+            } else {
+                d.cached_addr
+            };
             let paths: Vec<String> = d
                 .uris
                 .iter()
@@ -179,7 +229,7 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
             let seconds = seed
                 .as_mut()
                 .context("seed reference")?
-                .http_many(d.addr, &paths)
+                .http_many(addr, &paths)
                 .await?;
             return Ok(seconds * 1e6 / n);
         }
@@ -247,6 +297,26 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         .into_iter()
         .map(tokio::sync::Mutex::new)
         .collect();
+    let cached = Runtime::new(
+        ctx.store.clone(),
+        ctx.runtime_config(Some(ctx.cache_dir.clone()))
+            .state_cache_bytes(64 << 20),
+    )?;
+    let cached_server = streamfold_server::Server::bind(
+        cached.clone(),
+        streamfold_server::ServerConfig::default().listen("127.0.0.1:0".parse()?),
+    )
+    .await?;
+    let cached_addr = cached_server.local_addr()?;
+    let (stop_cached, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving_cached = tokio::spawn(cached_server.run(async move {
+        let _ = stopped.await;
+    }));
+    let cached_clients = crate::http::Client::pool(cached_addr, CONCURRENCY)
+        .await?
+        .into_iter()
+        .map(tokio::sync::Mutex::new)
+        .collect();
     let d = Data {
         ids,
         keys,
@@ -256,6 +326,9 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         clients,
         addr,
         digests,
+        cached,
+        cached_addr,
+        cached_clients,
     };
 
     let seed = ctx.seed.lock().await.is_some();
@@ -265,9 +338,12 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         variants.extend(ctx.reducers.langs().map(V::Warm));
         variants.push(V::Fresh);
         variants.push(V::Server);
+        variants.push(V::Cached);
+        variants.push(V::ServerCached);
         // The seed's loop is sequential (one redis-py connection).
         if seed && concurrency == 1 {
             variants.extend(ctx.reducers.langs().map(V::PyHttp));
+            variants.extend(ctx.reducers.langs().map(V::PyHttpCached));
             variants.push(V::Seed(Parser::Python));
             variants.push(V::Seed(Parser::Default));
         }
@@ -313,6 +389,12 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                     "a Python client through the server: http.client keep-alive, GET .../state and json.loads, the {} reducer active",
                     lang.title()
                 ),
+                V::Cached => "the state cache on (the default; the runs above have it off): Runtime::state, each aggregate read before, nothing appended since (one XRANGE from the held state's last entry, no reducer call)".to_owned(),
+                V::ServerCached => "through the server, the state cache on (the default): GET .../state, each aggregate read before, nothing appended since".to_owned(),
+                V::PyHttpCached(lang) => format!(
+                    "a Python client through the server, the state cache on (the default), each aggregate read before: http.client keep-alive, GET .../state and json.loads, the {} reducer active",
+                    lang.title()
+                ),
                 V::Seed(Parser::Python) => {
                     "the seed's Python loop, redis-py's pure-Python parser".to_owned()
                 }
@@ -323,7 +405,16 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 r.ratios
                     .push(times(samples, floor, &k("floor"), "the floor's time"));
             }
-            if matches!(v, V::Warm(_) | V::Fresh | V::Server | V::PyHttp(_)) {
+            if matches!(
+                v,
+                V::Warm(_)
+                    | V::Fresh
+                    | V::Server
+                    | V::PyHttp(_)
+                    | V::Cached
+                    | V::ServerCached
+                    | V::PyHttpCached(_)
+            ) {
                 if let Some(p) = seed_pure {
                     r.ratios.push(faster(
                         samples,
@@ -351,6 +442,16 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                     "the library's time",
                 ));
             }
+            if matches!(v, V::ServerCached)
+                && let Some(library) = at(V::Cached)
+            {
+                r.ratios.push(times(
+                    samples,
+                    library,
+                    &k("cached-rust"),
+                    "the library's time (the state cache on in both)",
+                ));
+            }
             if matches!(v, V::Fresh) {
                 r.ratios.push(times(
                     samples,
@@ -366,6 +467,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     d.activate(ctx, Lang::Rust).await?;
     let _ = stop.send(());
     serving.await??;
+    let _ = stop_cached.send(());
+    serving_cached.await??;
     Ok(rows)
 }
 

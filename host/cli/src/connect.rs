@@ -62,7 +62,8 @@ pub(crate) fn runtime_config(g: &Global) -> RuntimeConfig {
     let mut config = RuntimeConfig::default()
         .limits(limits)
         .projection_lease_ttl(g.projection_lease)
-        .projection_cache_bytes(g.projection_cache);
+        .projection_cache_bytes(g.projection_cache)
+        .state_cache_bytes(g.state_cache);
     if g.fresh_instances {
         config = config.instances(Instances::Fresh);
     }

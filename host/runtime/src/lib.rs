@@ -104,6 +104,7 @@ mod live;
 mod projections;
 mod registry;
 mod replay;
+mod state_cache;
 mod verify;
 
 use std::collections::HashMap;
@@ -207,6 +208,15 @@ pub struct RuntimeConfig {
     /// How often [`Runtime::run_projections`] re-reads the projection registry for
     /// activations. Default: 1 s.
     pub projection_check_every: Duration,
+    /// Memory (bytes, about) for the state cache: the latest state each
+    /// aggregate's current-state reads produced, per reducer, so that the next read
+    /// folds only the events appended since, and calls no reducer when there are
+    /// none. Every read checks in Redis, in the same one request that reads what
+    /// follows, that the held state's last event is still there, the same event: a
+    /// held state is never served stale. Reads of the past (time travel), without
+    /// snapshots, through a chosen reducer or on a chosen instance do not use it. Default: 64 MiB; 0 turns it
+    /// off.
+    pub state_cache_bytes: usize,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -223,6 +233,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("projection_batch", &self.projection_batch)
             .field("projection_cache_bytes", &self.projection_cache_bytes)
             .field("projection_check_every", &self.projection_check_every)
+            .field("state_cache_bytes", &self.state_cache_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -241,6 +252,7 @@ impl Default for RuntimeConfig {
             projection_batch: 200,
             projection_cache_bytes: 64 << 20,
             projection_check_every: Duration::from_secs(1),
+            state_cache_bytes: 64 << 20,
         }
     }
 }
@@ -289,6 +301,11 @@ impl RuntimeConfig {
     /// Sets [`RuntimeConfig::projection_batch`] (at least 1).
     pub fn projection_batch(mut self, events: usize) -> Self {
         self.projection_batch = events.max(1);
+        self
+    }
+    /// Sets [`RuntimeConfig::state_cache_bytes`] (0: off).
+    pub fn state_cache_bytes(mut self, bytes: usize) -> Self {
+        self.state_cache_bytes = bytes;
         self
     }
     /// Sets [`RuntimeConfig::projection_cache_bytes`] (0: off).
@@ -391,6 +408,8 @@ struct Inner {
     holder: String,
     /// Whether `run_projections` runs (one at a time: one holder name).
     running_projections: std::sync::atomic::AtomicBool,
+    /// The latest states replays produced (see [`RuntimeConfig::state_cache_bytes`]).
+    states: state_cache::StateCache,
 }
 
 impl Runtime {
@@ -405,6 +424,7 @@ impl Runtime {
                 .keep_resident_bytes(config.keep_resident_bytes),
         )?;
         let registry = registry::Registry::new(&store);
+        let states = state_cache::StateCache::new(config.state_cache_bytes);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 sandbox,
@@ -417,6 +437,7 @@ impl Runtime {
                 projections: projections::Components::default(),
                 holder: holder_name(),
                 running_projections: std::sync::atomic::AtomicBool::new(false),
+                states,
             }),
         })
     }
@@ -633,6 +654,10 @@ impl Runtime {
             .await?;
         replay::save_snapshot(self, aggregate_type, aggregate_id, &replayed).await?;
         Ok(replayed)
+    }
+
+    pub(crate) fn states(&self) -> &state_cache::StateCache {
+        &self.inner.states
     }
 
     /// The sandbox reducers run in (for sessions of one's own: live folds,

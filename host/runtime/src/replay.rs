@@ -12,11 +12,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use streamfold_sandbox::{Plugin, PluginInfo, Session, SessionEvent};
-use streamfold_store::{Page, ReadOptions, Snapshot};
+use streamfold_store::{History, Page, ReadOptions, Snapshot};
 use tokio::sync::mpsc;
 
 use crate::Runtime;
 use crate::error::{Error, Result};
+use crate::state_cache::Held;
 
 /// Entries in the first page of a replay that may start from a snapshot: read while
 /// the snapshot is looked up, so an aggregate this small (most are) costs one round
@@ -121,9 +122,15 @@ pub struct Replayed {
     pub position: String,
     /// The reducer that made it.
     pub plugin: PluginInfo,
-    /// The snapshot the replay started from, if any (its revision).
+    /// The stored snapshot the state descends from, if any (its revision): the
+    /// replay started from it, or from a state held in memory that did (see
+    /// [`cached_revision`](Self::cached_revision)).
     pub snapshot_revision: Option<u64>,
-    /// Events read from Redis after the snapshot.
+    /// The revision of the state the runtime held in memory (its state cache, see
+    /// [`RuntimeConfig::state_cache_bytes`](crate::RuntimeConfig)) that the replay
+    /// started from, if it did: only the events after it were read and folded.
+    pub cached_revision: Option<u64>,
+    /// Events read from Redis after the snapshot (or the held state).
     pub events_read: u64,
     /// Of those, the events the reducer handles (the others were skipped).
     pub events_applied: u64,
@@ -148,28 +155,57 @@ pub(super) async fn replay(
             plugin.info().aggregate_type
         )));
     }
-    let (folded, _, snapshot) = fold_history(
-        rt,
-        aggregate_type,
-        aggregate_id,
-        plugin.clone(),
-        &options,
-        false,
-    )
-    .await?;
+    let digest = plugin.info().digest.as_str();
+    let cache = rt.states();
+    // The current state through the active reducer, as the runtime's policy says:
+    // a state held in memory stands in for a snapshot (and is newer than any).
+    // A chosen reducer or instance is there to be compared: it replays.
+    let cacheable = cache.enabled()
+        && !options.time_travel()
+        && options.use_snapshots
+        && options.plugin.is_none()
+        && options.instance == Pick::Policy;
+    let held = cacheable
+        .then(|| cache.get(aggregate_type, aggregate_id, digest))
+        .flatten();
+    let resumed = match &held {
+        Some(held) => {
+            let resumed = resume(rt, aggregate_type, aggregate_id, plugin.clone(), held).await?;
+            if resumed.is_none() {
+                cache.forget(aggregate_type, aggregate_id, digest);
+            }
+            resumed
+        }
+        None => None,
+    };
+    let (folded, snapshot_revision, cached_revision) = match (resumed, held) {
+        (Some(folded), Some(held)) => (folded, held.stored_snapshot, Some(held.revision)),
+        _ => {
+            let (folded, _, snapshot) = fold_history(
+                rt,
+                aggregate_type,
+                aggregate_id,
+                plugin.clone(),
+                &options,
+                false,
+            )
+            .await?;
+            if folded.events_read == 0 && snapshot.is_none() {
+                return Err(Error::not_found(
+                    match (options.at_revision, options.as_of) {
+                        (_, Some(t)) => {
+                            format!(
+                                "aggregate {aggregate_type}/{aggregate_id} as of {t} (no events by then)"
+                            )
+                        }
+                        _ => format!("aggregate {aggregate_type}/{aggregate_id} (no events)"),
+                    },
+                ));
+            }
+            (folded, snapshot.map(|s| s.revision), None)
+        }
+    };
 
-    if folded.events_read == 0 && snapshot.is_none() {
-        return Err(Error::not_found(
-            match (options.at_revision, options.as_of) {
-                (_, Some(t)) => {
-                    format!(
-                        "aggregate {aggregate_type}/{aggregate_id} as of {t} (no events by then)"
-                    )
-                }
-                _ => format!("aggregate {aggregate_type}/{aggregate_id} (no events)"),
-            },
-        ));
-    }
     // A revision not reached is missing, unless an instant came first.
     if let Some(r) = options
         .at_revision
@@ -186,7 +222,8 @@ pub(super) async fn replay(
         revision: folded.revision,
         position: folded.position,
         plugin: plugin.info().clone(),
-        snapshot_revision: snapshot.as_ref().map(|s| s.revision),
+        snapshot_revision,
+        cached_revision,
         events_read: folded.events_read,
         events_applied: folded.events_applied,
         snapshot_saved: false,
@@ -202,7 +239,85 @@ pub(super) async fn replay(
         save_snapshot(rt, aggregate_type, aggregate_id, &replayed).await?;
         replayed.snapshot_saved = true;
     }
+    if cacheable && let Some(event_id) = folded.last_event_id {
+        cache.keep(
+            aggregate_type,
+            aggregate_id,
+            digest,
+            Held {
+                state: replayed.state.clone(),
+                revision: replayed.revision,
+                position: replayed.position.clone(),
+                event_id,
+                stored_snapshot: if replayed.snapshot_saved {
+                    Some(replayed.revision)
+                } else {
+                    replayed.snapshot_revision
+                },
+            },
+        );
+    }
     Ok(replayed)
+}
+
+/// The current state from a state held in memory: one read from its last entry
+/// (inclusive) that checks the entry is still there, the same event, and brings
+/// what follows it, folded onto the held state if anything does. `None` when the
+/// held state is stale.
+async fn resume(
+    rt: &Runtime,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    plugin: Arc<Plugin>,
+    held: &Held,
+) -> Result<Option<Folded>> {
+    let mut history = rt.store().history(
+        aggregate_type,
+        aggregate_id,
+        ReadOptions::new()
+            .from_entry(held.position.clone(), held.revision)
+            .first_page_size(SPECULATIVE_PAGE),
+    );
+    let Some(mut page) = history.next_page().await? else {
+        return Ok(None);
+    };
+    let same = page.take_first().is_some_and(|e| {
+        e.position == held.position && e.revision == held.revision && e.event_id == held.event_id
+    });
+    if !same {
+        return Ok(None);
+    }
+    if page.is_empty() && history.is_done() {
+        // Nothing since: no reducer call at all.
+        return Ok(Some(Folded {
+            state: held.state.clone(),
+            revision: held.revision,
+            position: held.position.clone(),
+            events_read: 0,
+            events_applied: 0,
+            last_event_id: None,
+        }));
+    }
+    let start = Snapshot::new(
+        held.state.clone(),
+        held.revision,
+        held.position.clone(),
+        plugin.info().digest.clone(),
+    );
+    let first = (!page.is_empty()).then_some(page);
+    let (folded, _) = fold_from(
+        rt,
+        aggregate_type,
+        aggregate_id,
+        plugin,
+        Pick::Policy,
+        Some(&start),
+        history,
+        first,
+        false,
+    )
+    .await?;
+    Ok(Some(folded))
 }
 
 /// The fold of [`replay`], for callers that go on with the session (live
@@ -264,10 +379,38 @@ pub(crate) async fn fold_history(
     } else {
         (None, history.next_page().await?)
     };
+    let (folded, session) = fold_from(
+        rt,
+        aggregate_type,
+        aggregate_id,
+        plugin,
+        options.instance,
+        snapshot.as_ref(),
+        history,
+        first,
+        keep_session,
+    )
+    .await?;
+    Ok((folded, session, snapshot))
+}
+
+/// Folds `start` (restored, if any), then `first` and the rest of `history`, on an
+/// instance picked as `pick` says.
+#[allow(clippy::too_many_arguments)]
+async fn fold_from(
+    rt: &Runtime,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    plugin: Arc<Plugin>,
+    pick: Pick,
+    start: Option<&Snapshot>,
+    mut history: History,
+    first: Option<Page>,
+    keep_session: bool,
+) -> Result<(Folded, Option<Session>)> {
     let sandbox = rt.sandbox().clone();
-    let (plugin_, id, snap) = (plugin.clone(), aggregate_id.to_string(), snapshot.clone());
+    let (plugin_, id, snap) = (plugin.clone(), aggregate_id.to_string(), start.cloned());
     let aggregate_type_ = aggregate_type.to_string();
-    let pick = options.instance;
     let start = move || match pick {
         Pick::Policy => sandbox.session(plugin_.clone(), &aggregate_type_, &id),
         Pick::Fresh => sandbox.fresh_session(plugin_.clone(), &aggregate_type_, &id),
@@ -299,7 +442,7 @@ pub(crate) async fn fold_history(
             });
             match inline {
                 Err(e) if e.reducer_failure().is_some_and(|f| f.is_timeout()) => {}
-                done => return done.map(|(folded, session)| (folded, session, snapshot)),
+                done => return done,
             }
         }
         let mut first = first.map(Ok);
@@ -338,8 +481,7 @@ pub(crate) async fn fold_history(
         fetch.abort();
         folded
     };
-    let (folded, session) = folded??;
-    Ok((folded, session, snapshot))
+    folded?
 }
 
 pub(super) async fn save_snapshot(
@@ -354,10 +496,16 @@ pub(super) async fn save_snapshot(
         replayed.position.clone(),
         replayed.plugin.digest.clone(),
     );
-    Ok(rt
-        .store()
+    rt.store()
         .save_snapshot(aggregate_type, aggregate_id, &snapshot)
-        .await?)
+        .await?;
+    rt.states().snapshot_saved(
+        aggregate_type,
+        aggregate_id,
+        &replayed.plugin.digest,
+        replayed.revision,
+    );
+    Ok(())
 }
 
 pub(crate) struct Folded {
@@ -366,6 +514,8 @@ pub(crate) struct Folded {
     pub(crate) position: String,
     pub(crate) events_read: u64,
     pub(crate) events_applied: u64,
+    /// The id of the last event folded (`None` when none was).
+    pub(crate) last_event_id: Option<String>,
 }
 
 /// Runs on a blocking thread: a session, the snapshot restored, every page
@@ -380,10 +530,14 @@ fn fold<P: std::borrow::Borrow<Page>>(
         session.restore(&s.state, s.revision, &s.position)?;
     }
     let mut events_read = 0u64;
+    let mut last_event_id = None;
     while let Some(page) = next_page() {
         let page = page?;
         let page = page.borrow();
         events_read += page.len() as u64;
+        if let Some(last) = page.last() {
+            last_event_id = Some(last.event_id.to_owned());
+        }
         session.apply(page.iter().map(|e| SessionEvent {
             revision: e.revision,
             position: e.position,
@@ -400,6 +554,7 @@ fn fold<P: std::borrow::Borrow<Page>>(
         position: session.position().to_owned(),
         events_read,
         events_applied: session.events_applied(),
+        last_event_id,
     };
     Ok((folded, keep_session.then_some(session)))
 }

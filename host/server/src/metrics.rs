@@ -7,6 +7,7 @@
 //! | `streamfold_replays_total` | `reducer` | replays that returned a state |
 //! | `streamfold_replay_duration_seconds` | `reducer` | their duration (histogram) |
 //! | `streamfold_events_replayed_total` | `reducer` | events read from Redis by replays |
+//! | `streamfold_state_cache_hits_total` | `reducer` | replays that started from a state held in memory (the state cache), checked current in Redis |
 //! | `streamfold_reducer_failures_total` | `kind` | replays a reducer failed (`rejected`, `trap`, `timeout`, `out-of-memory`, `bad-output`) |
 //! | `streamfold_appends_total` | `outcome` | appends (`appended`, `already-appended`, `conflict`, `failed`) |
 //! | `streamfold_events_appended_total` | | events written |
@@ -122,6 +123,7 @@ pub(crate) struct Metrics {
     replays: Family<ReducerLabels, Counter>,
     replay_seconds: Family<ReducerLabels, Histogram, fn() -> Histogram>,
     events_replayed: Family<ReducerLabels, Counter>,
+    state_cache_hits: Family<ReducerLabels, Counter>,
     failures: Family<KindLabels, Counter>,
     appends: Family<OutcomeLabels, Counter>,
     events_appended: Counter,
@@ -148,6 +150,7 @@ impl Metrics {
             replays: Family::default(),
             replay_seconds: Family::new_with_constructor(seconds),
             events_replayed: Family::default(),
+            state_cache_hits: Family::default(),
             failures: Family::default(),
             appends: Family::default(),
             events_appended: Counter::default(),
@@ -189,6 +192,11 @@ impl Metrics {
                 "events_replayed",
                 "Events read from Redis by replays",
                 m.events_replayed.clone(),
+            );
+            sf.register(
+                "state_cache_hits",
+                "Replays that started from a state held in memory, checked current in Redis",
+                m.state_cache_hits.clone(),
             );
             sf.register(
                 "reducer_failures",
@@ -336,6 +344,9 @@ impl Metrics {
         self.events_replayed
             .get_or_create(&labels)
             .inc_by(r.events_read);
+        if r.cached_revision.is_some() {
+            self.state_cache_hits.get_or_create(&labels).inc();
+        }
     }
 
     /// Counts a reducer failure by its kind, if `e` is one.

@@ -131,6 +131,15 @@ impl Page {
         self.iter().map(|e| e.to_event()).collect()
     }
 
+    /// Removes the first event and returns it, owned (the entry a
+    /// [`from_entry`](crate::ReadOptions::from_entry) read starts with, once
+    /// checked).
+    pub fn take_first(&mut self) -> Option<RecordedEvent> {
+        let first = self.get(0)?.to_event();
+        self.events.remove(0);
+        Some(first)
+    }
+
     /// Keeps only the events whose revision passes `keep`.
     pub(crate) fn retain_revisions(&mut self, mut keep: impl FnMut(u64) -> bool) {
         self.events.retain(|s| keep(s.revision));

@@ -24,6 +24,7 @@ pub const MAX_CATEGORY_COUNT: usize = 10_000;
 pub struct ReadOptions {
     from_revision: Option<u64>,
     after: Option<(String, u64)>,
+    from_entry: Option<(String, u64)>,
     to_revision: Option<u64>,
     as_of: Option<DateTime<Utc>>,
     page_size: Option<usize>,
@@ -48,6 +49,16 @@ impl ReadOptions {
     /// at `revision`: used to continue from a snapshot without reading what it covers.
     pub fn after(mut self, position: impl Into<String>, revision: u64) -> Self {
         self.after = Some((position.into(), revision));
+        self
+    }
+
+    /// Starts at the entry at `position` (inclusive), which is known to be at
+    /// `revision`: the first page begins with that entry again, so a reader that
+    /// holds what the history folds to up to there (in memory) can check that it is
+    /// still in the stream, the same event, before it goes on after it. Replaces
+    /// [`after`](Self::after).
+    pub fn from_entry(mut self, position: impl Into<String>, revision: u64) -> Self {
+        self.from_entry = Some((position.into(), revision));
         self
     }
 
@@ -168,12 +179,16 @@ impl EventStore {
         if page_size == 0 || opts.first_page_size == Some(0) {
             return Err(Error::invalid("the page size must be at least 1"));
         }
-        let (start, next_revision) = match opts.after {
-            Some((position, revision)) => {
+        let (start, next_revision) = match (opts.from_entry, opts.after) {
+            (Some((position, revision)), _) => {
+                validate_position(&position)?;
+                (position, revision)
+            }
+            (None, Some((position, revision))) => {
                 validate_position(&position)?;
                 (format!("({position}"), revision.saturating_add(1))
             }
-            None => ("-".to_owned(), 1),
+            (None, None) => ("-".to_owned(), 1),
         };
         let mut done = false;
         let end = match opts.as_of {

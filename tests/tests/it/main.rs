@@ -11,6 +11,7 @@ mod projection_sandbox;
 mod projections;
 mod runtime;
 mod server;
+mod state_cache;
 mod store;
 mod subscribe;
 mod untrusted;

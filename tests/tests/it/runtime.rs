@@ -226,7 +226,9 @@ async fn activating_another_version_switches_the_next_replay() {
 #[tokio::test]
 async fn snapshots_are_used_only_for_their_own_reducer() {
     let env = Env::start().await;
-    let rt = runtime(&env, test_config()).await;
+    // Without the state cache, which would stand in for any snapshot once it holds
+    // the state.
+    let rt = runtime(&env, test_config().state_cache_bytes(0)).await;
     let reg = rt
         .register(plugins::read(plugins::USER), RegisterOptions::default())
         .await

@@ -116,6 +116,11 @@ pub(crate) struct Global {
     /// has not seen; `0` turns it off.
     #[arg(long, global = true, env = "STREAMFOLD_PROJECTION_CACHE", default_value = "64MiB", value_parser = parse::bytes)]
     pub projection_cache: usize,
+    /// Memory for the state cache, e.g. `64MiB`: the latest state each aggregate's
+    /// reads produced, so that the next read folds only what was appended since
+    /// (checked in Redis on every read, never served stale); `0` turns it off.
+    #[arg(long, global = true, env = "STREAMFOLD_STATE_CACHE", default_value = "64MiB", value_parser = parse::bytes)]
+    pub state_cache: usize,
     /// How log lines on stderr are written: `text` for people, `json` (one object
     /// per line, with timestamps) for log collectors.
     #[arg(

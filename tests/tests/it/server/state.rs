@@ -266,3 +266,45 @@ async fn state_reads_reuse_warm_instances_which_metrics_show() {
     );
     assert_eq!(metric(&after, idle), Some(1.0), "{after}");
 }
+
+#[tokio::test]
+async fn a_state_read_again_starts_from_the_held_state_which_metrics_count() {
+    let h = Harness::start().await;
+    let user = h.register(plugins::USER, true).await;
+    seed(&h).await;
+    let hits_key = format!(
+        "streamfold_state_cache_hits_total{{reducer=\"{}@{}\"}}",
+        user.info.name, user.info.version
+    );
+    let hits = || async {
+        let (_, text) = status_and_text(h.get("/metrics").await).await;
+        super::groups::metric(&text, &hits_key).unwrap_or(0.0)
+    };
+    let read = || async {
+        let r = h.get(STATE).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let tag = header(&r, "etag");
+        (tag, r.text().await.unwrap())
+    };
+    let first = read().await;
+    assert_eq!(hits().await, 0.0);
+    let again = read().await;
+    assert_eq!(again, first, "the same state, the same tag");
+    assert_eq!(hits().await, 1.0);
+
+    // What is appended since is folded onto it: never the held state alone.
+    h.append(
+        "user",
+        "1",
+        vec![ev("NameChanged", json!({"name": "Alicia"}))],
+    )
+    .await;
+    let (tag, body) = read().await;
+    assert_eq!(tag, format!("\"{}:3\"", user.info.digest));
+    assert_eq!(json_body_of(&body)["name"], "Alicia");
+    assert_eq!(hits().await, 2.0);
+}
+
+fn json_body_of(text: &str) -> Value {
+    serde_json::from_str(text).expect("a JSON state")
+}
