@@ -660,6 +660,12 @@ impl Runtime {
         &self.inner.states
     }
 
+    /// The state cache's use: how many states it holds and their bytes (see
+    /// [`RuntimeConfig::state_cache_bytes`], its budget).
+    pub fn state_cache_usage(&self) -> (usize, u64) {
+        self.inner.states.usage()
+    }
+
     /// The sandbox reducers run in (for sessions of one's own: live folds,
     /// projections).
     pub fn sandbox(&self) -> &Sandbox {

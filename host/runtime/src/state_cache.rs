@@ -66,6 +66,13 @@ impl StateCache {
         }
     }
 
+    /// How many states it holds, and their bytes (as counted against the budget).
+    pub(crate) fn usage(&self) -> (usize, u64) {
+        self.cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.len(), c.weight()))
+    }
+
     /// Whether it holds anything at all (a budget above 0).
     pub(crate) fn enabled(&self) -> bool {
         self.cache.is_some()

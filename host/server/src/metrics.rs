@@ -8,6 +8,8 @@
 //! | `streamfold_replay_duration_seconds` | `reducer` | their duration (histogram) |
 //! | `streamfold_events_replayed_total` | `reducer` | events read from Redis by replays |
 //! | `streamfold_state_cache_hits_total` | `reducer` | replays that started from a state held in memory (the state cache), checked current in Redis |
+//! | `streamfold_state_cache_entries` | | states the state cache holds |
+//! | `streamfold_state_cache_bytes` | | their bytes, as counted against `--state-cache` |
 //! | `streamfold_reducer_failures_total` | `kind` | replays a reducer failed (`rejected`, `trap`, `timeout`, `out-of-memory`, `bad-output`) |
 //! | `streamfold_appends_total` | `outcome` | appends (`appended`, `already-appended`, `conflict`, `failed`) |
 //! | `streamfold_events_appended_total` | | events written |
@@ -498,6 +500,21 @@ impl prometheus_client::collector::Collector for Instances {
         for (labels, _, n) in &plugins {
             ConstGauge::new(*n as i64).encode(idle.encode_family(labels)?)?;
         }
+        let (entries, bytes) = self.0.state_cache_usage();
+        let held = ConstGauge::new(entries as i64);
+        held.encode(encoder.encode_descriptor(
+            "state_cache_entries",
+            "States held in memory by the state cache",
+            None,
+            held.metric_type(),
+        )?)?;
+        let bytes = ConstGauge::new(bytes as i64);
+        bytes.encode(encoder.encode_descriptor(
+            "state_cache_bytes",
+            "Bytes of the states held by the state cache, as counted against --state-cache",
+            None,
+            bytes.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -303,6 +303,13 @@ async fn a_state_read_again_starts_from_the_held_state_which_metrics_count() {
     assert_eq!(tag, format!("\"{}:3\"", user.info.digest));
     assert_eq!(json_body_of(&body)["name"], "Alicia");
     assert_eq!(hits().await, 2.0);
+    let (_, text) = status_and_text(h.get("/metrics").await).await;
+    let gauge = |key: &str| super::groups::metric(&text, key).unwrap_or(-1.0);
+    assert_eq!(gauge("streamfold_state_cache_entries "), 1.0);
+    assert!(
+        gauge("streamfold_state_cache_bytes ") >= body.len() as f64,
+        "{text}"
+    );
 }
 
 fn json_body_of(text: &str) -> Value {
