@@ -18,7 +18,10 @@
 //!   that it measures replays): `Runtime::state`, the Rust client through a server
 //!   over that runtime, and the Python client through it with each reducer active;
 //!   every aggregate read before, nothing appended since, so each read is one
-//!   `XRANGE` from the held state's last entry and no reducer call;
+//!   `XRANGE` from the held state's last entry and no reducer call; and, with each
+//!   reducer, reads of aggregates of its own that each got one event since their
+//!   last read (appended before the clock): the held state restored and that one
+//!   event folded onto it;
 //! - the seed's Python loop (`replay_to_state` over every aggregate), with redis-py's
 //!   pure-Python parser and with hiredis.
 //!
@@ -57,6 +60,10 @@ enum V {
     ServerCached,
     /// The Python client through that server, this reducer active.
     PyHttpCached(Lang),
+    /// `Runtime::state` with the state cache on, this reducer active, over its own
+    /// aggregates, each with one event appended since its last read (before the
+    /// clock): the held state and that one event folded onto it.
+    Grow(Lang),
     Seed(Parser),
 }
 
@@ -77,6 +84,9 @@ impl V {
             V::PyHttpCached(Lang::Rust) => "py-http-rust-cached",
             V::PyHttpCached(Lang::JavaScript) => "py-http-js-cached",
             V::PyHttpCached(Lang::Python) => "py-http-py-cached",
+            V::Grow(Lang::Rust) => "grow-rust-cached",
+            V::Grow(Lang::JavaScript) => "grow-js-cached",
+            V::Grow(Lang::Python) => "grow-py-cached",
             V::Seed(Parser::Default) => "seed",
             V::Seed(Parser::Python) => "seed-pure",
         }
@@ -102,11 +112,24 @@ struct Data {
     cached: Runtime,
     cached_addr: std::net::SocketAddr,
     cached_clients: Vec<tokio::sync::Mutex<crate::http::Client>>,
+    /// Each language's own aggregates for [`V::Grow`], and the languages whose
+    /// aggregates were read once already (every later read must start from a held
+    /// state).
+    grow: Vec<(Lang, Vec<String>)>,
+    grown: std::sync::Mutex<Vec<Lang>>,
 }
 
 impl Data {
     async fn activate(&self, ctx: &Ctx, lang: Lang) -> Result<()> {
         self.activate_on(&ctx.rt, lang).await
+    }
+
+    fn grow_ids(&self, lang: Lang) -> Result<&[String]> {
+        self.grow
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, ids)| ids.as_slice())
+            .context("grow aggregates")
     }
 
     /// Activates `lang`'s reducer through `rt` (which then knows it at once; the
@@ -121,6 +144,23 @@ impl Data {
         rt.activate(TYPE, digest).await?;
         Ok(())
     }
+}
+
+/// Appends one event to each of `ids` (16 at a time).
+async fn grow_by_one(ctx: &Ctx, ids: &[String]) -> Result<()> {
+    let results: Vec<_> = futures::stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| {
+            let event = data::new_event(i as u64, EVENTS + 1);
+            ctx.store
+                .append(TYPE, id, vec![event], streamfold::ExpectedRevision::Any)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
 }
 
 /// Every aggregate's state through `plugin` on `rt`, `concurrency` at a time, each
@@ -157,6 +197,10 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
         V::PyHttp(lang) => d.activate(ctx, lang).await?,
         V::Cached | V::ServerCached => d.activate_on(&d.cached, Lang::Rust).await?,
         V::PyHttpCached(lang) => d.activate_on(&d.cached, lang).await?,
+        V::Grow(lang) => {
+            d.activate_on(&d.cached, lang).await?;
+            grow_by_one(ctx, d.grow_ids(lang)?).await?;
+        }
         _ => {}
     }
     let n = d.ids.len() as f64;
@@ -186,6 +230,30 @@ async fn run_variant(ctx: &Ctx, d: &Data, v: V, concurrency: usize) -> Result<f6
             for r in results {
                 ensure!(r?.revision == EVENTS, "another revision");
             }
+        }
+        V::Grow(lang) => {
+            let results: Vec<_> = futures::stream::iter(d.grow_ids(lang)?)
+                .map(|id| d.cached.state(TYPE, id, ReplayOptions::default()))
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            let elapsed = us(t);
+            let mut grown = d.grown.lock().expect("grown");
+            let first = !grown.contains(&lang);
+            for r in results {
+                let r = r?;
+                ensure!(
+                    first || (r.cached_revision.is_some() && r.events_read == 1),
+                    "a read did not start from the held state one event back \
+                     (held {:?}, {} events read)",
+                    r.cached_revision,
+                    r.events_read
+                );
+            }
+            if first {
+                grown.push(lang);
+            }
+            return Ok(elapsed);
         }
         V::Server | V::ServerCached => {
             let clients = if v == V::Server {
@@ -317,6 +385,13 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         .into_iter()
         .map(tokio::sync::Mutex::new)
         .collect();
+    let mut grow = Vec::new();
+    for lang in ctx.reducers.langs() {
+        let ids =
+            data::ensure_aggregates(&ctx.store, &format!("grow-{}", lang.name()), count, EVENTS)
+                .await?;
+        grow.push((lang, ids));
+    }
     let d = Data {
         ids,
         keys,
@@ -329,6 +404,8 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         cached,
         cached_addr,
         cached_clients,
+        grow,
+        grown: std::sync::Mutex::new(Vec::new()),
     };
 
     let seed = ctx.seed.lock().await.is_some();
@@ -341,6 +418,9 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         variants.push(V::Cached);
         variants.push(V::ServerCached);
         // The seed's loop is sequential (one redis-py connection).
+        if concurrency == 1 {
+            variants.extend(ctx.reducers.langs().map(V::Grow));
+        }
         if seed && concurrency == 1 {
             variants.extend(ctx.reducers.langs().map(V::PyHttp));
             variants.extend(ctx.reducers.langs().map(V::PyHttpCached));
@@ -391,6 +471,10 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                 ),
                 V::Cached => "the state cache on (the default; the runs above have it off): Runtime::state, each aggregate read before, nothing appended since (one XRANGE from the held state's last entry, no reducer call)".to_owned(),
                 V::ServerCached => "through the server, the state cache on (the default): GET .../state, each aggregate read before, nothing appended since".to_owned(),
+                V::Grow(lang) => format!(
+                    "the state cache on, the {} reducer, one event appended to each aggregate since its last read (before the clock): Runtime::state folds that event onto the held state",
+                    lang.title()
+                ),
                 V::PyHttpCached(lang) => format!(
                     "a Python client through the server, the state cache on (the default), each aggregate read before: http.client keep-alive, GET .../state and json.loads, the {} reducer active",
                     lang.title()
@@ -440,6 +524,16 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
                     warm_rust,
                     &k("wasm-rust"),
                     "the library's time",
+                ));
+            }
+            if let V::Grow(lang) = v
+                && let Some(replay) = at(V::Warm(*lang))
+            {
+                r.ratios.push(times(
+                    samples,
+                    replay,
+                    &k(V::Warm(*lang).label()),
+                    "a 10-event replay's time (same reducer, cache off)",
                 ));
             }
             if matches!(v, V::ServerCached)
