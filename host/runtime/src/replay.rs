@@ -170,7 +170,14 @@ pub(super) async fn replay(
         .flatten();
     let resumed = match &held {
         Some(held) => {
-            let resumed = resume(rt, aggregate_type, aggregate_id, plugin.clone(), held).await?;
+            // A reducer that fails from its held state (on a new event, or one
+            // whose restore cannot read its own state) gets a replay from the
+            // start, as it would without the cache: the answer is that replay's.
+            let resumed = match resume(rt, aggregate_type, aggregate_id, plugin.clone(), held).await
+            {
+                Err(e) if e.reducer_failure().is_some() => None,
+                resumed => resumed?,
+            };
             if resumed.is_none() {
                 cache.forget(aggregate_type, aggregate_id, digest);
             }
