@@ -288,12 +288,13 @@ async fn resume(
     let Some(mut page) = history.next_page().await? else {
         return Ok(None);
     };
-    let same = page.take_first().is_some_and(|e| {
+    let same = page.get(0).is_some_and(|e| {
         e.position == held.position && e.revision == held.revision && e.event_id == held.event_id
     });
     if !same {
         return Ok(None);
     }
+    page.drop_first();
     if page.is_empty() && history.is_done() {
         // Nothing since: no reducer call at all.
         return Ok(Some(Folded {

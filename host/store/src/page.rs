@@ -131,13 +131,13 @@ impl Page {
         self.iter().map(|e| e.to_event()).collect()
     }
 
-    /// Removes the first event and returns it, owned (the entry a
+    /// Drops the first event (the entry a
     /// [`from_entry`](crate::ReadOptions::from_entry) read starts with, once
     /// checked).
-    pub fn take_first(&mut self) -> Option<RecordedEvent> {
-        let first = self.get(0)?.to_event();
-        self.events.remove(0);
-        Some(first)
+    pub fn drop_first(&mut self) {
+        if !self.events.is_empty() {
+            self.events.remove(0);
+        }
     }
 
     /// Keeps only the events whose revision passes `keep`.

@@ -12,7 +12,7 @@ use streamfold_tests::plugins;
 use streamfold_test_support::{Env, a_millisecond_after};
 
 /// Quick limits so the misbehaving reducers fail fast.
-fn test_config() -> RuntimeConfig {
+pub(super) fn test_config() -> RuntimeConfig {
     RuntimeConfig::default()
         .cache_dir(None)
         .snapshot_every(None)
@@ -27,11 +27,11 @@ async fn runtime(env: &Env, config: RuntimeConfig) -> Runtime {
     Runtime::new(env.store.clone(), config).expect("runtime starts")
 }
 
-fn ev(event_type: &str, data: Value) -> NewEvent {
+pub(super) fn ev(event_type: &str, data: Value) -> NewEvent {
     NewEvent::new(event_type, &data)
 }
 
-async fn append(env: &Env, t: &str, id: &str, events: Vec<NewEvent>) {
+pub(super) async fn append(env: &Env, t: &str, id: &str, events: Vec<NewEvent>) {
     env.store
         .append(t, id, events, ExpectedRevision::Any)
         .await

@@ -2,40 +2,21 @@
 //! only when the stream still ends where it did (or goes on from there), never
 //! stale, and a reducer that fails on what is new fails the read every time.
 
-use std::time::Duration;
-
-use serde_json::{Value, json};
-use streamfold::{ExpectedRevision, Limits, NewEvent, RegisterOptions, ReplayOptions, Replayed};
-use streamfold::{Runtime, RuntimeConfig};
+use serde_json::json;
+use streamfold::{NewEvent, RegisterOptions, ReplayOptions, Replayed, Runtime};
 use streamfold_test_support::Env;
 use streamfold_tests::plugins;
 
-fn config() -> RuntimeConfig {
-    RuntimeConfig::default()
-        .cache_dir(None)
-        .snapshot_every(None)
-        .limits(Limits::default().call_timeout(Duration::from_millis(300)))
-}
+use crate::runtime::{append, ev, test_config};
 
 async fn runtimes(env: &Env, path: &str) -> (Runtime, Runtime) {
-    let cached = Runtime::new(env.store.clone(), config()).unwrap();
-    let plain = Runtime::new(env.store.clone(), config().state_cache_bytes(0)).unwrap();
+    let cached = Runtime::new(env.store.clone(), test_config()).unwrap();
+    let plain = Runtime::new(env.store.clone(), test_config().state_cache_bytes(0)).unwrap();
     cached
         .register(plugins::read(path), RegisterOptions::default())
         .await
         .unwrap();
     (cached, plain)
-}
-
-fn ev(event_type: &str, data: Value) -> NewEvent {
-    NewEvent::new(event_type, &data)
-}
-
-async fn append(env: &Env, t: &str, id: &str, events: Vec<NewEvent>) {
-    env.store
-        .append(t, id, events, ExpectedRevision::Any)
-        .await
-        .expect("append");
 }
 
 async fn state(rt: &Runtime, t: &str, id: &str) -> Replayed {

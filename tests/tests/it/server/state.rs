@@ -301,7 +301,8 @@ async fn a_state_read_again_starts_from_the_held_state_which_metrics_count() {
     .await;
     let (tag, body) = read().await;
     assert_eq!(tag, format!("\"{}:3\"", user.info.digest));
-    assert_eq!(json_body_of(&body)["name"], "Alicia");
+    let doc: Value = serde_json::from_str(&body).expect("a JSON state");
+    assert_eq!(doc["name"], "Alicia");
     assert_eq!(hits().await, 2.0);
     let (_, text) = status_and_text(h.get("/metrics").await).await;
     let gauge = |key: &str| super::groups::metric(&text, key).unwrap_or(-1.0);
@@ -310,8 +311,4 @@ async fn a_state_read_again_starts_from_the_held_state_which_metrics_count() {
         gauge("streamfold_state_cache_bytes ") >= body.len() as f64,
         "{text}"
     );
-}
-
-fn json_body_of(text: &str) -> Value {
-    serde_json::from_str(text).expect("a JSON state")
 }
