@@ -53,8 +53,14 @@ impl std::error::Error for Error {
     }
 }
 
-/// How long a fresh server may take to answer `PING`.
-const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a fresh server may take to answer `PING` (generous: CI machines are slow
+/// and busy).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a restart waits for its port (or cluster bus port) to be free again. While
+/// a server is down, anything else on the machine may take its port: another test's
+/// server, or the local end of an outgoing connection, which the kernel picks from the
+/// same range. Those go away; a restart waits for them rather than failing.
+const PORT_REGAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Attempts at finding a port nobody else grabs between our probe and the server's bind.
 const PORT_ATTEMPTS: usize = 5;
 /// How to get the server on Debian/Ubuntu, for error messages.
@@ -240,10 +246,7 @@ impl LocalRedis {
                 Ok(()) => return Ok(()),
                 // Another process may have taken the port between our probe and the
                 // server's bind: try another port. Other failures a new port won't fix.
-                Err(_)
-                    if attempt < PORT_ATTEMPTS
-                        && server.log_tail().contains("Address already in use") =>
-                {
+                Err(_) if attempt < PORT_ATTEMPTS && server.port_was_taken() => {
                     attempt += 1;
                     let _ = std::fs::remove_file(server.log_path());
                     server.port = server.pick_port()?;
@@ -385,9 +388,30 @@ impl LocalRedis {
     /// test that clients recover after a restart. The data is gone (no persistence)
     /// unless a `SAVE` wrote `dump.rdb` just before: the server loads it from its
     /// directory, as a persistent Redis would.
+    ///
+    /// If something else took the port (or the cluster bus port) while the server was
+    /// down, it waits for the port to be free again, up to a minute.
     pub fn start_again(&mut self) -> Result<()> {
         self.kill();
-        self.launch()
+        let deadline = Instant::now() + PORT_REGAIN_TIMEOUT;
+        loop {
+            match self.launch() {
+                Err(_) if self.port_was_taken() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Did the last start fail because a port it listens on was in use?
+    fn port_was_taken(&self) -> bool {
+        self.child.is_none()
+            && self
+                .log_tail()
+                .lines()
+                .last()
+                .is_some_and(|line| line.contains("Failed listening on port"))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -674,5 +698,34 @@ mod tests {
         let pid = server.child.as_ref().unwrap().id();
         drop(server);
         assert!(!answers(addr, pid), "killed on drop");
+    }
+
+    #[test]
+    fn a_restart_waits_for_its_port_when_something_else_holds_it() {
+        let Ok(exe) = find_redis_server() else {
+            eprintln!("redis-server not installed; skipped");
+            return;
+        };
+        let mut server = LocalRedis::start_with(exe).unwrap();
+        let port = server.port();
+        server.stop();
+        // Something else takes the port while the server is down, and lets it go later.
+        let squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let (taken, released) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            taken.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(squatter);
+        });
+        released.recv().unwrap();
+        server.start_again().unwrap();
+        holder.join().unwrap();
+        assert_eq!(server.port(), port);
+        assert!(server.is_running());
+        assert!(
+            server.log_tail().contains("Address already in use"),
+            "the first attempt found the port taken: {}",
+            server.log_tail()
+        );
     }
 }

@@ -425,7 +425,11 @@ async fn with_replicas_durability_no_acknowledged_append_is_lost_when_a_master_d
         "errors other than unavailable or a conflict: {:?}",
         outcome.other_errors
     );
-    assert!(outcome.acked_after_failover >= 20);
+    assert!(
+        outcome.acked_after_failover >= 20,
+        "{} acknowledged after the failover",
+        outcome.acked_after_failover
+    );
 }
 
 #[tokio::test]
