@@ -2,7 +2,8 @@
 //! store, its limits, log budgets and an empty, deterministic WASI context; and the
 //! reducer's `log` import.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -182,19 +183,118 @@ pub(crate) fn engine(
     Ok(Engine::new(&config)?)
 }
 
-/// Advances `engine`'s epoch every [`EPOCH_TICK`] for as long as the engine lives.
-pub(crate) fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("streamfold-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
+/// An engine and the clock its call deadlines run on: what every store is made from.
+#[derive(Clone)]
+pub(crate) struct Machine {
+    pub(crate) engine: Engine,
+    pub(crate) clock: Arc<Clock>,
+}
+
+impl Machine {
+    /// `engine`, with a clock of its own (a thread that advances its epoch).
+    pub(crate) fn new(engine: Engine) -> Machine {
+        let clock = Arc::new(Clock::start(&engine));
+        Machine { engine, clock }
+    }
+}
+
+/// A hold on an [`EpochClock`]: the machine and every store have one, and the
+/// clock's thread ends when the last is dropped (no call into a plugin can be made
+/// any more).
+pub(crate) struct Clock(Arc<EpochClock>);
+
+impl Clock {
+    fn start(engine: &Engine) -> Clock {
+        let clock = Arc::new(EpochClock::default());
+        let (weak, own) = (engine.weak(), clock.clone());
+        std::thread::Builder::new()
+            .name("streamfold-epoch".into())
+            .spawn(move || own.run(&weak))
+            .expect("spawning the epoch thread");
+        Clock(clock)
+    }
+
+    /// A clock with no thread: for host state made without an engine, in tests.
+    #[cfg(test)]
+    pub(crate) fn unstarted() -> Arc<Clock> {
+        Arc::new(Clock(Arc::default()))
+    }
+
+    /// Whether a deadline lies ahead (the clock ticks).
+    pub(crate) fn is_running(&self) -> bool {
+        self.0.is_running()
+    }
+}
+
+impl Drop for Clock {
+    fn drop(&mut self) {
+        let clock = &self.0;
+        clock.closed.store(true, Ordering::SeqCst);
+        let _guard = clock.sleeping.lock().unwrap_or_else(|e| e.into_inner());
+        clock.wake.notify_one();
+    }
+}
+
+/// Advances an engine's epoch every [`EPOCH_TICK`] while a call into a plugin may be
+/// running, and sleeps otherwise, so that an idle host does not wake up 200 times a
+/// second.
+///
+/// Every call into a guest is armed first ([`arm_deadline`]): its deadline is the
+/// epoch then plus its budget in ticks, and arming asks the clock to run until the
+/// epoch has passed that deadline. So the clock stops only once every deadline ever
+/// armed has been reached: a call still running then is interrupted at once, and a
+/// stopped clock can never leave a loop in a plugin running.
+#[derive(Default)]
+pub(crate) struct EpochClock {
+    /// Ticks so far; the engine's epoch is this, or one more during a tick.
+    ticks: AtomicU64,
+    /// Tick until `ticks` reaches this.
+    until: AtomicU64,
+    /// Nothing holds the clock any more: its thread ends.
+    closed: AtomicBool,
+    sleeping: Mutex<()>,
+    wake: Condvar,
+}
+
+impl EpochClock {
+    /// The clock's thread: ticks while a deadline is ahead, sleeps otherwise.
+    fn run(&self, engine: &wasmtime::EngineWeak) {
+        loop {
+            {
+                let mut guard = self.sleeping.lock().unwrap_or_else(|e| e.into_inner());
+                while !self.is_running() {
+                    if self.closed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                }
             }
-        })
-        .expect("spawning the epoch thread");
+            std::thread::sleep(EPOCH_TICK);
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            engine.increment_epoch();
+            self.ticks.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.ticks.load(Ordering::SeqCst) < self.until.load(Ordering::SeqCst)
+    }
+
+    /// Keeps the clock running for `ticks` more ticks (and one for the tick that may
+    /// be under way): called after a deadline `ticks` ahead was set.
+    fn run_for(&self, ticks: u64) {
+        let now = self.ticks.load(Ordering::SeqCst);
+        let target = now.saturating_add(ticks).saturating_add(1);
+        let before = self.until.fetch_max(target, Ordering::SeqCst);
+        if before <= now {
+            // The clock is asleep, or about to be: wake it (under its lock, so that
+            // it either sees the new target before it sleeps or gets this call).
+            let _guard = self.sleeping.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_one();
+        }
+    }
 }
 
 /// The linker every reducer is instantiated with: our `host` interface, and WASI
@@ -214,6 +314,8 @@ pub(crate) struct HostState<X = ()> {
     table: ResourceTable,
     limiter: MemoryLimiter,
     log: LogContext,
+    /// The clock the store's deadlines run on.
+    clock: Arc<Clock>,
     /// The kind's own state.
     pub(crate) extra: X,
 }
@@ -250,7 +352,7 @@ impl LogContext {
 }
 
 impl<X> HostState<X> {
-    pub(crate) fn new(limits: &Limits, log: LogContext, extra: X) -> Self {
+    pub(crate) fn new(limits: &Limits, log: LogContext, clock: Arc<Clock>, extra: X) -> Self {
         HostState {
             wasi: sandbox_wasi(),
             table: ResourceTable::new(),
@@ -259,6 +361,7 @@ impl<X> HostState<X> {
                 hit: None,
             },
             log,
+            clock,
             extra,
         }
     }
@@ -284,33 +387,37 @@ impl<X> HostState<X> {
 }
 
 /// A new store for one reducer session, with memory limits and an epoch deadline armed.
-pub(crate) fn store(engine: &Engine, limits: &Limits, log: LogContext) -> Store<HostState> {
-    store_with(engine, limits, log, ())
+pub(crate) fn store(machine: &Machine, limits: &Limits, log: LogContext) -> Store<HostState> {
+    store_with(machine, limits, log, ())
 }
 
 /// A new store carrying a kind's own host state `extra`, with memory limits and an
 /// epoch deadline armed.
 pub(crate) fn store_with<X: 'static>(
-    engine: &Engine,
+    machine: &Machine,
     limits: &Limits,
     log: LogContext,
     extra: X,
 ) -> Store<HostState<X>> {
-    let mut store = Store::new(engine, HostState::new(limits, log, extra));
+    let state = HostState::new(limits, log, machine.clock.clone(), extra);
+    let mut store = Store::new(&machine.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_trap();
     arm_deadline(&mut store, limits);
     store
 }
 
-/// Gives the next call into the guest a fresh time budget.
+/// Gives the next call into the guest a fresh time budget, and keeps the clock
+/// running until it is spent.
 pub(crate) fn arm_deadline<X>(store: &mut Store<HostState<X>>, limits: &Limits) {
     let ticks = limits
         .call_timeout
         .as_nanos()
         .div_ceil(EPOCH_TICK.as_nanos())
         .max(1);
-    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    let ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+    store.set_epoch_deadline(ticks);
+    store.data().clock.0.run_for(ticks);
 }
 
 /// No files, sockets, environment or arguments; clocks stopped at the Unix epoch

@@ -15,7 +15,8 @@
 //!
 //! # A tour
 //! - [`Sandbox`]: one Wasmtime engine for the process (pooling allocator, an epoch
-//!   ticker for time limits), the linker reducers are instantiated against (the
+//!   clock for time limits, which sleeps while no call into a plugin can be
+//!   running), the linker reducers are instantiated against (the
 //!   contract's `host` interface, and WASI with no capabilities and frozen clocks),
 //!   and the compiled-code cache on disk.
 //! - [`Sandbox::load`] validates a component — a component, not a core module; the
@@ -197,7 +198,7 @@ pub struct Sandbox {
 }
 
 struct Inner {
-    engine: wasmtime::Engine,
+    machine: engine::Machine,
     linker: Linker<engine::HostState>,
     projection_linker: projection::ProjectionLinker,
     cache: code::CodeCache,
@@ -214,18 +215,17 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Sets up the engine (and its epoch ticker thread, which lives as long as the
-    /// engine) and the linker.
+    /// Sets up the engine (and its epoch clock's thread, which lives as long as the
+    /// engine) and the linkers.
     pub fn new(config: SandboxConfig) -> Result<Self> {
         let engine = engine::engine(&config.limits, config.pooling, config.keep_resident_bytes)
             .map_err(Error::engine)?;
-        engine::start_epoch_ticker(&engine);
         let linker = engine::linker(&engine).map_err(Error::engine)?;
         let projection_linker = projection::linker(&engine).map_err(Error::engine)?;
         let cache = code::CodeCache::new(config.cache_dir, &engine);
         Ok(Sandbox {
             inner: Arc::new(Inner {
-                engine,
+                machine: engine::Machine::new(engine),
                 linker,
                 projection_linker,
                 cache,
@@ -247,6 +247,14 @@ impl Sandbox {
     /// The limits every session runs under.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// Whether the epoch clock that enforces call time limits is ticking. It ticks
+    /// from the moment a call into a plugin is armed until that call's time limit
+    /// has passed, and sleeps otherwise: an idle host does not wake up to count
+    /// time nobody is using.
+    pub fn epoch_clock_running(&self) -> bool {
+        self.inner.machine.clock.is_running()
     }
 
     /// Validates and compiles a reducer component, or takes its compiled code from
@@ -283,7 +291,7 @@ impl Sandbox {
 
     fn check(&self, bytes: &[u8], wanted: Option<PluginKind>) -> Result<code::Checked> {
         let i = &self.inner;
-        code::check(&i.engine, &i.cache, &i.limits, bytes, wanted)
+        code::check(&i.machine.engine, &i.cache, &i.limits, bytes, wanted)
     }
 
     fn load_reducer(
@@ -293,7 +301,7 @@ impl Sandbox {
     ) -> Result<(Arc<Plugin>, LoadSource)> {
         let i = &self.inner;
         let (plugin, hit) =
-            plugin::load_checked(&i.engine, &i.linker, &i.limits, checked, size as u64)?;
+            plugin::load_checked(&i.machine, &i.linker, &i.limits, checked, size as u64)?;
         self.warm_up(&plugin);
         Ok((plugin, load_source(hit)))
     }
@@ -306,7 +314,7 @@ impl Sandbox {
         let i = &self.inner;
         let hit = checked.cache_hit;
         let projection = projection::load_checked(
-            &i.engine,
+            &i.machine,
             &i.projection_linker,
             &i.limits,
             checked,
@@ -367,7 +375,7 @@ impl Sandbox {
     ) -> Result<Session> {
         let i = &self.inner;
         Session::start(
-            &i.engine,
+            &i.machine,
             &i.limits,
             keep,
             served_before,

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use wasmtime::Engine;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 
 use crate::bindings;
@@ -175,7 +174,7 @@ impl Plugin {
 /// Prepares a component that passed the shared checks (`code::check`) as a
 /// reducer: linked against our imports, exporting our world, with sane `info`.
 pub(crate) fn load_checked(
-    engine: &Engine,
+    machine: &engine::Machine,
     linker: &Linker<HostState>,
     limits: &Limits,
     checked: code::Checked,
@@ -198,7 +197,7 @@ pub(crate) fn load_checked(
             None,
             format!(
                 "does not export the reducer world {EXPORT_NAME} (it exports: {}): {}",
-                code::exports_shown(&component, engine),
+                code::exports_shown(&component, &machine.engine),
                 text::shown(&format!("{e:#}"), text::MESSAGE_BYTES)
             ),
         )
@@ -206,7 +205,7 @@ pub(crate) fn load_checked(
 
     // Ask the reducer what it is, in a sandbox like any other call.
     let mut store = engine::store(
-        engine,
+        machine,
         limits,
         LogContext {
             plugin: short_digest(&digest),

@@ -132,7 +132,7 @@ impl Session {
     /// Starts a session; with `served_before`, on an instance that has served
     /// another aggregate first (a new one serves a throwaway aggregate before).
     pub(crate) fn start(
-        engine: &wasmtime::Engine,
+        machine: &engine::Machine,
         limits: &Limits,
         keep: Keep,
         served_before: bool,
@@ -158,7 +158,7 @@ impl Session {
                 instance
             }
             None => {
-                let mut fresh = Self::instantiate(engine, limits, &plugin, &aggregate, log)?;
+                let mut fresh = Self::instantiate(machine, limits, &plugin, &aggregate, log)?;
                 if served_before {
                     fresh.serve_throwaway(limits, &plugin, &aggregate)?;
                 }
@@ -198,13 +198,13 @@ impl Session {
     }
 
     fn instantiate(
-        engine: &wasmtime::Engine,
+        machine: &engine::Machine,
         limits: &Limits,
         plugin: &Arc<Plugin>,
         aggregate: &str,
         log: LogContext,
     ) -> Result<Instance> {
-        let mut store = engine::store(engine, limits, log);
+        let mut store = engine::store(machine, limits, log);
         plugin.made_instance();
         let started = plugin.pre().instantiate(&mut store).and_then(|i| {
             let exports = plugin.indices().load(&mut store, &i)?;

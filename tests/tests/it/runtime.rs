@@ -9,7 +9,7 @@ use streamfold::{ExpectedRevision, NewEvent, ReadOptions, Snapshot};
 use streamfold::{FailedEvent, FailureCause, Limits, LoadSource, RejectionKind};
 use streamfold_tests::plugins;
 
-use streamfold_test_support::{Env, a_millisecond_after};
+use streamfold_test_support::{Env, a_millisecond_after, wait_until};
 
 /// Quick limits so the misbehaving reducers fail fast.
 pub(super) fn test_config() -> RuntimeConfig {
@@ -486,6 +486,28 @@ async fn misbehaving(fixture: &str) -> Error {
         serde_json::to_string(&after).unwrap()
     );
     err
+}
+
+#[tokio::test]
+async fn the_time_limit_clock_sleeps_while_idle_and_wakes_for_the_next_call() {
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let env = Env::start().await;
+    let rt = runtime(&env, test_config()).await;
+    // Registering calls the reducer's `info`: the clock runs for that call's limit.
+    rt.register(plugins::read(plugins::SPIN), RegisterOptions::default())
+        .await
+        .unwrap();
+    seed_user(&env, "1").await;
+    let stopped = || async { (!rt.sandbox().epoch_clock_running()).then_some(()) };
+    wait_until("the idle clock to stop", PATIENCE, stopped).await;
+    // An endless loop after the idle spell is still stopped by its time limit.
+    let err = tokio::time::timeout(PATIENCE, rt.state("user", "1", ReplayOptions::default()))
+        .await
+        .expect("the loop is interrupted")
+        .unwrap_err();
+    let f = err.reducer_failure().unwrap();
+    assert!(f.is_timeout(), "{err}");
+    wait_until("the clock to stop again", PATIENCE, stopped).await;
 }
 
 #[tokio::test]

@@ -223,7 +223,7 @@ impl TypesHost for HostState<Batch> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::LogContext;
+    use crate::engine::{Clock, LogContext};
 
     fn state(limits: ReadModelLimits, committed: &[(&str, &str)]) -> HostState<Batch> {
         let source: BTreeMap<String, String> = committed
@@ -238,7 +238,12 @@ mod tests {
             lines_left: 1,
             dropped: 0,
         };
-        HostState::new(&limits, log, Batch::new(&limits, Arc::new(source)))
+        HostState::new(
+            &limits,
+            log,
+            Clock::unstarted(),
+            Batch::new(&limits, Arc::new(source)),
+        )
     }
 
     fn stop_message(s: &mut HostState<Batch>) -> String {
@@ -320,7 +325,12 @@ mod tests {
             lines_left: 1,
             dropped: 0,
         };
-        let mut s = HostState::new(&limits, log, Batch::outside_apply(&limits));
+        let mut s = HostState::new(
+            &limits,
+            log,
+            Clock::unstarted(),
+            Batch::outside_apply(&limits),
+        );
         assert!(s.get("k".into()).is_err());
         assert_eq!(
             stop_message(&mut s),

@@ -185,7 +185,7 @@ pub struct Projection {
     pre: InstancePre<HostState<Batch>>,
     /// `apply`, called with borrowed events (see `EventArg`).
     apply: ComponentExportIndex,
-    engine: Engine,
+    machine: engine::Machine,
     limits: Limits,
     instances_made: AtomicU64,
 }
@@ -216,7 +216,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<ProjectionLinker> {
 /// Validates `checked` (a component that exports the projection world) as a
 /// projection: linked against our imports, with sane `info`.
 pub(crate) fn load_checked(
-    engine: &Engine,
+    machine: &engine::Machine,
     linker: &Linker<HostState<Batch>>,
     limits: &Limits,
     checked: code::Checked,
@@ -240,7 +240,7 @@ pub(crate) fn load_checked(
             None,
             format!(
                 "does not export the projection world {export} (it exports: {}): {}",
-                code::exports_shown(&component, engine),
+                code::exports_shown(&component, &machine.engine),
                 text::shown(&format!("{e:#}"), text::MESSAGE_BYTES)
             ),
         )
@@ -254,7 +254,7 @@ pub(crate) fn load_checked(
         lines_left: 10,
         dropped: 0,
     };
-    let mut store = engine::store_with(engine, limits, log, Batch::outside_apply(limits));
+    let mut store = engine::store_with(machine, limits, log, Batch::outside_apply(limits));
     let info = pre
         .instantiate(&mut store)
         .and_then(|i| indices.load(&mut store, &i))
@@ -282,7 +282,7 @@ pub(crate) fn load_checked(
         info,
         pre,
         apply,
-        engine: engine.clone(),
+        machine: machine.clone(),
         limits: limits.clone(),
         instances_made: AtomicU64::new(0),
     }))
@@ -385,7 +385,7 @@ impl Projection {
             dropped: 0,
         };
         let mut store = engine::store_with(
-            &self.engine,
+            &self.machine,
             &self.limits,
             log,
             Batch::new(&self.limits, source),
