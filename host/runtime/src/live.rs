@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::Runtime;
 use crate::error::{Error, Result};
-use crate::replay::{ReplayOptions, fold_history};
+use crate::replay::{ReplayOptions, fold_history, from_held};
 
 /// Events folded in one call to the blocking pool, at most: what the store
 /// subscription has ready, up to this many.
@@ -198,16 +198,30 @@ impl Runtime {
                 ));
             }
         };
-        let (folded, session, _) = fold_history(
-            self,
-            aggregate_type,
-            aggregate_id,
-            plugin.clone(),
-            &replay.unwrap_or_default(),
-            true,
-        )
-        .await?;
-        let session = session.expect("fold_history keeps the session when asked");
+        // From the end: from the state the runtime holds, if it is current (as a
+        // state read would), else the usual fold (a snapshot, then the history).
+        let held = match (&replay, self.states().enabled()) {
+            (None, true) => {
+                from_held(self, aggregate_type, aggregate_id, plugin.clone(), true).await?
+            }
+            _ => None,
+        };
+        let (folded, session) = match held {
+            Some((folded, session, _)) => (folded, session),
+            None => {
+                let (folded, session, _) = fold_history(
+                    self,
+                    aggregate_type,
+                    aggregate_id,
+                    plugin.clone(),
+                    &replay.unwrap_or_default(),
+                    true,
+                )
+                .await?;
+                (folded, session)
+            }
+        };
+        let session = session.expect("the fold keeps the session when asked");
         let session = OffThread(Some(session));
         // Where the store subscription continues: after the start position given, or
         // after the last event folded.

@@ -165,29 +165,14 @@ pub(super) async fn replay(
         && options.use_snapshots
         && options.plugin.is_none()
         && options.instance == Pick::Policy;
-    let held = cacheable
-        .then(|| cache.get(aggregate_type, aggregate_id, digest))
-        .flatten();
-    let resumed = match &held {
-        Some(held) => {
-            // A reducer that fails from its held state (on a new event, or one
-            // whose restore cannot read its own state) gets a replay from the
-            // start, as it would without the cache: the answer is that replay's.
-            let resumed = match resume(rt, aggregate_type, aggregate_id, plugin.clone(), held).await
-            {
-                Err(e) if e.reducer_failure().is_some() => None,
-                resumed => resumed?,
-            };
-            if resumed.is_none() {
-                cache.forget(aggregate_type, aggregate_id, digest);
-            }
-            resumed
-        }
-        None => None,
+    let resumed = if cacheable {
+        from_held(rt, aggregate_type, aggregate_id, plugin.clone(), false).await?
+    } else {
+        None
     };
-    let (folded, snapshot_revision, cached_revision) = match (resumed, held) {
-        (Some(folded), Some(held)) => (folded, held.stored_snapshot, Some(held.revision)),
-        _ => {
+    let (folded, snapshot_revision, cached_revision) = match resumed {
+        Some((folded, _, held)) => (folded, held.stored_snapshot, Some(held.revision)),
+        None => {
             let (folded, _, snapshot) = fold_history(
                 rt,
                 aggregate_type,
@@ -267,17 +252,58 @@ pub(super) async fn replay(
     Ok(replayed)
 }
 
+/// The current state through `plugin` from the state the runtime holds for it, if
+/// it holds one and that one is current (see [`resume`]); with the session if
+/// `keep_session`, and the held entry it started from. `None` means: replay as
+/// usual. A reducer that fails from its held state (on a new event, or one whose
+/// restore cannot read its own state) gets that usual replay too, as it would
+/// without the cache: the answer is that replay's.
+pub(crate) async fn from_held(
+    rt: &Runtime,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    plugin: Arc<Plugin>,
+    keep_session: bool,
+) -> Result<Option<(Folded, Option<Session>, Arc<Held>)>> {
+    let cache = rt.states();
+    let digest = plugin.info().digest.clone();
+    let Some(held) = cache.get(aggregate_type, aggregate_id, &digest) else {
+        return Ok(None);
+    };
+    let resumed = match resume(
+        rt,
+        aggregate_type,
+        aggregate_id,
+        plugin,
+        &held,
+        keep_session,
+    )
+    .await
+    {
+        Err(e) if e.reducer_failure().is_some() => None,
+        resumed => resumed?,
+    };
+    match resumed {
+        Some((folded, session)) => Ok(Some((folded, session, held))),
+        None => {
+            cache.forget(aggregate_type, aggregate_id, &digest);
+            Ok(None)
+        }
+    }
+}
+
 /// The current state from a state held in memory: one read from its last entry
 /// (inclusive) that checks the entry is still there, the same event, and brings
-/// what follows it, folded onto the held state if anything does. `None` when the
-/// held state is stale.
+/// what follows it, folded onto the held state if anything does (or if the session
+/// is to be kept). `None` when the held state is stale.
 async fn resume(
     rt: &Runtime,
     aggregate_type: &str,
     aggregate_id: &str,
     plugin: Arc<Plugin>,
     held: &Held,
-) -> Result<Option<Folded>> {
+    keep_session: bool,
+) -> Result<Option<(Folded, Option<Session>)>> {
     let mut history = rt.store().history(
         aggregate_type,
         aggregate_id,
@@ -295,16 +321,17 @@ async fn resume(
         return Ok(None);
     }
     page.drop_first();
-    if page.is_empty() && history.is_done() {
+    if page.is_empty() && history.is_done() && !keep_session {
         // Nothing since: no reducer call at all.
-        return Ok(Some(Folded {
+        let folded = Folded {
             state: held.state.clone(),
             revision: held.revision,
             position: held.position.clone(),
             events_read: 0,
             events_applied: 0,
             last_event_id: None,
-        }));
+        };
+        return Ok(Some((folded, None)));
     }
     let start = Snapshot::new(
         held.state.clone(),
@@ -313,7 +340,7 @@ async fn resume(
         plugin.info().digest.clone(),
     );
     let first = (!page.is_empty()).then_some(page);
-    let (folded, _) = fold_from(
+    let folded = fold_from(
         rt,
         aggregate_type,
         aggregate_id,
@@ -322,7 +349,7 @@ async fn resume(
         Some(&start),
         history,
         first,
-        false,
+        keep_session,
     )
     .await?;
     Ok(Some(folded))

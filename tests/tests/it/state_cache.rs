@@ -3,11 +3,15 @@
 //! stale, and a reducer that fails on what is new fails the read every time.
 
 use serde_json::json;
-use streamfold::{NewEvent, RegisterOptions, ReplayOptions, Replayed, Runtime};
+use streamfold::{
+    LiveUpdate, NewEvent, RegisterOptions, ReplayOptions, Replayed, Runtime, Snapshot,
+    SubscribeOptions,
+};
 use streamfold_test_support::Env;
 use streamfold_tests::plugins;
 
 use crate::runtime::{append, ev, test_config};
+use crate::subscribe::update;
 
 async fn runtimes(env: &Env, path: &str) -> (Runtime, Runtime) {
     let cached = Runtime::new(env.store.clone(), test_config()).unwrap();
@@ -213,4 +217,72 @@ async fn a_new_active_reducer_does_not_see_the_old_ones_states() {
     assert_eq!(now.plugin.digest, v2.info.digest);
     assert_ne!(now.plugin.digest, v1.plugin.digest);
     assert_eq!(state(&rt, "user", "3").await.cached_revision, Some(1));
+}
+
+#[tokio::test]
+async fn a_live_state_from_the_end_starts_from_the_held_state() {
+    let env = Env::start().await;
+    let (rt, plain) = runtimes(&env, plugins::USER).await;
+    seed_user(&env, "1").await;
+    let read = state(&rt, "user", "1").await;
+    // A doctored snapshot of the same reducer where the held state ends: a start
+    // from the snapshot shows it, a start from the held state does not.
+    env.store
+        .save_snapshot(
+            "user",
+            "1",
+            &Snapshot {
+                state: r#"{"email":"FROM SNAPSHOT"}"#.into(),
+                revision: read.revision,
+                position: read.position.clone(),
+                reducer_digest: read.plugin.digest.clone(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+            },
+        )
+        .await
+        .unwrap();
+    append(&env, "user", "1", vec![renamed("Bo")]).await;
+    let replayed = plain
+        .state("user", "1", ReplayOptions::default().use_snapshots(false))
+        .await
+        .unwrap();
+
+    let start = |rt: Runtime| async move {
+        let mut live = rt
+            .subscribe_state("user", "1", SubscribeOptions::new().from_end())
+            .await
+            .unwrap();
+        match update(&mut live).await {
+            LiveUpdate::Start {
+                state, revision, ..
+            } => (state, revision, live),
+            other => panic!("expected the start state, got {other:?}"),
+        }
+    };
+    let (state, revision, mut live) = start(rt.clone()).await;
+    assert_eq!((state.as_str(), revision), (replayed.state.as_str(), 2));
+    // Without the cache, the same subscription starts from the snapshot.
+    let (doctored, _, _) = start(plain.clone()).await;
+    assert!(doctored.contains("FROM SNAPSHOT"), "{doctored}");
+
+    // The session goes on from the held state like any other.
+    assert!(matches!(
+        update(&mut live).await,
+        LiveUpdate::CaughtUp { revision: 2, .. }
+    ));
+    append(&env, "user", "1", vec![renamed("Cy")]).await;
+    match update(&mut live).await {
+        LiveUpdate::Event { event, state } => {
+            assert_eq!(event.revision, 3);
+            assert_eq!(state, state_of(&plain).await);
+        }
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+async fn state_of(rt: &Runtime) -> String {
+    rt.state("user", "1", ReplayOptions::default().use_snapshots(false))
+        .await
+        .unwrap()
+        .state
 }

@@ -58,7 +58,7 @@ async fn catch_up(sub: &mut Subscription) -> (Vec<RecordedEvent>, Option<String>
 
 /// The next update of a live state; fails the test on an error, an end, or nothing
 /// within [`DEADLINE`].
-async fn update(live: &mut LiveState) -> LiveUpdate {
+pub(super) async fn update(live: &mut LiveState) -> LiveUpdate {
     match tokio::time::timeout(DEADLINE, live.next()).await {
         Ok(Some(Ok(u))) => u,
         Ok(Some(Err(e))) => panic!("the live state failed: {e}"),
