@@ -29,9 +29,10 @@
 --          {'error', message}                          Redis refused a command
 -- Nothing of an append is written unless its reply is 'ok'.
 --
--- The host never puts two appends to one aggregate in one call: a call retried after
--- a lost connection then finds each append it had committed (as its aggregate's last
--- batch) instead of writing it twice.
+-- The host puts a second append to one aggregate in a call only after an exact one:
+-- a call retried after a lost connection then finds each append it had committed
+-- instead of writing it twice (an exact one by its revisions, wherever it lies; any
+-- other as its aggregate's last batch).
 
 local PER = 5
 -- With holds, the trim runs when the partition is this many entries over its length

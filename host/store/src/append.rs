@@ -161,12 +161,16 @@ struct Queue {
 }
 
 /// The next call's appends, in the order they came: at most [`MAX_GROUP`] and
-/// [`MAX_GROUP_EVENTS`] (at least one), and never two to one aggregate, so that a
-/// call retried after a lost connection finds each append it committed as its
-/// aggregate's last batch. An append left out keeps its place for the next call.
+/// [`MAX_GROUP_EVENTS`] (at least one). Two appends to one aggregate share a call
+/// only if the earlier is an exact-revision append: a call retried after a lost
+/// connection finds an exact append it committed by its revisions wherever it lies
+/// (a scan back), but any other only as its aggregate's last batch. So competing
+/// writers of one aggregate get their answers (one commit, conflicts for the rest)
+/// from one call. An append left out keeps its place for the next call.
 fn next_group(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
     let mut group: Vec<Waiting> = Vec::new();
-    let mut streams = HashSet::new();
+    // Per aggregate in the group: whether another append to it may follow.
+    let mut streams: HashMap<String, bool> = HashMap::new();
     let mut later = Vec::new();
     let mut events = 0;
     while let Some(w) = waiting.pop_front() {
@@ -175,11 +179,20 @@ fn next_group(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
             waiting.push_front(w);
             break;
         }
-        if streams.contains(w.append.stream.as_str()) {
-            later.push(w);
-            continue;
+        let exact = matches!(
+            w.append.expected,
+            ExpectedRevision::Exact(_) | ExpectedRevision::NoStream
+        );
+        match streams.get_mut(w.append.stream.as_str()) {
+            Some(may_follow) if !*may_follow => {
+                later.push(w);
+                continue;
+            }
+            Some(may_follow) => *may_follow = exact,
+            None => {
+                streams.insert(w.append.stream.clone(), exact);
+            }
         }
-        streams.insert(w.append.stream.clone());
         events += n;
         group.push(w);
     }
@@ -576,6 +589,61 @@ mod tests {
         assert!(prepare(twice).unwrap_err().is_invalid_input());
         let empty_version = NewEvent::new("X", &serde_json::json!({})).with_version("");
         assert!(prepare(vec![empty_version]).unwrap_err().is_invalid_input());
+    }
+
+    fn waiting(stream: &str, expected: ExpectedRevision) -> Waiting {
+        Waiting {
+            append: Append {
+                stream: stream.into(),
+                revision: format!("{stream}:rev"),
+                category: "cat".into(),
+                holds: None,
+                aggregate_type: "t".into(),
+                aggregate_id: stream.into(),
+                expected,
+                batch: prepare(vec![NewEvent::new("X", &serde_json::json!({}))]).unwrap(),
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_group_holds_more_appends_to_one_aggregate_only_after_exact_ones() {
+        use ExpectedRevision::{Any, Exact, Exists, NoStream};
+        let order = [
+            ("a", NoStream),
+            ("a", Exact(0)),
+            ("b", Any),
+            ("a", Exists),
+            ("b", Exact(3)),
+            ("a", Exact(1)),
+            ("c", Exact(1)),
+        ];
+        let mut queue: VecDeque<Waiting> = order.iter().map(|(s, e)| waiting(s, *e)).collect();
+        let shown = |g: &[Waiting]| -> Vec<(String, ExpectedRevision)> {
+            g.iter()
+                .map(|w| (w.append.stream.clone(), w.append.expected))
+                .collect()
+        };
+        let first = next_group(&mut queue);
+        // `a` takes two exact appends and the `exists` one after them; `b`'s `any`
+        // append is its last in the call; what follows them waits, in order.
+        assert_eq!(
+            shown(&first),
+            vec![
+                ("a".into(), NoStream),
+                ("a".into(), Exact(0)),
+                ("b".into(), Any),
+                ("a".into(), Exists),
+                ("c".into(), Exact(1)),
+            ]
+        );
+        let second = next_group(&mut queue);
+        assert_eq!(
+            shown(&second),
+            vec![("b".into(), Exact(3)), ("a".into(), Exact(1))]
+        );
+        assert!(queue.is_empty());
     }
 
     #[test]

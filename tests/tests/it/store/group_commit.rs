@@ -128,3 +128,50 @@ async fn one_appends_error_leaves_the_others_of_its_call_alone() {
     assert_eq!(other.unwrap_err().conflict().unwrap().actual, 0);
     assert_eq!(store.revision("user", "good").await.unwrap(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn competing_exact_appends_to_one_aggregate_share_calls_and_one_wins() {
+    const WRITERS: u64 = 16;
+    let env = Env::start().await;
+    let before = script_calls(&env).await;
+    // Every writer expects the aggregate's revision 0; exactly one wins, and every
+    // other gets a conflict naming the winner's revision.
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = env.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .append(
+                    "user",
+                    "contended",
+                    counted_events(writer * 10 + 1, 1),
+                    ExpectedRevision::Exact(0),
+                )
+                .await
+        }));
+    }
+    let (mut won, mut conflicts) = (Vec::new(), Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(done) => won.push((done.first_revision, done.already_appended)),
+            Err(e) => conflicts.push(e.conflict().expect("only conflicts").actual),
+        }
+    }
+    assert_eq!(won, [(1, false)]);
+    assert_eq!(conflicts, vec![1; WRITERS as usize - 1]);
+    let history = env
+        .store
+        .read_all("user", "contended", ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(revisions(&history), [1]);
+    // Losers waiting behind the first call got their answers together, not one call
+    // each (on one server, where INFO counts them all).
+    if let (Some(before), Some(after)) = (before, script_calls(&env).await) {
+        assert!(
+            after - before < WRITERS,
+            "{} script calls for {WRITERS} competing appends",
+            after - before
+        );
+    }
+}
