@@ -200,11 +200,9 @@ impl Runtime {
         };
         // From the end: from the state the runtime holds, if it is current (as a
         // state read would), else the usual fold (a snapshot, then the history).
-        let held = match (&replay, self.states().enabled()) {
-            (None, true) => {
-                from_held(self, aggregate_type, aggregate_id, plugin.clone(), true).await?
-            }
-            _ => None,
+        let held = match replay {
+            None => from_held(self, aggregate_type, aggregate_id, plugin.clone(), true).await?,
+            Some(_) => None,
         };
         let (folded, session) = match held {
             Some((folded, session, _)) => (folded, session),

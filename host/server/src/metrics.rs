@@ -501,20 +501,21 @@ impl prometheus_client::collector::Collector for Instances {
             ConstGauge::new(*n as i64).encode(idle.encode_family(labels)?)?;
         }
         let (entries, bytes) = self.0.state_cache_usage();
-        let held = ConstGauge::new(entries as i64);
-        held.encode(encoder.encode_descriptor(
-            "state_cache_entries",
-            "States held in memory by the state cache",
-            None,
-            held.metric_type(),
-        )?)?;
-        let bytes = ConstGauge::new(bytes as i64);
-        bytes.encode(encoder.encode_descriptor(
-            "state_cache_bytes",
-            "Bytes of the states held by the state cache, as counted against --state-cache",
-            None,
-            bytes.metric_type(),
-        )?)?;
+        for (name, help, value) in [
+            (
+                "state_cache_entries",
+                "States held in memory by the state cache",
+                entries as i64,
+            ),
+            (
+                "state_cache_bytes",
+                "Bytes of the states held by the state cache, as counted against --state-cache",
+                bytes as i64,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         Ok(())
     }
 }
