@@ -12,7 +12,7 @@ use crate::data::{self, TYPE};
 use crate::external::redis_benchmark;
 use crate::report::Row;
 use crate::stats::alternate;
-use crate::{Ctx, faster, row, share};
+use crate::{Ctx, faster, fmt_count, row, share};
 
 const WRITERS: usize = 16;
 const BATCH: u64 = 100;
@@ -377,6 +377,58 @@ fn append_rows(
         ),
         ceiling,
     ]
+}
+
+/// `--profile append16` (likewise `append16-seed`, `append16-bare`): 16 writers on
+/// their own aggregates, one event per append, for `seconds`, then events/s (for
+/// `perf record` of the load generator, or Redis's `INFO commandstats`).
+pub async fn profile(ctx: &Ctx, name: &str, seconds: f64) -> Result<()> {
+    let v = match name {
+        "append16" => V::Streamfold,
+        "append16-seed" => V::Seed,
+        "append16-bare" => V::Bare,
+        _ => anyhow::bail!("not an append profile: {name}"),
+    };
+    let t = Instant::now();
+    let deadline = t + std::time::Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = ctx.store.clone();
+        let id = format!("profile-{}-{w}", uuid::Uuid::new_v4());
+        tasks.push(tokio::spawn(async move {
+            let mut con = store.connection();
+            let mut rev = 0;
+            while Instant::now() < deadline {
+                match v {
+                    V::Streamfold => {
+                        store
+                            .append(
+                                TYPE,
+                                &id,
+                                vec![data::new_event(1, rev + 1)],
+                                ExpectedRevision::Exact(rev),
+                            )
+                            .await?;
+                    }
+                    V::Bare => bare_append(&mut con, &id, rev + 1).await?,
+                    _ => seed_append(&mut con, &id, rev + 1).await?,
+                }
+                rev += 1;
+            }
+            anyhow::Ok(rev)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    println!(
+        "{name}: {} events in {:.1} s, {:.0} events/s",
+        fmt_count(total),
+        t.elapsed().as_secs_f64(),
+        total as f64 / t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The seed's `EventStore.append`: `XADD events:user MAXLEN ~ 100000 * ...`, then

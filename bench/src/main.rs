@@ -81,7 +81,9 @@ struct Args {
     json: Option<PathBuf>,
     /// Instead of benchmarking: run one replay variant back to back (for `perf
     /// record` or `valgrind --tool=callgrind`): floor, floor-value, history,
-    /// native, wasm-rust, wasm-js or wasm-py.
+    /// native, wasm-rust, wasm-js or wasm-py; or 16 concurrent writers, one event
+    /// per append: append16 (the store), append16-seed (the seed's two XADDs) or
+    /// append16-bare (those in one script call).
     #[arg(long, value_name = "VARIANT")]
     profile: Option<String>,
     /// With --profile: events in the aggregate.
@@ -562,6 +564,12 @@ async fn main() -> Result<()> {
 
     if args.no_pooling {
         ctx.note("wasmtime's pooling allocator is off (--no-pooling): instantiation costs are not the host's".to_owned());
+    }
+    if let Some(variant) = &args.profile
+        && variant.starts_with("append16")
+    {
+        append::profile(&ctx, variant, args.seconds).await?;
+        return Ok(());
     }
     if let Some(variant) = &args.profile {
         replay::profile(&ctx, variant, args.events, args.seconds).await?;
