@@ -43,6 +43,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use streamfold::Runtime;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -347,7 +348,14 @@ impl Server {
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(signal);
+        // Small answers and stream events go out as they are written, not held back
+        // for the peer's acknowledgement of the last ones (Nagle's algorithm).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
         let mut serve = tokio::spawn(async move { serve.await });
         // The projections run beside the requests and stop with them (releasing their
         // leases, so that another server takes over at once).
