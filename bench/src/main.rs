@@ -377,18 +377,13 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The built component of another language's `user` reducer, if there is one.
-///
-/// Looked up beside `USER` under the names `tests/build.rs` gives them
-/// (`user-js.wasm`, `user-py.wasm`), so the bench builds whether or not the tests
-/// crate has them yet. TODO(issue 6): once `tests/src/plugins.rs`'s `USER_JS` and
-/// `USER_PY` are committed, use those constants instead.
-fn other_component(env: &str, names: &[&str]) -> Option<PathBuf> {
+/// The built component of another language's `user` reducer: `env` if set (to
+/// benchmark another build), else the one `tests/build.rs` built (`built`).
+fn other_component(env: &str, built: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    let dir = Path::new(streamfold_tests::plugins::USER).parent()?;
-    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    Some(PathBuf::from(built)).filter(|p| p.is_file())
 }
 
 async fn load_reducers(
@@ -405,19 +400,19 @@ async fn load_reducers(
         if !wanted(*lang) {
             continue;
         }
-        let (env, names): (&str, &[&str]) = match lang {
+        let (env, built) = match lang {
             Lang::JavaScript => (
                 "STREAMFOLD_BENCH_USER_JS",
-                &["user-js.wasm", "user_js.wasm"],
+                streamfold_tests::plugins::USER_JS,
             ),
             _ => (
                 "STREAMFOLD_BENCH_USER_PY",
-                &["user-py.wasm", "user_py.wasm"],
+                streamfold_tests::plugins::USER_PY,
             ),
         };
-        let Some(path) = other_component(env, names) else {
+        let Some(path) = other_component(env, built) else {
             notes.push(format!(
-                "TODO: no {} `user` component built yet (plugins/user-{}, issue 6); its rows are missing. Set {env} to a built .wasm to include it.",
+                "no {} `user` component at {built} (plugins/user-{}); its rows are missing. Set {env} to a built .wasm to include it.",
                 lang.title(),
                 lang.name()
             ));
