@@ -115,8 +115,8 @@ const MAX_GROUP: usize = 64;
 /// Script calls in flight at once per partition. More than one, so that Redis runs
 /// the next call while the replies to the last ones travel and their writers make
 /// their next appends; each call holds what queued meanwhile. With 16 writers on one
-/// partition, 8 kept Redis busiest: 2, 4 and 16 were slower by a tenth or more, one
-/// at a time by a third (`streamfold-bench --profile append16`).
+/// partition, one call at a time was slower by nearly a third; 8 measured best, but
+/// within a tenth of 2, 4 and 16 (`streamfold-bench --profile append16`).
 const MAX_IN_FLIGHT: usize = 8;
 
 /// Most events one script call writes, unless a single append has more (a call holds
