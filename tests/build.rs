@@ -56,6 +56,7 @@ fn main() {
         "fixture-hostile",
         "fixture-bad-info",
         "fixture-leaky",
+        "fixture-forgetful",
         "fixture-projection-hostile",
     ]);
     for plugin in &plugins {

@@ -37,6 +37,9 @@ pub const BOMB: &str = concat!(env!("OUT_DIR"), "/bomb.wasm");
 /// `tests/plugins/leaky`: its states count the aggregates its instance started
 /// before (state kept across aggregates).
 pub const LEAKY: &str = concat!(env!("OUT_DIR"), "/leaky.wasm");
+/// `tests/plugins/forgetful`: counts events, and its `restore` refuses every state
+/// (its own too).
+pub const FORGETFUL: &str = concat!(env!("OUT_DIR"), "/forgetful.wasm");
 /// `tests/plugins/trap`: `apply` logs one line at `error` level, then panics.
 pub const TRAP: &str = concat!(env!("OUT_DIR"), "/trap.wasm");
 /// The `user` plugin's core module, before it was made a component.

@@ -201,6 +201,32 @@ async fn a_reducer_that_rejects_what_is_new_fails_every_read() {
 }
 
 #[tokio::test]
+async fn a_reducer_that_cannot_restore_its_own_state_gets_a_replay() {
+    let env = Env::start().await;
+    let (rt, _) = runtimes(&env, plugins::FORGETFUL).await;
+    let tick = || vec![ev("Ticked", json!({}))];
+    let counted = |r: &Replayed| serde_json::from_str::<serde_json::Value>(&r.state).unwrap();
+    for _ in 0..3 {
+        append(&env, "forgetful", "1", tick()).await;
+    }
+    let first = state(&rt, "forgetful", "1").await;
+    assert_eq!(counted(&first), json!({"events": 3}));
+    // Held: with nothing new it is served as it is (no restore needed).
+    assert_eq!(state(&rt, "forgetful", "1").await.cached_revision, Some(3));
+    // Something new must be folded onto the held state, which the reducer cannot
+    // restore: each read replays the whole history instead, and answers.
+    for n in [5, 6] {
+        let more = if n == 5 { 2 } else { 1 };
+        for _ in 0..more {
+            append(&env, "forgetful", "1", tick()).await;
+        }
+        let read = state(&rt, "forgetful", "1").await;
+        assert_eq!(counted(&read), json!({"events": n}));
+        assert_eq!((read.cached_revision, read.events_read), (None, n));
+    }
+}
+
+#[tokio::test]
 async fn a_new_active_reducer_does_not_see_the_old_ones_states() {
     let env = Env::start().await;
     let (rt, _) = runtimes(&env, plugins::USER).await;
