@@ -131,7 +131,9 @@ async fn one_appends_error_leaves_the_others_of_its_call_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn competing_exact_appends_to_one_aggregate_share_calls_and_one_wins() {
-    const WRITERS: u64 = 16;
+    // Many more than the calls a partition has in flight at once: the rest wait
+    // for a call to end, and those that waited together share the next call.
+    const WRITERS: u64 = 64;
     let env = Env::start().await;
     let before = script_calls(&env).await;
     // Every writer expects the aggregate's revision 0; exactly one wins, and every
@@ -165,7 +167,7 @@ async fn competing_exact_appends_to_one_aggregate_share_calls_and_one_wins() {
         .await
         .unwrap();
     assert_eq!(revisions(&history), [1]);
-    // Losers waiting behind the first call got their answers together, not one call
+    // Losers waiting behind the first calls got their answers together, not one call
     // each (on one server, where INFO counts them all).
     if let (Some(before), Some(after)) = (before, script_calls(&env).await) {
         assert!(
