@@ -389,6 +389,7 @@ pub async fn profile(ctx: &Ctx, name: &str, seconds: f64) -> Result<()> {
         "append16-bare" => V::Bare,
         _ => anyhow::bail!("not an append profile: {name}"),
     };
+    let calls_before = ctx.store.append_calls();
     let t = Instant::now();
     let deadline = t + std::time::Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
@@ -422,11 +423,18 @@ pub async fn profile(ctx: &Ctx, name: &str, seconds: f64) -> Result<()> {
     for task in tasks {
         total += task.await??;
     }
+    let elapsed = t.elapsed().as_secs_f64();
+    let calls = ctx.store.append_calls();
+    let (n, held) = (
+        calls.calls - calls_before.calls,
+        calls.appends - calls_before.appends,
+    );
     println!(
-        "{name}: {} events in {:.1} s, {:.0} events/s",
+        "{name}: {} events in {elapsed:.1} s, {:.0} events/s; {} append script calls, {:.1} appends per call",
         fmt_count(total),
-        t.elapsed().as_secs_f64(),
-        total as f64 / t.elapsed().as_secs_f64()
+        total as f64 / elapsed,
+        fmt_count(n),
+        if n == 0 { 0.0 } else { held as f64 / n as f64 }
     );
     Ok(())
 }

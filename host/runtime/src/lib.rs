@@ -135,11 +135,11 @@ pub use streamfold_sandbox::{
 // recorded failure and raw status are renamed beside the runtime's own types.
 pub use streamfold_store::names;
 pub use streamfold_store::{
-    AggregateKeys, AppendResult, CategoryFeed, CategoryReadOptions, Conflict, Connection,
-    Durability, EventStore, EventView, ExpectedRevision, History, IdsPage, IdsPageOptions, Layout,
-    Live, MAX_BATCH, MAX_CATEGORY_COUNT, MAX_IDS_PAGE, NewEvent, Page, PageIter, RETRY_SCAN_LIMIT,
-    ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom, SubscribeOptions,
-    Subscription, TlsConfig,
+    AggregateKeys, AppendCalls, AppendResult, CategoryFeed, CategoryReadOptions, Conflict,
+    Connection, Durability, EventStore, EventView, ExpectedRevision, History, IdsPage,
+    IdsPageOptions, Layout, Live, MAX_BATCH, MAX_CATEGORY_COUNT, MAX_IDS_PAGE, NewEvent, Page,
+    PageIter, RETRY_SCAN_LIMIT, ReadOptions, RecordedEvent, Snapshot, StoreConfig, SubscribeFrom,
+    SubscribeOptions, Subscription, TlsConfig,
 };
 pub use streamfold_store::{
     CategoryWatch, Change, ChangeFeed, ChangeOp, ChangesPage, Checkpoint, CommitBatch,

@@ -13,6 +13,8 @@
 //! | `streamfold_reducer_failures_total` | `kind` | replays a reducer failed (`rejected`, `trap`, `timeout`, `out-of-memory`, `bad-output`) |
 //! | `streamfold_appends_total` | `outcome` | appends (`appended`, `already-appended`, `conflict`, `failed`) |
 //! | `streamfold_events_appended_total` | | events written |
+//! | `streamfold_append_calls_total` | | append script calls this process made (group commit: one call holds the appends to one category partition that waited) |
+//! | `streamfold_append_call_appends_total` | | the appends those calls held (divide by `_calls_total` for appends per call) |
 //! | `streamfold_sse_subscribers` | | live subscriptions open |
 //! | `streamfold_replays_in_flight` | | replays running now |
 //! | `streamfold_replay_slots` | | the most that may run at once |
@@ -515,6 +517,27 @@ impl prometheus_client::collector::Collector for Instances {
         ] {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let group_commit = self.0.store().append_calls();
+        for (name, help, value) in [
+            (
+                "append_calls",
+                "Append script calls this process made (group commit)",
+                group_commit.calls,
+            ),
+            (
+                "append_call_appends",
+                "Appends held by those calls",
+                group_commit.appends,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
         Ok(())
     }

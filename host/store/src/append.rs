@@ -13,6 +13,7 @@
 //! [store module](crate#retry-safety); the details are in `append.lua`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::Utc;
@@ -109,6 +110,17 @@ fn prepare(events: Vec<NewEvent>) -> Result<Vec<PreparedEvent>> {
     Ok(out)
 }
 
+/// How group commit has gone in this process: the append script calls an
+/// [`EventStore`] (and its clones) made, and the appends they held. Their ratio is
+/// how many appends a call held on average.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendCalls {
+    /// Script calls made (a call retried after a lost connection counts once).
+    pub calls: u64,
+    /// Appends those calls held.
+    pub appends: u64,
+}
+
 /// Most appends one script call commits.
 const MAX_GROUP: usize = 64;
 
@@ -148,7 +160,12 @@ struct Waiting {
 /// At most one task per partition makes the calls (a few at once): it starts with the
 /// first append that finds nothing under way and ends when nothing waits.
 #[derive(Default)]
-pub(crate) struct Queues(Mutex<HashMap<String, Queue>>);
+pub(crate) struct Queues {
+    partitions: Mutex<HashMap<String, Queue>>,
+    /// Script calls made, and the appends they held (see [`AppendCalls`]).
+    calls: AtomicU64,
+    appends: AtomicU64,
+}
 
 impl std::fmt::Debug for Queues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,7 +185,7 @@ impl Queues {
         let (reply, replied) = oneshot::channel();
         let partition = append.category.clone();
         let (first, arrived) = {
-            let mut queues = self.0.lock().expect("append queues poisoned");
+            let mut queues = self.partitions.lock().expect("append queues poisoned");
             let q = queues.entry(partition.clone()).or_default();
             q.waiting.push_back(Waiting { append, reply });
             (!std::mem::replace(&mut q.draining, true), q.arrived.clone())
@@ -204,7 +221,7 @@ impl Queues {
         let mut calls = tokio::task::JoinSet::new();
         loop {
             let group = {
-                let mut queues = self.0.lock().expect("append queues poisoned");
+                let mut queues = self.partitions.lock().expect("append queues poisoned");
                 let Some(q) = queues.get_mut(&partition) else {
                     guard.armed = false;
                     return;
@@ -222,6 +239,9 @@ impl Queues {
                 group
             };
             if !group.is_empty() {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                self.appends
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 calls.spawn(call(group));
             } else if calls.len() < MAX_IN_FLIGHT {
                 tokio::select! {
@@ -302,7 +322,7 @@ struct Draining<'a> {
 impl Drop for Draining<'_> {
     fn drop(&mut self) {
         if self.armed
-            && let Ok(mut queues) = self.queues.0.lock()
+            && let Ok(mut queues) = self.queues.partitions.lock()
             && let Some(q) = queues.get_mut(self.partition)
         {
             q.draining = false;
@@ -380,6 +400,16 @@ impl EventStore {
                 "the append was dropped before it was sent: the runtime is shutting down",
             )
         })?
+    }
+
+    /// How many append script calls this store (and its clones) made, and how many
+    /// appends they held: see [`AppendCalls`].
+    pub fn append_calls(&self) -> AppendCalls {
+        let q = &self.inner.appends;
+        AppendCalls {
+            calls: q.calls.load(Ordering::Relaxed),
+            appends: q.appends.load(Ordering::Relaxed),
+        }
     }
 
     /// Makes the script call for `group` and sends each append its reply.
@@ -781,7 +811,7 @@ mod tests {
         }
         // With nothing left, the task ends and the partition's queue goes.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !queues.0.lock().unwrap().is_empty() {
+        while !queues.partitions.lock().unwrap().is_empty() {
             assert!(tokio::time::Instant::now() < deadline, "the task ends");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }

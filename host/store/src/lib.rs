@@ -229,7 +229,7 @@ use crate::connection::Con;
 use crate::error::redact_url;
 pub use crate::error::{Conflict, Error, ErrorKind, Result};
 
-pub use append::{MAX_BATCH, RETRY_SCAN_LIMIT};
+pub use append::{AppendCalls, MAX_BATCH, RETRY_SCAN_LIMIT};
 pub use config::{Durability, Layout, StoreConfig, TlsConfig};
 pub use connection::Connection;
 pub use feed::CategoryFeed;

@@ -669,9 +669,22 @@ async fn metrics_count_subscribers_requests_and_appends() {
         &["outcome=\"appended\""],
     );
     let requests_before = sample(&before, "streamfold_http_requests_total", &[]);
+    let calls_before = sample(&before, "streamfold_append_calls_total", &[]);
+    let held_before = sample(&before, "streamfold_append_call_appends_total", &[]);
 
     h.append("user", "1", vec![user_created(1, "Alice")]).await;
     let after = metrics(&h).await;
+    // A lone append: one script call holding it.
+    assert_eq!(
+        sample(&after, "streamfold_append_calls_total", &[]),
+        calls_before + 1.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "streamfold_append_call_appends_total", &[]),
+        held_before + 1.0,
+        "{after}"
+    );
     assert_eq!(
         sample(
             &after,

@@ -10,29 +10,10 @@ use streamfold_test_support::{Env, counted_events, revisions};
 /// Aggregates in the test, and appends racing on each.
 const AGGREGATES: u64 = 60;
 
-/// How many `EVALSHA` calls the Redis under `env` has answered (single server only).
-async fn script_calls(env: &Env) -> Option<u64> {
-    if env.cluster().is_some() {
-        return None;
-    }
-    let mut con = env.raw().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    // No line before the first call.
-    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) else {
-        return Some(0);
-    };
-    let calls = line.split(['=', ',']).nth(1).expect("calls=N");
-    Some(calls.parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_appends_share_calls_and_each_gets_its_own_answer() {
     let env = Env::start().await;
-    let before = script_calls(&env).await;
+    let before = env.store.append_calls();
     // Two appends race on every aggregate, both expecting no stream: on each, exactly
     // one must win and the other must conflict with revision 2 (the winner's batch),
     // whatever call either went in.
@@ -83,16 +64,15 @@ async fn racing_appends_share_calls_and_each_gets_its_own_answer() {
         "only the winners' events"
     );
 
-    // The appends shared calls: fewer script calls than appends (on one server,
-    // where INFO counts them all).
-    if let (Some(before), Some(after)) = (before, script_calls(&env).await) {
-        let appends = AGGREGATES * 2;
-        assert!(
-            after - before < appends,
-            "{} script calls for {appends} racing appends",
-            after - before
-        );
-    }
+    // The appends shared calls: fewer script calls than appends.
+    let after = env.store.append_calls();
+    let appends = AGGREGATES * 2;
+    assert_eq!(after.appends - before.appends, appends);
+    assert!(
+        after.calls - before.calls < appends,
+        "{} script calls for {appends} racing appends",
+        after.calls - before.calls
+    );
 }
 
 #[tokio::test]
@@ -135,7 +115,7 @@ async fn competing_exact_appends_to_one_aggregate_share_calls_and_one_wins() {
     // for a call to end, and those that waited together share the next call.
     const WRITERS: u64 = 64;
     let env = Env::start().await;
-    let before = script_calls(&env).await;
+    let before = env.store.append_calls();
     // Every writer expects the aggregate's revision 0; exactly one wins, and every
     // other gets a conflict naming the winner's revision.
     let mut tasks = Vec::new();
@@ -168,12 +148,12 @@ async fn competing_exact_appends_to_one_aggregate_share_calls_and_one_wins() {
         .unwrap();
     assert_eq!(revisions(&history), [1]);
     // Losers waiting behind the first calls got their answers together, not one call
-    // each (on one server, where INFO counts them all).
-    if let (Some(before), Some(after)) = (before, script_calls(&env).await) {
-        assert!(
-            after - before < WRITERS,
-            "{} script calls for {WRITERS} competing appends",
-            after - before
-        );
-    }
+    // each.
+    let after = env.store.append_calls();
+    assert_eq!(after.appends - before.appends, WRITERS);
+    assert!(
+        after.calls - before.calls < WRITERS,
+        "{} script calls for {WRITERS} competing appends",
+        after.calls - before.calls
+    );
 }
