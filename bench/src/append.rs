@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use streamfold::ExpectedRevision;
-use streamfold_store::Connection;
+use streamfold_store::{Connection, EventStore};
 
 use crate::data::{self, TYPE};
 use crate::external::redis_benchmark;
@@ -174,20 +174,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
             tasks.push(tokio::spawn(async move {
                 let mut con = store.connection();
                 for rev in 0..k {
-                    match v {
-                        V::Streamfold => {
-                            store
-                                .append(
-                                    TYPE,
-                                    &id,
-                                    vec![data::new_event(1, rev + 1)],
-                                    ExpectedRevision::Exact(rev),
-                                )
-                                .await?;
-                        }
-                        V::Bare => bare_append(&mut con, &id, rev + 1).await?,
-                        _ => seed_append(&mut con, &id, rev + 1).await?,
-                    }
+                    writer_append(v, &store, &mut con, &id, rev).await?;
                 }
                 anyhow::Ok(())
             }));
@@ -379,6 +366,33 @@ fn append_rows(
     ]
 }
 
+/// One concurrent writer's next event (`rev` events already written) on aggregate
+/// `id`, the way variant `v` appends: the store (exact revision), the seed's two
+/// `XADD`s, or those two in one script call.
+async fn writer_append(
+    v: V,
+    store: &EventStore,
+    con: &mut Connection,
+    id: &str,
+    rev: u64,
+) -> Result<()> {
+    match v {
+        V::Streamfold => {
+            store
+                .append(
+                    TYPE,
+                    id,
+                    vec![data::new_event(1, rev + 1)],
+                    ExpectedRevision::Exact(rev),
+                )
+                .await?;
+        }
+        V::Bare => bare_append(con, id, rev + 1).await?,
+        _ => seed_append(con, id, rev + 1).await?,
+    }
+    Ok(())
+}
+
 /// `--profile append16` (likewise `append16-seed`, `append16-bare`): 16 writers on
 /// their own aggregates, one event per append, for `seconds`, then events/s (for
 /// `perf record` of the load generator, or Redis's `INFO commandstats`).
@@ -400,20 +414,7 @@ pub async fn profile(ctx: &Ctx, name: &str, seconds: f64) -> Result<()> {
             let mut con = store.connection();
             let mut rev = 0;
             while Instant::now() < deadline {
-                match v {
-                    V::Streamfold => {
-                        store
-                            .append(
-                                TYPE,
-                                &id,
-                                vec![data::new_event(1, rev + 1)],
-                                ExpectedRevision::Exact(rev),
-                            )
-                            .await?;
-                    }
-                    V::Bare => bare_append(&mut con, &id, rev + 1).await?,
-                    _ => seed_append(&mut con, &id, rev + 1).await?,
-                }
+                writer_append(v, &store, &mut con, &id, rev).await?;
                 rev += 1;
             }
             anyhow::Ok(rev)

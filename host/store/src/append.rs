@@ -383,15 +383,11 @@ impl EventStore {
         let replied = self.inner.appends.enqueue(append, |partition, arrived| {
             let store = self.clone();
             tokio::spawn(async move {
-                let caller = store.clone();
-                store
-                    .inner
-                    .appends
-                    .drain(partition, arrived, move |group| {
-                        let store = caller.clone();
-                        async move { store.answer(group).await }
-                    })
-                    .await;
+                let call = |group| {
+                    let store = store.clone();
+                    async move { store.answer(group).await }
+                };
+                store.inner.appends.drain(partition, arrived, call).await;
             });
         });
         replied.await.map_err(|_| {
